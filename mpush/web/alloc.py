@@ -1,0 +1,58 @@
+"""``GET /``: the allocation API the mpush client SDK polls.
+
+The body is prepared by the allocation policy; answering does no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from mpush.web.errors import JsonNotFound, json_error, method_not_allowed
+
+_ALLOWED = (b"GET", b"HEAD")
+_TEXT = b"text/plain; charset=utf-8"
+
+
+class Allocator(Protocol):
+    """What the root resource needs of the policy (``mpush.alloc``)."""
+
+    def allocate(self) -> bytes | None: ...
+
+    @property
+    def body(self) -> bytes | None: ...
+
+
+class RootResource(Resource):
+    """``/`` answers allocations; named children hold the other endpoints."""
+
+    def __init__(self, allocator: Allocator, retry_after: int = 5) -> None:
+        super().__init__()
+        self._allocator = allocator
+        self._retry_after = str(retry_after).encode()
+        self._not_found = JsonNotFound()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        # Only the bare "/" is the allocation API; "/anything" is 404 and so
+        # is "//", which twisted.web would otherwise map to this resource.
+        if path == b"" and not request.postpath:
+            return self
+        return self._not_found
+
+    def render(self, request: Request) -> bytes:
+        method = request.method
+        if method == b"GET":
+            return self._answer(request, self._allocator.allocate())
+        if method == b"HEAD":
+            # A HEAD is no allocation: show the body's size, count nothing.
+            return self._answer(request, self._allocator.body)
+        return method_not_allowed(request, _ALLOWED)
+
+    def _answer(self, request: Request, body: bytes | None) -> bytes:
+        if body is None:
+            request.setHeader(b"retry-after", self._retry_after)
+            return json_error(request, 503, "no connection server known yet")
+        request.setHeader(b"content-type", _TEXT)
+        return body

@@ -1,0 +1,34 @@
+"""JSON error bodies: every 4xx/5xx the daemon writes looks the same."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+
+def json_error(request: Request, status: int, message: str, **extra: object) -> bytes:
+    """Set ``status`` on ``request`` and return a JSON body ``{"error": ...}``."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    body = {"error": message, "status": status, **extra}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class JsonNotFound(Resource):
+    """What unknown paths get: ``404`` with a JSON body."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        path = request.path.decode("utf-8", "replace")
+        return json_error(request, 404, f"no resource at {path}")
+
+
+def method_not_allowed(request: Request, allowed: tuple[bytes, ...]) -> bytes:
+    request.setHeader(b"allow", b", ".join(allowed))
+    method = request.method.decode("ascii", "replace")
+    return json_error(request, 405, f"method {method} not allowed", allow=[
+        m.decode() for m in allowed])

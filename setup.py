@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="mpush-alloc",
+    version="0.1.0",
+    description="Alloc server for an mpush push cluster (twistd plugin)",
+    python_requires=">=3.11",
+    packages=find_packages(include=["mpush", "mpush.*"]) + ["twisted.plugins"],
+    package_data={"mpush": ["web/static/*"], "twisted": ["plugins/mpush_alloc.py"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted[tls]>=23.10,<27",
+        "txredisapi>=1.4.10,<2",
+        "kazoo>=2.9,<3",
+        "pyopenssl>=23.2,<27",
+        "pyhocon>=0.3.60,<0.4",
+        "cryptography>=41,<51",
+        "service_identity>=23.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "pytest-twisted>=1.14,<2",
+            "pytest-timeout>=2.2,<3",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.5",
+        ],
+    },
+)

@@ -1,0 +1,130 @@
+"""Unit tests of the ordered parent service (no reactor: Deferreds fired by hand)."""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+
+from mpush.service import OrderedService, StartError
+
+
+class Recorder(Service):
+    """A child that records its calls and can start/stop asynchronously."""
+
+    def __init__(self, name: str, events: list[str], *, manual: bool = False,
+                 broken: bool = False) -> None:
+        self.setName(name)
+        self.events = events
+        self.manual = manual
+        self.broken = broken
+        self.pending: Deferred[None] | None = None
+
+    def privilegedStartService(self) -> None:
+        self.events.append(f"privileged {self.name}")
+
+    def startService(self) -> Deferred[None]:
+        self.events.append(f"start {self.name}")
+        if self.broken:
+            return fail(RuntimeError(f"{self.name} is broken"))
+        Service.startService(self)
+        if self.manual:
+            self.pending = Deferred()
+            return self.pending
+        return succeed(None)
+
+    def stopService(self) -> Deferred[None]:
+        self.events.append(f"stop {self.name}")
+        Service.stopService(self)
+        return succeed(None)
+
+
+def make(events: list[str], *children: Recorder) -> OrderedService:
+    parent = OrderedService()
+    for child in children:
+        child.setServiceParent(parent)
+    return parent
+
+
+def test_children_start_in_order_each_awaited() -> None:
+    events: list[str] = []
+    a = Recorder("a", events, manual=True)
+    b = Recorder("b", events)
+    parent = make(events, a, b)
+    d = parent.startService()
+    assert events == ["start a"], "b must wait until a's start Deferred fires"
+    assert not d.called
+    assert a.pending is not None
+    a.pending.callback(None)
+    assert events == ["start a", "start b"]
+    assert d.called and parent.running
+
+
+def test_stop_in_reverse_order() -> None:
+    events: list[str] = []
+    parent = make(events, Recorder("a", events), Recorder("b", events), Recorder("c", events))
+    parent.startService()
+    events.clear()
+    d = parent.stopService()
+    assert d.called
+    assert events == ["stop c", "stop b", "stop a"]
+    assert not parent.running
+
+
+def test_failed_start_stops_what_started_and_reports() -> None:
+    events: list[str] = []
+    parent = make(events, Recorder("a", events), Recorder("b", events),
+                  Recorder("c", events, broken=True), Recorder("d", events))
+    d = parent.startService()
+    failures: list[Exception] = []
+    d.addErrback(lambda f: failures.append(f.value))
+    assert events == ["start a", "start b", "start c", "stop b", "stop a"]
+    assert len(failures) == 1
+    assert isinstance(failures[0], StartError)
+    assert "c failed to start: c is broken" in str(failures[0])
+    assert not parent.running
+
+
+def test_start_and_stop_are_idempotent() -> None:
+    events: list[str] = []
+    parent = make(events, Recorder("a", events))
+    parent.startService()
+    parent.startService()
+    assert events == ["start a"]
+    parent.stopService()
+    parent.stopService()
+    assert events == ["start a", "stop a"]
+
+
+def test_second_start_waits_for_the_first() -> None:
+    events: list[str] = []
+    a = Recorder("a", events, manual=True)
+    parent = make(events, a)
+    first = parent.startService()
+    second = parent.startService()
+    assert not first.called and not second.called
+    assert a.pending is not None
+    a.pending.callback(None)
+    assert first.called and second.called
+    assert events == ["start a"]
+
+
+def test_stop_during_start_waits_then_unwinds() -> None:
+    events: list[str] = []
+    a = Recorder("a", events, manual=True)
+    b = Recorder("b", events)
+    parent = make(events, a, b)
+    parent.startService()
+    stopped = parent.stopService()
+    assert not stopped.called
+    assert a.pending is not None
+    a.pending.callback(None)
+    # b never starts: the stop came first; a is stopped again.
+    assert events == ["start a", "stop a"]
+    assert stopped.called
+
+
+def test_privileged_start_is_not_passed_on() -> None:
+    events: list[str] = []
+    parent = make(events, Recorder("a", events))
+    parent.privilegedStartService()
+    assert events == []
