@@ -87,7 +87,8 @@ def test_other_methods_get_405_with_allow() -> None:
 def test_unknown_paths_are_404_json() -> None:
     site = AllocSite(RootResource(FixedAllocator(b"a:1")))
     for path in (b"/nope", b"//", b"/a/b", b"/index.htm"):
-        status, headers, body = split(request(site, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
+        raw = b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        status, headers, body = split(request(site, raw))
         assert status.startswith("HTTP/1.1 404"), path
         assert headers["content-type"] == "application/json"
         assert b'"status":404' in body
