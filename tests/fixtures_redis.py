@@ -1,0 +1,106 @@
+"""Real Redis servers for tests (loaded by tests/conftest.py).
+
+* ``redis_server`` / ``redis_password_server``: one process per test session,
+  emptied before each test. Do not kill or freeze them: use
+  ``fresh_redis_server`` or ``redis_factory`` for that.
+* ``redis_cluster``: one 3-master cluster per session, reset (empty,
+  original slot owners, no migration in progress) before each test;
+  ``fresh_redis_cluster`` for tests that break nodes.
+* ``redis_sentinel``: a fresh master (with a password) plus a sentinel
+  (without one) per test; the master is ``redis_sentinel.master``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mpush.testing.redis import RedisCluster, RedisSentinel, RedisServer
+
+REDIS_TEST_PASSWORD = "t0p-s3cret-redis-pw"
+
+
+def _fit(server: RedisServer) -> RedisServer:
+    # A session server a previous test left stopped or frozen by mistake.
+    if server.frozen:
+        server.thaw()
+    if not server.running:
+        server.start()
+    server.call("FLUSHALL")
+    return server
+
+
+@pytest.fixture(scope="session")
+def _redis_server_session() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(_redis_server_session: RedisServer) -> RedisServer:
+    """A plain server shared by the session, emptied for this test."""
+    return _fit(_redis_server_session)
+
+
+@pytest.fixture(scope="session")
+def _redis_password_server_session() -> Iterator[RedisServer]:
+    with RedisServer(REDIS_TEST_PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_password_server(_redis_password_server_session: RedisServer) -> RedisServer:
+    """Like ``redis_server`` with ``requirepass`` (see ``.password``)."""
+    return _fit(_redis_password_server_session)
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    """``make(password=None, **kw)`` -> a started server of this test only."""
+    made: list[RedisServer] = []
+
+    def make(password: str | None = None, **kwargs: Any) -> RedisServer:
+        server = RedisServer(password, **kwargs)
+        made.append(server)
+        return server.start()
+
+    yield make
+    for server in made:
+        server.close()
+
+
+@pytest.fixture
+def fresh_redis_server(redis_factory: Callable[..., RedisServer]) -> RedisServer:
+    """A server of this test only, free to kill, freeze and restart; its
+    append-only file keeps the data across a kill and restart."""
+    return redis_factory(appendonly=True)
+
+
+@pytest.fixture(scope="session")
+def _redis_cluster_session() -> Iterator[RedisCluster]:
+    with RedisCluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster(_redis_cluster_session: RedisCluster) -> RedisCluster:
+    """The session's cluster, empty and with its original slot layout."""
+    _redis_cluster_session.reset()
+    return _redis_cluster_session
+
+
+@pytest.fixture
+def fresh_redis_cluster() -> Iterator[RedisCluster]:
+    """A cluster of this test only (about 2 s to make)."""
+    with RedisCluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_sentinel(redis_factory: Callable[..., RedisServer]) -> Iterator[RedisSentinel]:
+    """A sentinel watching a fresh password-protected master as "mymaster"."""
+    master = redis_factory(REDIS_TEST_PASSWORD)
+    with RedisSentinel(master, "mymaster") as sentinel:
+        yield sentinel
