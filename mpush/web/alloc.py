@@ -47,7 +47,9 @@ class RootResource(Resource):
             return self._answer(request, self._allocator.allocate())
         if method == b"HEAD":
             # A HEAD is no allocation: show the body's size, count nothing.
-            return self._answer(request, self._allocator.body)
+            body = self._answer(request, self._allocator.body)
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
         return method_not_allowed(request, _ALLOWED)
 
     def _answer(self, request: Request, body: bytes | None) -> bytes:

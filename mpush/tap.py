@@ -1,0 +1,115 @@
+"""``twistd mpush-alloc``: command-line options and the service tree.
+
+Nothing here opens a socket or starts a thread: twistd may fork (daemonize)
+after ``makeService``, so all of that happens in the services' start.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from mpush.config import ConfigError, Settings, load_settings
+from mpush.service import OrderedService
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Serves an mpush cluster: GET / lists the connection servers (from "
+        "ZooKeeper), least loaded first (online counts from Redis). The config "
+        "file is HOCON, in the Java alloc's format; see the README for its keys. "
+        "On SIGTERM the services stop in reverse order and twistd ends by "
+        "re-raising SIGTERM (exit status 143 from a shell: a clean stop)."
+    )
+    optParameters = [
+        ["config", "c", "conf/mpush.conf", "The HOCON config file (Java alloc format)."],
+    ]
+
+    settings: Settings
+
+    def postOptions(self) -> None:
+        try:
+            self.settings = load_settings(self["config"])
+        except ConfigError as e:
+            # SystemExit, not UsageError: twistd would print its whole usage.
+            raise SystemExit(f"mpush-alloc: config error: {e}") from None
+
+
+class AllocDaemon(OrderedService):
+    """The root service; a failed start ends the process with status 1."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any = None) -> None:
+        super().__init__()
+        self._reactor = reactor
+
+    def startService(self) -> Deferred[None]:
+        d = super().startService()
+        d.addErrback(self._give_up)
+        return d
+
+    def _give_up(self, reason: Failure) -> None:
+        self.log.critical("mpush-alloc could not start: {reason}",
+                          reason=reason.getErrorMessage())
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        # twistd has no exit-status API: exit 1 once it has cleaned up (its
+        # pidfile removed, logs flushed) on the way out.
+        atexit.register(_exit_failed)
+        reactor.callWhenRunning(reactor.stop)
+
+
+def _exit_failed() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
+    # Imported here so that `twistd --help` stays light.
+    from mpush.alloc import BalancePolicy, Refresher
+    from mpush.cache import RedisService
+    from mpush.logbridge import bridge_stdlib_logging
+    from mpush.web.alloc import RootResource
+    from mpush.web.server import AllocSite, WebService
+    from mpush.zk import ZkWatcher
+
+    settings = options.settings
+    bridge_stdlib_logging()
+    root = AllocDaemon(reactor)
+
+    zk = ZkWatcher(settings.zk, reactor=reactor)
+    zk.setName("zookeeper")
+    zk.setServiceParent(root)
+
+    cache = RedisService(settings.redis, reactor=reactor)
+    cache.setName("redis")
+    cache.setServiceParent(root)
+
+    policy = BalancePolicy()
+    refresher = Refresher(policy, zk, cache, interval=settings.alloc.refresh_interval,
+                          change_delay=settings.alloc.change_delay, reactor=reactor)
+    refresher.setName("refresher")
+    refresher.setServiceParent(root)
+
+    resource = RootResource(policy, retry_after=settings.alloc.retry_after)
+    site = AllocSite(resource, access_log=settings.alloc.access_log)
+    web = WebService(site, settings.port, interface=settings.alloc.interface,
+                     protocol=settings.protocol, tls_cert=settings.alloc.tls_cert,
+                     tls_key=settings.alloc.tls_key, data_dir=settings.alloc.data_dir,
+                     reactor=reactor)
+    web.setName("web")
+    web.setServiceParent(root)
+    return root

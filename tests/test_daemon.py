@@ -1,0 +1,269 @@
+"""The daemon as an operator runs it: ``twistd mpush-alloc`` in a child
+process, against real ZooKeeper and Redis servers started by the tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mpush.testing.daemon import BIN, Daemon, free_port, write_config
+from mpush.testing.redis import RedisServer
+from mpush.testing.registry import NodeRegistrar
+from mpush.testing.zookeeper import ZooKeeperServer
+
+pytestmark = pytest.mark.integration
+
+
+def twistd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "twistd"), *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+def online(redis: RedisServer, ip: str, count: int) -> None:
+    """Make mp:oul:<ip> hold ``count`` users, as the connection servers do."""
+    key = f"mp:oul:{ip}"
+    redis.call("DEL", key)
+    for i in range(count):
+        redis.call("ZADD", key, str(i), f"user-{ip}-{i}")
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
+                 redis_server: RedisServer) -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def start(*, foreground: bool = True, protocol: str = "http",
+              alloc_extra: str = "") -> Daemon:
+        port = free_port()
+        config = write_config(tmp_path / "mpush.conf", port=port,
+                              zk=zk_server.connect_string, namespace=zk_namespace,
+                              redis_nodes=[f"127.0.0.1:{redis_server.port}"],
+                              protocol=protocol, alloc_extra=alloc_extra)
+        daemon = Daemon(tmp_path, config, port=port, foreground=foreground, protocol=protocol)
+        made.append(daemon)
+        return daemon.start()
+
+    yield start
+    for daemon in made:
+        daemon.kill()
+
+
+@pytest.fixture
+def registrar(zk_server: ZooKeeperServer, zk_namespace: str,
+              make_registrar: Callable[..., NodeRegistrar]) -> NodeRegistrar:
+    return make_registrar(zk_server.connect_string, namespace=zk_namespace)
+
+
+def test_twistd_lists_the_plugin() -> None:
+    result = twistd("--help")
+    assert result.returncode == 0
+    assert re.search(r"^\s+mpush-alloc\s", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_plugin_help_documents_its_options() -> None:
+    result = twistd("mpush-alloc", "--help")
+    assert result.returncode == 0
+    assert "--config=" in result.stdout
+    assert "HOCON" in result.stdout
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ("mp.net.alloc-server-port = 70000", "mp.net.alloc-server-port"),
+    ("mp.net.alloc-server-protocol = gopher", "mp.net.alloc-server-protocol"),
+    ("mp.redis.cluster-model = galaxy", "mp.redis.cluster-model"),
+    ("mp.net.gateway-server-net = udp", "mp.net.gateway-server-net"),
+    ("mp.net.alloc-server-protocol = https\nmp.alloc.tls-cert = /nonexistent/cert.pem\n"
+     "mp.alloc.tls-key = /nonexistent/key.pem", "mp.alloc.tls-cert"),
+    ("mp { net { alloc-server-port = ", None),
+])
+def test_config_errors_are_one_clear_line(tmp_path: Path, body: str, key: str | None) -> None:
+    config = tmp_path / "bad.conf"
+    config.write_text(body + "\n")
+    result = twistd("-n", "mpush-alloc", "--config", str(config), cwd=tmp_path)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0
+    assert len(output.splitlines()) == 1, output
+    assert output.startswith(f"mpush-alloc: config error: {config}: ")
+    if key is not None:
+        assert f": {key}: " in output
+    assert "Traceback" not in output and "Usage" not in output
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    result = twistd("-n", "mpush-alloc", "--config", str(tmp_path / "nope.conf"))
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0
+    assert output.count("\n") == 0 and "nope.conf" in output
+
+
+def test_serves_java_registered_servers_least_loaded_first(
+        start_daemon: Callable[..., Daemon], registrar: NodeRegistrar,
+        redis_server: RedisServer) -> None:
+    online(redis_server, "10.1.0.1", 30)
+    online(redis_server, "10.1.0.2", 10)
+    online(redis_server, "10.1.0.3", 20)
+    online(redis_server, "203.0.113.9", 5)
+    registrar.register("cs", "10.1.0.1", 3000)
+    registrar.register("cs", "10.1.0.2", 3000)
+    registrar.register("cs", "10.1.0.3", 3001)
+    # A NATed server: clients must be sent to its public_ip.
+    registrar.register("cs", "192.168.7.7", 3000, {"weight": 1, "public_ip": "203.0.113.9"})
+    registrar.register("cs", "fe80::1", 3000)  # IPv6: the Java SDK cannot parse it
+    daemon = start_daemon()
+    expected = b"203.0.113.9:3000,10.1.0.2:3000,10.1.0.3:3001,10.1.0.1:3000"
+    # HEAD never counts as an allocation, so polling with it keeps the order.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status, headers, _ = daemon.get("/", method="HEAD")
+        if status == 200 and int(headers["Content-Length"]) == len(expected):
+            break
+        time.sleep(0.05)
+    status, headers, body = daemon.get("/")
+    assert status == 200
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert body == expected
+    log = daemon.log()
+    assert len(re.findall(r"left out.*IPv6", log)) == 1, "an IPv6 server is logged once"
+    assert "message body" not in log  # HEAD answered without a body
+
+
+def test_nodes_added_and_removed_show_within_a_second(
+        start_daemon: Callable[..., Daemon], registrar: NodeRegistrar) -> None:
+    first = registrar.register("cs", "10.2.0.1", 3000)
+    daemon = start_daemon()
+    daemon.wait_for_body(lambda body: body == b"10.2.0.1:3000")
+    started = time.monotonic()
+    registrar.register("cs", "10.2.0.2", 3000)
+    daemon.wait_for_body(lambda body: b"10.2.0.2:3000" in body, wait=1.0)
+    added = time.monotonic() - started
+    started = time.monotonic()
+    registrar.unregister(first)
+    daemon.wait_for_body(lambda body: body == b"10.2.0.2:3000", wait=1.0)
+    removed = time.monotonic() - started
+    assert added < 1.0 and removed < 1.0
+
+
+def test_count_changes_show_after_a_refresh(
+        start_daemon: Callable[..., Daemon], registrar: NodeRegistrar,
+        redis_server: RedisServer) -> None:
+    online(redis_server, "10.3.0.1", 5)
+    online(redis_server, "10.3.0.2", 50)
+    registrar.register("cs", "10.3.0.1", 3000)
+    registrar.register("cs", "10.3.0.2", 3000)
+    daemon = start_daemon()
+    daemon.wait_for_body(lambda body: body.startswith(b"10.3.0.1:3000,"))
+    online(redis_server, "10.3.0.1", 500)
+    # refresh-interval is 1 s in the test config.
+    daemon.wait_for_body(lambda body: body.startswith(b"10.3.0.2:3000,"), wait=5.0)
+
+
+def test_no_server_known_is_503_with_retry_after(start_daemon: Callable[..., Daemon]) -> None:
+    daemon = start_daemon()
+    status, headers, body = daemon.get("/")
+    assert status == 503
+    assert headers["Retry-After"] == "5"
+    assert b"no connection server" in body
+
+
+def test_sigterm_stops_in_reverse_order_and_removes_the_pidfile(
+        start_daemon: Callable[..., Daemon], registrar: NodeRegistrar) -> None:
+    registrar.register("cs", "10.4.0.1", 3000)
+    daemon = start_daemon()
+    daemon.wait_for_body(lambda body: body == b"10.4.0.1:3000")
+    assert daemon.pidfile.exists()
+    started = time.monotonic()
+    status = daemon.terminate()
+    took = time.monotonic() - started
+    # twistd re-raises SIGTERM after its clean shutdown.
+    assert status == -15
+    assert took < 10
+    assert not daemon.pidfile.exists()
+    log = daemon.log()
+    stops = re.findall(r"\] stopping (\w+)$", log, re.MULTILINE)
+    assert stops == ["web", "refresher", "redis", "zookeeper"], log
+    starts = re.findall(r"\] starting (\w+)$", log, re.MULTILINE)
+    assert starts == ["zookeeper", "redis", "refresher", "web"], log
+    bad = [line for line in log.splitlines()
+           if "#error]" in line or "#critical]" in line or "Traceback" in line]
+    assert bad == []
+
+
+def test_runs_as_a_daemon_without_n(start_daemon: Callable[..., Daemon],
+                                    registrar: NodeRegistrar) -> None:
+    registrar.register("cs", "10.5.0.1", 3000)
+    daemon = start_daemon(foreground=False)
+    pid = daemon.pid
+    assert pid != os.getpid()
+    daemon.wait_for_body(lambda body: body == b"10.5.0.1:3000")
+    daemon.terminate()
+    assert not daemon.pidfile.exists()
+
+
+def test_port_in_use_fails_the_start_with_status_1(tmp_path: Path, zk_server: ZooKeeperServer,
+                                                    redis_server: RedisServer) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "mpush.conf", port=port, zk=zk_server.connect_string,
+                              redis_nodes=[f"127.0.0.1:{redis_server.port}"])
+        result = twistd("-n", "--pidfile", str(tmp_path / "p.pid"), "--logfile",
+                        str(tmp_path / "t.log"), "mpush-alloc", "--config", str(config),
+                        cwd=tmp_path)
+    assert result.returncode == 1
+    log = (tmp_path / "t.log").read_text()
+    assert "web failed to start" in log
+    assert "mpush-alloc could not start" in log
+    assert re.findall(r"\] stopping (\w+)$", log, re.MULTILINE) == ["refresher", "redis", "zookeeper"]
+    assert not (tmp_path / "p.pid").exists()
+
+
+def test_https_with_a_generated_self_signed_certificate(
+        start_daemon: Callable[..., Daemon], registrar: NodeRegistrar, tmp_path: Path) -> None:
+    registrar.register("cs", "10.6.0.1", 3000)
+    daemon = start_daemon(protocol="https")
+    cert = tmp_path / "data" / "selfsigned-cert.pem"
+    assert cert.is_file()
+    assert str(cert) in daemon.log()
+    # A real TLS client that verifies the certificate and the name localhost.
+    context = ssl.create_default_context(cafile=str(cert))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    url = f"https://localhost:{daemon.port}/"
+    deadline = time.monotonic() + 10
+    body = b""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=5) as resp:
+                body = resp.read()
+                break
+        except urllib.error.HTTPError as e:
+            assert e.code == 503  # until the first refresh
+        time.sleep(0.05)
+    assert body == b"10.6.0.1:3000"
+    # TLS 1.1 and older are refused.
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    # Let our side offer TLS 1.0/1.1 (OpenSSL refuses them at its default
+    # security level), so that the refusal we see is the server's.
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(urllib.error.URLError, match="PROTOCOL_VERSION|protocol version"):
+        urllib.request.urlopen(url, context=old, timeout=5)
+    # The same certificate is kept across restarts.
+    before = cert.read_bytes()
+    daemon.terminate()
+    start_daemon(protocol="https")
+    assert cert.read_bytes() == before
