@@ -225,7 +225,8 @@ def test_port_in_use_fails_the_start_with_status_1(tmp_path: Path, zk_server: Zo
     log = (tmp_path / "t.log").read_text()
     assert "web failed to start" in log
     assert "mpush-alloc could not start" in log
-    assert re.findall(r"\] stopping (\w+)$", log, re.MULTILINE) == ["refresher", "redis", "zookeeper"]
+    stops = re.findall(r"\] stopping (\w+)$", log, re.MULTILINE)
+    assert stops == ["refresher", "redis", "zookeeper"]
     assert not (tmp_path / "p.pid").exists()
 
 
@@ -260,7 +261,7 @@ def test_https_with_a_generated_self_signed_certificate(
     old.set_ciphers("DEFAULT:@SECLEVEL=0")
     old.minimum_version = ssl.TLSVersion.TLSv1
     old.maximum_version = ssl.TLSVersion.TLSv1_1
-    with pytest.raises(urllib.error.URLError, match="PROTOCOL_VERSION|protocol version"):
+    with pytest.raises(urllib.error.URLError, match=r"PROTOCOL_VERSION|protocol version"):
         urllib.request.urlopen(url, context=old, timeout=5)
     # The same certificate is kept across restarts.
     before = cert.read_bytes()
