@@ -26,7 +26,6 @@ from twisted.internet.task import Clock
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpush.alloc import (
-    DEFAULT_REFRESH_INTERVAL,
     JAVA_REFRESH_INTERVAL,
     AllocPolicy,
     BalancePolicy,
@@ -34,13 +33,10 @@ from mpush.alloc import (
     JavaPolicy,
     Refresher,
 )
+from mpush.config import AllocSettings
 
-try:  # the default of mp.alloc.refresh-interval, as mpush.config has it
-    from mpush.config import AllocSettings
-
-    OUR_INTERVAL = float(AllocSettings.refresh_interval)
-except ImportError:  # config not importable (pyhocon missing): our module default
-    OUR_INTERVAL = DEFAULT_REFRESH_INTERVAL
+# Ours refreshes at the default of mp.alloc.refresh-interval.
+OUR_INTERVAL = float(AllocSettings.refresh_interval)
 
 SERVERS = 10
 START_COUNTS = [1000 * i for i in range(SERVERS)]

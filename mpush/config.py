@@ -5,7 +5,7 @@ checking that a configured TLS certificate and key can be opened, nothing
 here touches the outside world. Every problem is raised as a `ConfigError`
 whose text is one line naming the file and, where there is one, the key.
 
-Java compatibility (see docs/config.md for the whole story):
+Java compatibility (see README.md (Configuration) for the whole story):
 
 * `${user.dir}`, `${user.home}`, `${user.name}` and `${java.io.tmpdir}` are
   answered the way a JVM would; any other substitution that neither the file
@@ -36,6 +36,8 @@ from typing import Any, NoReturn
 
 from pyhocon import ConfigFactory, ConfigTree
 from pyhocon.config_tree import ConfigSubstitution, ConfigValues, NoneValue
+
+from mpush.alloc import DEFAULT_CHANGE_DELAY, DEFAULT_REFRESH_INTERVAL
 
 __all__ = [
     "AllocSettings",
@@ -90,13 +92,13 @@ class RedisSettings:
 @dataclass(frozen=True)
 class AllocSettings:
     interface: str = "0.0.0.0"
-    refresh_interval: float = 30.0  # s
-    change_delay: float = 0.2  # s
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL  # s
+    change_delay: float = DEFAULT_CHANGE_DELAY  # s
     tls_cert: str | None = None  # absolute path once loaded
     tls_key: str | None = None
     data_dir: str = "run/data"  # made absolute (against the CWD) once loaded
     access_log: str | None = None
-    # Additions beyond docs/INTERNALS.md; each is documented in docs/config.md.
+    # Additions beyond docs/INTERNALS.md; each is documented in README.md (Configuration).
     retry_after: int = 5  # whole seconds, for the Retry-After header of a 503
     push_timeout: float = 3.0  # s, one /push request to one gateway
     broadcast_timeout: float = 30.0  # s, a broadcast's wait for each gateway
