@@ -1,0 +1,656 @@
+"""Unit tests of mpush.push: PushClient on a fake gateway pool and a fake Redis.
+
+The fake pool keeps the GatewayPool contract (docs/INTERNALS.md): every
+request ends exactly once, with a scripted reply or its own timer, both on a
+``task.Clock``. It decodes every packet it is asked to send, so the tests
+check the bytes the real pool would write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
+
+from mpush.protocol import (
+    CMD_GATEWAY_PUSH,
+    FLAG_BIZ_ACK,
+    GatewayPush,
+    Packet,
+    PacketDecoder,
+    PacketTooLarge,
+)
+from mpush.push import (
+    FAILURE,
+    OFFLINE,
+    SUCCESS,
+    TIMEOUT,
+    PushClient,
+    PushResult,
+    parse_routes,
+)
+
+A = "10.0.0.5:3001"
+B = "10.0.0.6:3001"
+
+# ---------------------------------------------------------------- fakes
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A GatewayReply-compatible duck type."""
+
+    outcome: str
+    gateway: str
+    code: int | None = None
+    message: Any = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """How the fake pool answers one request."""
+
+    outcome: str = "ok"  # "ok" | "error" | "unavailable" | "lost" | "silent" (only the timer)
+    code: int | None = None
+    after: float = 0.01  # s until the reply
+    at_timeout: bool = False  # reply in the very tick of the timeout, ahead of the timer
+    before: Callable[[], None] | None = None  # run just before replying
+
+
+@dataclass
+class Sent:
+    address: str
+    timeout: float
+    at: float
+    packet: Packet
+    push: GatewayPush
+
+
+class FakePool:
+    """Records requests; answers them as scripted per address (default: OK after 10 ms)."""
+
+    def __init__(self, clock: Clock, addresses: tuple[str, ...] = ()) -> None:
+        self.clock = clock
+        self.known = list(addresses)
+        self.sent: list[Sent] = []
+        self.steps: dict[str, list[Step]] = {}
+        self.ended = 0
+        self._ids: Iterator[int] = itertools.count(1)
+
+    def script(self, address: str, *steps: Step) -> None:
+        self.steps.setdefault(address, []).extend(steps)
+
+    def addresses(self) -> list[str]:
+        return list(self.known)
+
+    def request(self, address: str, build: Callable[[int], bytes], timeout: float) -> Deferred[Any]:
+        sid = next(self._ids)
+        data = build(sid)  # its exceptions propagate, as the real pool's
+        [packet] = PacketDecoder(max_body=1 << 20).feed(data)
+        assert isinstance(packet, Packet) and packet.cmd == CMD_GATEWAY_PUSH
+        assert packet.session_id == sid
+        self.sent.append(
+            Sent(address, timeout, self.clock.seconds(), packet,
+                 GatewayPush.decode_body(packet.body))
+        )
+        queue = self.steps.get(address, [])
+        step = queue.pop(0) if queue else Step()
+        if step.outcome == "unavailable":
+            self.ended += 1
+            return succeed(Reply("unavailable", address))  # at once, as the real pool
+        d: Deferred[Any] = Deferred()
+        calls: list[IDelayedCall] = []
+
+        def end(reply: Reply) -> None:
+            for call in calls:
+                if call.active():
+                    call.cancel()
+            assert not d.called, "request ended twice"
+            self.ended += 1
+            d.callback(reply)
+
+        def answer() -> None:
+            if step.before is not None:
+                step.before()
+            end(Reply(step.outcome, address, step.code))
+
+        if step.outcome != "silent":
+            # Scheduled before the timer: at an equal time, Clock runs it first.
+            calls.append(self.clock.callLater(timeout if step.at_timeout else step.after, answer))
+        calls.append(self.clock.callLater(timeout, end, Reply("timeout", address)))
+        return d
+
+
+class FakeCache:
+    """Redis hashes in a dict; counts HGETALL calls; can hold answers back or fail."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[str, dict[str, str]] = {}
+        self.calls: list[str] = []
+        self.manual = False
+        self.pending: list[tuple[dict[str, str], Deferred[dict[str, str]]]] = []
+        self.error: Exception | None = None
+
+    def hgetall(self, key: str) -> Deferred[dict[str, str]]:
+        self.calls.append(key)
+        if self.error is not None:
+            return fail(self.error)
+        value = dict(self.hashes.get(key, {}))  # what Redis holds when the call arrives
+        if self.manual:
+            d: Deferred[dict[str, str]] = Deferred()
+            self.pending.append((value, d))
+            return d
+        return succeed(value)
+
+    def release(self, *order: int) -> None:
+        """Answer the held calls, in the given order of their indexes (default: as made)."""
+        pending, self.pending = self.pending, []
+        for i in order or range(len(pending)):
+            value, d = pending[i]
+            d.callback(value)
+
+
+def loc(
+    address: str = A, os_name: str | None = "android", conn: str | None = "c1", **extra: Any
+) -> str:
+    """ClientLocation JSON as the Java server writes it (nulls left out)."""
+    host, port = address.rsplit(":", 1)
+    value: dict[str, Any] = {"port": int(port), "host": host, "deviceId": "d1", **extra}
+    if os_name is not None:
+        value["osName"] = os_name
+    value["clientVersion"] = "1.0"
+    if conn is not None:
+        value["connId"] = conn
+    return json.dumps(value)
+
+
+@dataclass
+class Env:
+    clock: Clock = field(default_factory=Clock)
+    cache: FakeCache = field(default_factory=FakeCache)
+    pool: FakePool = field(init=False)
+    client: PushClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pool = FakePool(self.clock, (A, B))
+        self.client = PushClient(self.pool, self.cache, reactor=self.clock)
+
+    def route(self, user: str, **fields: str) -> None:
+        self.cache.hashes[f"mp:ur:{user}"] = {k.lstrip("f"): v for k, v in fields.items()}
+
+    def rebuild(self, **kwargs: Any) -> None:
+        self.client = PushClient(self.pool, self.cache, reactor=self.clock, **kwargs)
+
+    def push_now(self, users: list[str], content: bytes = b"hi", **kw: Any) -> list[PushResult]:
+        d = self.client.push(users, content, **kw)
+        self.run_until(d)
+        return result_of(d)
+
+    def run_until(self, d: Deferred[Any]) -> None:
+        """Advance the clock from one scheduled call to the next, so each runs at its time."""
+        while not d.called and self.clock.getDelayedCalls():
+            due = min(c.getTime() for c in self.clock.getDelayedCalls())
+            self.clock.advance(max(0.0, due - self.clock.seconds()))
+
+
+@pytest.fixture
+def env() -> Env:
+    return Env()
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+# --------------------------------------------------------------- single push
+
+
+def test_success_sends_the_java_request_to_the_users_gateway(env: Env) -> None:
+    env.route("u1", f1=loc(A, "Android 9"))
+    env.pool.script(A, Step(after=0.25))
+    d = env.client.push(["u1"], b"hello", ack="biz", tags=["t1"])
+    assert env.cache.calls == ["mp:ur:u1"]
+    [sent] = env.pool.sent
+    assert sent.address == A
+    assert sent.timeout == 3.0
+    assert sent.push == GatewayPush("u1", 1, 2500, b"hello", tags='["t1"]')
+    assert sent.packet.flags == FLAG_BIZ_ACK
+    env.clock.advance(0.249)
+    assert not d.called
+    env.clock.advance(0.001)
+    assert result_of(d) == [PushResult("u1", 1, SUCCESS, A, pytest.approx(250.0))]
+
+
+def test_routes_are_cached_after_success(env: Env) -> None:
+    env.route("u1", f1=loc())
+    env.push_now(["u1"])
+    env.push_now(["u1"])
+    assert env.cache.calls == ["mp:ur:u1"]
+    assert len(env.pool.sent) == 2
+
+
+def test_minimum_timeout_puts_500_ms_on_the_wire(env: Env) -> None:
+    env.route("u1", f1=loc())
+    env.push_now(["u1"], timeout_ms=1000)
+    assert env.pool.sent[0].push.timeout == 500
+    assert env.pool.sent[0].timeout == 1.0
+
+
+def test_no_route_is_offline_without_touching_a_gateway(env: Env) -> None:
+    d = env.client.push(["ghost"], b"hi")
+    assert result_of(d) == [PushResult("ghost", None, OFFLINE, None, 0.0, "no route")]
+    assert env.pool.sent == []
+
+
+def test_route_without_conn_id_is_offline_on_that_type(env: Env) -> None:
+    env.route("u1", f2=loc(A, "windows", conn=None))
+    d = env.client.push(["u1"], b"hi")
+    [r] = result_of(d)
+    assert (r.user_id, r.client_type, r.result, r.gateway) == ("u1", 2, OFFLINE, None)
+    assert env.pool.sent == []
+
+
+def test_gateway_offline_answer_invalidates_the_cached_route(env: Env) -> None:
+    env.route("u1", f1=loc())
+    env.pool.script(A, Step("error", code=1))
+    [r] = env.push_now(["u1"])
+    assert (r.client_type, r.result, r.gateway) == (1, OFFLINE, A)
+    env.push_now(["u1"])
+    assert env.cache.calls == ["mp:ur:u1", "mp:ur:u1"]
+
+
+@pytest.mark.parametrize("code", [2, 4, 100, 101, 77])
+def test_gateway_error_codes_are_failures(env: Env, code: int) -> None:
+    env.route("u1", f1=loc())
+    env.pool.script(A, Step("error", code=code))
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.gateway) == (FAILURE, A)
+    assert str(code) in (r.reason or "")
+    env.push_now(["u1"])
+    assert len(env.cache.calls) == 1  # a failure says nothing about the route
+
+
+def test_no_answer_is_a_timeout_at_the_requested_time(env: Env) -> None:
+    env.route("u1", f1=loc())
+    env.pool.script(A, Step("silent"))
+    d = env.client.push(["u1"], b"hi", timeout_ms=3000)
+    env.clock.advance(2.999)
+    assert not d.called
+    env.clock.advance(0.001)
+    [r] = result_of(d)
+    assert (r.result, r.gateway, r.ms) == (TIMEOUT, A, pytest.approx(3000.0))
+
+
+@pytest.mark.parametrize("outcome", ["unavailable", "lost"])
+def test_no_connection_or_lost_connection_is_a_failure(env: Env, outcome: str) -> None:
+    env.route("u1", f1=loc())
+    env.pool.script(A, Step(outcome))
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.gateway) == (FAILURE, A)
+
+
+def test_redis_error_is_a_failure_and_not_cached(env: Env) -> None:
+    env.cache.error = ConnectionError("redis down")
+    [r] = env.push_now(["u1"])
+    assert (r.user_id, r.client_type, r.result, r.gateway) == ("u1", None, FAILURE, None)
+    assert env.pool.sent == []
+    env.cache.error = None
+    env.route("u1", f1=loc())
+    [r] = env.push_now(["u1"])
+    assert r.result == SUCCESS
+    assert len(env.cache.calls) == 2
+
+
+def test_pool_breaking_its_contract_still_gives_a_result(env: Env) -> None:
+    def broken(*args: Any) -> Deferred[Any]:
+        raise RuntimeError("bug in the pool")
+
+    env.pool.request = broken  # type: ignore[method-assign]
+    env.route("u1", f1=loc())
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.gateway, r.reason) == (FAILURE, A, "internal error")
+
+
+# -------------------------------------------------------------- route change
+
+
+def test_route_change_resends_once_to_the_new_gateway_within_the_deadline(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.push_now(["u1"])  # the route is now cached
+    env.pool.sent.clear()
+    start = env.clock.seconds()
+    assert start > 0
+
+    def moved() -> None:
+        env.route("u1", f1=loc(B, conn="c2"))
+
+    env.pool.script(A, Step("error", code=3, after=0.4, before=moved))
+    env.pool.script(B, Step(after=0.1))
+    d = env.client.push(["u1"], b"hi", timeout_ms=3000)
+    env.clock.advance(0.4)
+    assert len(env.cache.calls) == 2  # read again, not the cached A
+    first, second = env.pool.sent
+    assert (first.address, second.address) == (A, B)
+    assert second.at - start == pytest.approx(0.4)
+    assert second.timeout == pytest.approx(2.6)  # what is left of 3 s
+    assert second.push.timeout == 2100  # left - 500, as any request
+    env.clock.advance(0.1)
+    assert result_of(d) == [PushResult("u1", 1, SUCCESS, B, pytest.approx(500.0))]
+
+
+def test_second_route_change_is_a_failure(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("error", code=3, before=lambda: env.route("u1", f1=loc(B))))
+    env.pool.script(B, Step("error", code=3))
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.gateway, r.reason) == (FAILURE, B, "route changed twice")
+    assert [s.address for s in env.pool.sent] == [A, B]
+    env.push_now(["u1"])
+    assert len(env.cache.calls) == 3  # invalidated again
+
+
+def test_route_change_to_offline_is_offline(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("error", code=3, before=lambda: env.route("u1", f1=loc(B, conn=None))))
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.client_type) == (OFFLINE, 1)
+    assert len(env.pool.sent) == 1
+
+
+def test_route_change_with_under_a_second_left_is_a_timeout(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("error", code=3, after=2.5, before=lambda: env.route("u1", f1=loc(B))))
+    d = env.client.push(["u1"], b"hi", timeout_ms=3000)
+    env.clock.advance(2.5)
+    [r] = result_of(d)
+    assert (r.result, r.ms) == (TIMEOUT, pytest.approx(2500.0))
+    assert len(env.pool.sent) == 1  # no resend the server could not answer in time
+
+
+def test_route_change_in_the_tick_of_the_deadline_ends_once(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("error", code=3, at_timeout=True))
+    d = env.client.push(["u1"], b"hi")
+    env.clock.advance(3.0)
+    assert result_of(d) == [
+        PushResult("u1", 1, TIMEOUT, A, pytest.approx(3000.0),
+                   "route changed, no time left to resend")
+    ]
+    assert len(env.pool.sent) == 1
+    assert env.pool.ended == 1
+    env.clock.advance(60)
+    assert env.clock.getDelayedCalls() == []
+
+
+def test_reply_in_the_tick_of_the_timeout_ends_once(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step(at_timeout=True))
+    d = env.client.push(["u1"], b"hi")
+    fired: list[Any] = []
+    d.addCallback(fired.append)
+    env.clock.advance(3.0)
+    assert fired == [[PushResult("u1", 1, SUCCESS, A, pytest.approx(3000.0))]]
+    assert env.pool.ended == 1
+    assert env.clock.getDelayedCalls() == []
+
+
+# ------------------------------------------------------- client types, users
+
+
+def test_two_client_types_give_two_requests_and_ordered_results(env: Env) -> None:
+    env.route("u1", f2=loc(B, "Windows 10", conn="pc"), f1=loc(A, "iOS", conn="phone"))
+    env.pool.script(A, Step(after=0.3))
+    env.pool.script(B, Step(after=0.1))  # answers first
+    [r1, r2] = env.push_now(["u1"])
+    sent = {s.address: s.push.client_type for s in env.pool.sent}
+    assert sent == {A: 1, B: 2}
+    assert (r1.client_type, r1.gateway, r1.result) == (1, A, SUCCESS)
+    assert (r2.client_type, r2.gateway, r2.result) == (2, B, SUCCESS)
+
+
+@pytest.mark.parametrize(
+    ("os_name", "hash_field", "client_type"),
+    [
+        ("iOS 12", "1", 1),
+        ("iPhone OS", "1", -1),  # as Java: no "ios" in "iphone os"
+        ("Mac OS X", "2", 2),
+        ("LINUX", "2", 2),
+        ("h5", "3", 3),
+        ("WebKit", "1", 3),  # osName wins over the field
+        (None, "3", 3),  # no osName: the field
+        (None, "2", 2),
+        ("", "1", -1),  # as Java: empty osName is -1
+        ("Symbian", "1", -1),
+    ],
+)
+def test_client_type_comes_from_os_name_then_field(
+    env: Env, os_name: str | None, hash_field: str, client_type: int
+) -> None:
+    env.cache.hashes["mp:ur:u1"] = {hash_field: loc(A, os_name)}
+    [r] = env.push_now(["u1"])
+    assert env.pool.sent[0].push.client_type == client_type
+    assert r.client_type == client_type
+
+
+def test_duplicate_users_are_pushed_once_in_input_order(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.route("u2", f1=loc(B))
+    env.pool.script(A, Step(after=0.5))
+    env.pool.script(B, Step(after=0.1))
+    d = env.client.push(["u2", "u1", "u2", "ghost", "u1"], b"hi")
+    assert env.cache.calls == ["mp:ur:u2", "mp:ur:u1", "mp:ur:ghost"]
+    assert sorted(s.push.user_id for s in env.pool.sent) == ["u1", "u2"]
+    env.clock.advance(0.1)
+    assert not d.called  # fires when all results are known
+    env.clock.advance(0.4)
+    assert [(r.user_id, r.result) for r in result_of(d)] == [
+        ("u2", SUCCESS), ("u1", SUCCESS), ("ghost", OFFLINE)
+    ]
+
+
+def test_unparsable_route_is_skipped_and_logged_once(env: Env) -> None:
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        env.route("u1", f1="{not json", f2=loc(B, "windows"))
+        [r] = env.push_now(["u1"])
+        assert (r.client_type, r.result) == (2, SUCCESS)
+        env.clock.advance(1)  # past the short TTL of an incomplete lookup
+        env.push_now(["u1"])
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert len(env.cache.calls) == 2
+    warned = [e for e in events if "ignoring route" in (e.get("log_format") or "")]
+    assert len(warned) == 1
+    assert warned[0]["field"] == "1"
+
+
+def test_parse_routes_keeps_one_route_per_client_type() -> None:
+    routes, bad = parse_routes({
+        "1": loc(A, "android", conn=None),
+        "5": loc(B, "ios", conn="x"),  # also type 1, under a stale field
+        "2": loc(A, None, conn=None),
+        "x": loc(A, None),  # no osName and no client type: unusable
+        "3": json.dumps({"osName": "web", "connId": "c"}),  # online, no address
+    })
+    assert [(r.client_type, r.field) for r in routes] == [(1, "1"), (2, "2")]
+    assert [b[0] for b in bad] == ["x", "3"]
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error"),
+    [
+        (([], b"hi"), {}, ValueError),
+        ((["u1", ""], b"hi"), {}, ValueError),
+        ((["u1", " \t"], b"hi"), {}, ValueError),
+        (("u1", b"hi"), {}, TypeError),  # a str would be pushed letter by letter
+        ((["u1"], b"hi"), {"timeout_ms": 999}, ValueError),
+        ((["u1"], b""), {}, ValueError),
+        ((["u1"], b"hi"), {"tags": []}, ValueError),
+        ((["u1"], b"hi"), {"ack": "sometimes"}, ValueError),
+        # 10220 bytes fit with "u1" (body 18 + 2 + 10220 = 10240); "u12" does not.
+        ((["u1", "u12"], b"x" * 10220), {}, PacketTooLarge),
+    ],
+)
+def test_invalid_push_raises_before_any_io(
+    env: Env, args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    env.route("u1", f1=loc())
+    with pytest.raises(error):
+        env.client.push(*args, **kwargs)
+    assert env.cache.calls == []
+    assert env.pool.sent == []
+
+
+def test_largest_content_that_fits_is_sent(env: Env) -> None:
+    env.route("u1", f1=loc())
+    [r] = env.push_now(["u1"], b"x" * 10220)
+    assert r.result == SUCCESS
+    assert len(env.pool.sent[0].packet.body) == 10240
+
+
+# ------------------------------------------------------------------ the cache
+
+
+def test_route_cache_expires_after_ttl(env: Env) -> None:
+    env.route("u1", f1=loc())
+    env.client.push(["u1"], b"hi")  # read at t=0
+    env.clock.advance(299)
+    env.client.push(["u1"], b"hi")
+    assert len(env.cache.calls) == 1
+    env.clock.advance(1)  # t=300: the default route_ttl is over
+    env.client.push(["u1"], b"hi")
+    assert len(env.cache.calls) == 2
+
+
+def test_offline_lookups_are_cached_briefly(env: Env) -> None:
+    env.route("u1", f1=loc(A), f2=loc(B, "windows", conn=None))
+    d = env.client.push(["ghost", "u1"], b"hi")
+    env.client.push(["ghost", "u1"], b"hi")
+    assert len(env.cache.calls) == 2
+    env.clock.advance(1.0)
+    result_of(d)
+    env.client.push(["ghost", "u1"], b"hi")
+    assert len(env.cache.calls) == 4
+
+
+def test_route_cache_is_bounded_lru(env: Env) -> None:
+    env.rebuild(route_cache_size=2)
+    for user in ("u1", "u2", "u3"):
+        env.route(user, f1=loc())
+    env.push_now(["u1"])
+    env.push_now(["u2"])
+    env.push_now(["u1"])  # hit: u1 is now the most recent
+    env.push_now(["u3"])  # evicts u2, the least recently used
+    assert len(env.cache.calls) == 3
+    env.push_now(["u1"])
+    env.push_now(["u3"])
+    assert len(env.cache.calls) == 3
+    env.push_now(["u2"])
+    assert env.cache.calls[-1] == "mp:ur:u2"
+    assert len(env.cache.calls) == 4
+    assert len(env.client.routes) == 2
+
+
+def test_concurrent_lookups_share_one_redis_call(env: Env) -> None:
+    env.route("u1", f1=loc())
+    env.cache.manual = True
+    d1 = env.client.push(["u1"], b"one")
+    d2 = env.client.push(["u1"], b"two")
+    assert env.cache.calls == ["mp:ur:u1"]
+    assert env.pool.sent == []
+    env.cache.release()
+    assert sorted(s.push.content for s in env.pool.sent) == [b"one", b"two"]
+    env.clock.advance(1)
+    assert result_of(d1)[0].result == result_of(d2)[0].result == SUCCESS
+
+
+def test_invalidate_detaches_a_lookup_in_flight(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.cache.manual = True
+    env.client.push(["u1"], b"one")
+    env.client.invalidate_route("u1")  # e.g. an OFFLINE answer just came in
+    env.route("u1", f1=loc(B))
+    env.client.push(["u1"], b"two")
+    assert len(env.cache.calls) == 2  # a fresh read, not joined to the older one
+    env.cache.release(1, 0)  # the older read answers last
+    assert [(s.push.content, s.address) for s in env.pool.sent] == [(b"two", B), (b"one", A)]
+    env.cache.manual = False
+    env.client.push(["u1"], b"three")
+    assert len(env.cache.calls) == 2
+    assert env.pool.sent[-1].address == B  # the older answer was not cached
+
+
+# ------------------------------------------------------------------ broadcast
+
+
+def test_broadcast_sends_one_request_per_gateway(env: Env) -> None:
+    env.pool.script(A, Step(after=2.0))
+    env.pool.script(B, Step("silent"))
+    d = env.client.broadcast(
+        b"news", tags=["a", "b", "a"], condition="tags.indexOf('a') >= 0", task_id="t1"
+    )
+    assert [s.address for s in env.pool.sent] == [A, B]
+    for s in env.pool.sent:
+        assert s.timeout == 30.0
+        assert s.push == GatewayPush(
+            None, 0, 0, b"news", task_id="t1", tags='["a","b"]',
+            condition="tags.indexOf('a') >= 0",
+        )
+    env.clock.advance(2.0)
+    env.clock.advance(27.9)
+    assert not d.called  # a taskId broadcast still waits for its OK
+    env.clock.advance(0.1)
+    assert result_of(d) == [
+        PushResult(None, None, SUCCESS, A, pytest.approx(2000.0)),
+        PushResult(None, None, TIMEOUT, B, pytest.approx(30000.0), "no answer in time"),
+    ]
+
+
+def test_broadcast_timeout_and_failures(env: Env) -> None:
+    env.pool.script(A, Step("error", code=100))
+    env.pool.script(B, Step("unavailable"))
+    d = env.client.broadcast(b"news", timeout_ms=5000)
+    assert [s.timeout for s in env.pool.sent] == [5.0, 5.0]
+    env.clock.advance(5)
+    assert [(r.gateway, r.result) for r in result_of(d)] == [(A, FAILURE), (B, FAILURE)]
+
+
+def test_broadcast_without_gateways_is_one_failure(env: Env) -> None:
+    env.pool.known = []
+    [r] = result_of(env.client.broadcast(b"news"))
+    assert (r.user_id, r.client_type, r.result, r.gateway) == (None, None, FAILURE, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"content": b"news", "timeout_ms": 999}, ValueError),
+        ({"content": b""}, ValueError),
+        ({"content": b"news", "tags": "a"}, TypeError),
+        ({"content": b"x" * 10240}, PacketTooLarge),
+    ],
+)
+def test_invalid_broadcast_raises_before_any_io(
+    env: Env, kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        env.client.broadcast(**kwargs)
+    assert env.pool.sent == []
