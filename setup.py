@@ -24,6 +24,8 @@ setup(
             "pytest-timeout>=2.2,<3",
             "hypothesis>=6.100,<7",
             "ruff>=0.5",
+            # Drives Debian's chromium (tests/test_page_browser.py); never downloads one.
+            "selenium>=4.11,<5",
         ],
     },
 )

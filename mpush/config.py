@@ -89,6 +89,9 @@ class RedisSettings:
     reply_timeout: float = 2.0  # s
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True)
 class AllocSettings:
     interface: str = "0.0.0.0"
@@ -105,6 +108,12 @@ class AllocSettings:
     gateway_connect_timeout: float = 4.0  # s
     shutdown_grace: float = 5.0  # s, for in-flight pushes at stop
     max_request_size: int = 65536  # bytes, largest accepted HTTP request body
+    push_token: str | None = None  # /push needs "Authorization: Bearer <token>" when set
+    # Without a token, only these client networks may use /push.
+    push_allow: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
 
 
 @dataclass(frozen=True)
@@ -420,6 +429,8 @@ def parse_settings(text: str, source: str = "<string>", basedir: str = "") -> Se
 
 _MISSING: Any = object()
 _INT32_MAX = 2**31 - 1
+_MIN_TOKEN = 16
+_MAX_TOKEN = 4096
 
 
 def _show(value: Any) -> str:
@@ -745,7 +756,51 @@ class _Reader:
             max_request_size=self.size(
                 "mp.alloc.max-request-size", AllocSettings.max_request_size, 1024, 16 * 1024 * 1024
             ),
+            push_token=self.push_token(),
+            push_allow=self.push_allow(),
         )
+
+    def push_token(self) -> str | None:
+        key = "mp.alloc.push-token"
+        token = self.optional_string(key)
+        if token is None:
+            return None
+        # It travels in an Authorization header: visible ASCII only, and long
+        # enough that guessing it is not an option.
+        if not re.fullmatch(r"[!-~]+", token):
+            self.fail(key, "must be visible ASCII characters only (no spaces)")
+        if not _MIN_TOKEN <= len(token) <= _MAX_TOKEN:
+            self.fail(
+                key, f"must be {_MIN_TOKEN} to {_MAX_TOKEN} characters long, got {len(token)}"
+            )
+        return token
+
+    def push_allow(self) -> tuple[IPNetwork, ...]:
+        key = "mp.alloc.push-allow"
+        value = self.present(key)
+        if value is _MISSING:
+            return AllocSettings.push_allow
+        if isinstance(value, str):
+            items: list[Any] = [part for part in value.split(",") if part.strip()]
+        elif isinstance(value, list):
+            items = list(value)
+        else:
+            self.fail(key, f'must be a list like ["127.0.0.1/32", "::1/128"], got {_show(value)}')
+        networks: dict[IPNetwork, None] = {}
+        for item in items:
+            self.check_resolved(key, item)
+            if not isinstance(item, str):
+                self.fail(key, f'entries must be "address/prefix" strings, got {_show(item)}')
+            text = item.strip()
+            try:
+                network = ipaddress.ip_network(text)
+            except ValueError as exc:
+                if "host bits set" in str(exc):
+                    wider = ipaddress.ip_network(text, strict=False)
+                    self.fail(key, f"{text!r} has host bits set; did you mean {str(wider)!r}?")
+                self.fail(key, f"entries must be networks like 10.0.0.0/8 or ::1/128, got {text!r}")
+            networks.setdefault(network)
+        return tuple(networks)
 
     def retry_after(self) -> int:
         # The header counts whole seconds, so a bare number here is seconds

@@ -81,8 +81,12 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     # Imported here so that `twistd --help` stays light.
     from mpush.alloc import BalancePolicy, Refresher
     from mpush.cache import RedisService
+    from mpush.gateway import GatewayPool
     from mpush.logbridge import bridge_stdlib_logging
+    from mpush.push import PushClient
     from mpush.web.alloc import RootResource
+    from mpush.web.page import PageResource
+    from mpush.web.push import PushResource
     from mpush.web.server import AllocSite, WebService
     from mpush.zk import ZkWatcher
 
@@ -98,6 +102,14 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     cache.setName("redis")
     cache.setServiceParent(root)
 
+    gateways = GatewayPool(zk, connections_per_server=settings.gateway_client_num,
+                           connect_timeout=settings.alloc.gateway_connect_timeout,
+                           max_packet_size=settings.max_packet_size, reactor=reactor)
+    gateways.setName("gateways")
+    gateways.setServiceParent(root)
+    pusher = PushClient(gateways, cache, max_packet_size=settings.max_packet_size,
+                        broadcast_timeout=settings.alloc.broadcast_timeout, reactor=reactor)
+
     policy = BalancePolicy()
     refresher = Refresher(policy, zk, cache, interval=settings.alloc.refresh_interval,
                           change_delay=settings.alloc.change_delay, reactor=reactor)
@@ -105,7 +117,12 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     refresher.setServiceParent(root)
 
     resource = RootResource(policy, retry_after=settings.alloc.retry_after)
-    site = AllocSite(resource, access_log=settings.alloc.access_log)
+    resource.putChild(b"push", PushResource(pusher, token=settings.alloc.push_token,
+                                            allow=settings.alloc.push_allow,
+                                            push_timeout=settings.alloc.push_timeout))
+    resource.putChild(b"index.html", PageResource())
+    site = AllocSite(resource, access_log=settings.alloc.access_log,
+                     max_request_size=settings.alloc.max_request_size)
     web = WebService(site, settings.port, interface=settings.alloc.interface,
                      protocol=settings.protocol, tls_cert=settings.alloc.tls_cert,
                      tls_key=settings.alloc.tls_key, data_dir=settings.alloc.data_dir,

@@ -606,6 +606,40 @@ def test_gateway_client_num(write: Write) -> None:
     assert load_settings(write("mp.net.gateway-client-num = 4\n")).gateway_client_num == 4
 
 
+def test_push_access_defaults() -> None:
+    alloc = AllocSettings()
+    assert alloc.push_token is None
+    assert [str(n) for n in alloc.push_allow] == ["127.0.0.1/32", "::1/128"]
+
+
+def test_push_token_and_allow_list(write: Write) -> None:
+    path = write(
+        "mp.alloc {\n"
+        '  push-token = "s3cret-token-0123456789"\n'
+        '  push-allow = ["10.0.0.0/8", " 192.168.1.7 ", "fd00::/8", "10.0.0.0/8"]\n'
+        "}\n"
+    )
+    alloc = load_settings(path).alloc
+    assert alloc.push_token == "s3cret-token-0123456789"
+    # A bare address is a /32 (or /128); duplicates are dropped, order kept.
+    assert [str(n) for n in alloc.push_allow] == ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]
+
+
+@pytest.mark.parametrize("text", ['""', "null"])
+def test_push_token_empty_or_null_means_none(write: Write, text: str) -> None:
+    assert load_settings(write(f"mp.alloc.push-token = {text}\n")).alloc.push_token is None
+
+
+def test_push_allow_forms(write: Write) -> None:
+    # One comma-separated string works too, and [] means nobody without a token.
+    text = 'mp.alloc.push-allow = "127.0.0.1/32, 10.1.0.0/16"\n'
+    assert [str(n) for n in load_settings(write(text)).alloc.push_allow] == [
+        "127.0.0.1/32",
+        "10.1.0.0/16",
+    ]
+    assert load_settings(write("mp.alloc.push-allow = []\n")).alloc.push_allow == ()
+
+
 def test_keys_we_do_not_read_may_hold_anything(write: Write) -> None:
     path = write(
         "mp.thread.pool { event-bus { min: 1, max: 16 } }\nmp.spi.x = [1, {a: b}]\nother = null\n"
@@ -761,6 +795,28 @@ KEY_ERRORS: list[tuple[str, str, str]] = [
     ),
     ("mp.alloc.access-log = 5.5", "mp.alloc.access-log", "must be a string"),
     ("mp.alloc = []", "mp.alloc", "must be an object, got a list"),
+    ('mp.alloc.push-token = "short"', "mp.alloc.push-token", "must be 16 to 4096 characters"),
+    (
+        'mp.alloc.push-token = "has a space in it, 1234"',
+        "mp.alloc.push-token",
+        "must be visible ASCII characters only",
+    ),
+    ('mp.alloc.push-token = "tökentökentökentöken"', "mp.alloc.push-token", "visible ASCII"),
+    ("mp.alloc.push-token = [1]", "mp.alloc.push-token", "must be a string, got a list"),
+    ("mp.alloc.push-allow = 5", "mp.alloc.push-allow", "must be a list like"),
+    ("mp.alloc.push-allow = null", "mp.alloc.push-allow", "must not be null"),
+    ("mp.alloc.push-allow = [5]", "mp.alloc.push-allow", 'entries must be "address/prefix"'),
+    (
+        'mp.alloc.push-allow = ["localhost"]',
+        "mp.alloc.push-allow",
+        "entries must be networks like 10.0.0.0/8 or ::1/128, got 'localhost'",
+    ),
+    ('mp.alloc.push-allow = ["10.0.0.0/33"]', "mp.alloc.push-allow", "got '10.0.0.0/33'"),
+    (
+        'mp.alloc.push-allow = ["10.0.0.1/8"]',
+        "mp.alloc.push-allow",
+        "'10.0.0.1/8' has host bits set; did you mean '10.0.0.0/8'?",
+    ),
 ]
 
 

@@ -189,9 +189,9 @@ def test_sigterm_stops_in_reverse_order_and_removes_the_pidfile(
     assert not daemon.pidfile.exists()
     log = daemon.log()
     stops = re.findall(r"\] stopping (\w+)$", log, re.MULTILINE)
-    assert stops == ["web", "refresher", "redis", "zookeeper"], log
+    assert stops == ["web", "refresher", "gateways", "redis", "zookeeper"], log
     starts = re.findall(r"\] starting (\w+)$", log, re.MULTILINE)
-    assert starts == ["zookeeper", "redis", "refresher", "web"], log
+    assert starts == ["zookeeper", "redis", "gateways", "refresher", "web"], log
     bad = [line for line in log.splitlines()
            if "#error]" in line or "#critical]" in line or "Traceback" in line]
     assert bad == []
@@ -226,7 +226,7 @@ def test_port_in_use_fails_the_start_with_status_1(tmp_path: Path, zk_server: Zo
     assert "web failed to start" in log
     assert "mpush-alloc could not start" in log
     stops = re.findall(r"\] stopping (\w+)$", log, re.MULTILINE)
-    assert stops == ["refresher", "redis", "zookeeper"]
+    assert stops == ["refresher", "gateways", "redis", "zookeeper"]
     assert not (tmp_path / "p.pid").exists()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from io import BytesIO
 from typing import Any
 
 from twisted.application.service import Service
@@ -14,23 +16,98 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from mpush import tls
+
+DEFAULT_MAX_REQUEST_SIZE = 65536  # bytes; AllocSettings.max_request_size
+
+
+class LimitedRequest(Request):
+    """A Request that refuses a body over ``site.max_request_size`` before buffering it.
+
+    twisted.web reads the whole body before any resource sees the request,
+    so the limit is enforced here: a declared Content-Length over the limit
+    is answered ``413`` as soon as the headers are in, without reading the
+    body; a chunked body is counted as it streams and answered ``413`` once
+    it passes the limit. Either way the connection is then closed (the
+    client may still be sending). A body-less ``GET`` costs one branch.
+    """
+
+    _refused = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length:  # 0 (no body) skips the limit lookup: GET / stays cheap
+            if length > self.channel.site.max_request_size:
+                self._refuse()
+                return
+            super().gotLength(length)
+        elif length is None:
+            # Chunked: bounded by the limit, so memory will do (twisted.web
+            # would open a temporary file for every chunked request).
+            self.content = BytesIO()
+        else:
+            super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return  # the rest of a refused body, already in our read buffer
+        self._received += len(data)
+        if self._received > self.channel.site.max_request_size:
+            self._refuse()
+            return
+        self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            return  # answered already; the body's end must not start a render
+        super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        channel = self.channel
+        limit = channel.site.max_request_size
+        # A final answer replaces the "100 Continue" twisted.web would send
+        # next (it checks this header right after gotLength).
+        self.requestHeaders.removeHeader(b"expect")
+        body = json.dumps(
+            {"error": f"request body over the limit of {limit} bytes", "status": 413,
+             "limit": limit},
+            separators=(",", ":"),
+        ).encode()
+        # The request line is not parsed into this object yet, so the
+        # Request's own response machinery cannot be used: write it raw.
+        channel.transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Cache-Control: no-store\r\n"
+            b"Connection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        # Stops reading too: the rest of the body is never read.
+        channel.loseConnection()
 
 
 class AllocSite(Site):
     """A Site whose per-request access log is off unless a file is given.
 
     Access logging through the twistd log halves ``GET /`` throughput, so it
-    is opt-in, and then goes to its own file (Site's ``logPath``).
+    is opt-in, and then goes to its own file (Site's ``logPath``). Request
+    bodies over ``max_request_size`` bytes are refused (``LimitedRequest``),
+    and form bodies are never parsed (no endpoint takes forms).
     """
 
+    requestFactory = LimitedRequest
+
     def __init__(self, resource: Resource, access_log: str | None = None,
-                 timeout: float = 60.0) -> None:
-        super().__init__(resource, logPath=access_log, timeout=timeout)
+                 timeout: float = 60.0,
+                 max_request_size: int = DEFAULT_MAX_REQUEST_SIZE) -> None:
+        super().__init__(resource, logPath=access_log, timeout=timeout,
+                         parsePOSTFormSubmission=False)
         self.noisy = False
         self._access_log_on = access_log is not None
+        self.max_request_size = max_request_size
 
     def log(self, request: Any) -> None:
         if self._access_log_on:

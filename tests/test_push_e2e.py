@@ -1,0 +1,267 @@
+"""``POST /push`` end to end: the daemon's service tree (built by makeService
+from a config file), real ZooKeeper and Redis, and fake mpush nodes speaking
+the real gateway protocol over real TCP."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import ensureDeferred
+
+from mpush.protocol import CMD_GATEWAY_PUSH, FLAG_AUTO_ACK
+from mpush.tap import AllocDaemon, Options, makeService
+from mpush.testing.daemon import free_port, write_config
+from mpush.testing.fakenode import FakeNode
+from mpush.testing.redis import RedisServer
+from mpush.testing.web import post_json, request, until
+from mpush.testing.zookeeper import ZooKeeperServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@dataclass
+class Stack:
+    daemon: AllocDaemon
+    port: int
+    make_node: Callable[..., FakeNode]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def push(self, payload: Any, **headers: str) -> tuple[int, Any]:
+        return await post_json(self.url + "/push", payload, headers)
+
+    async def node(self, **kw: Any) -> FakeNode:
+        """A fake node, registered, with the daemon connected to its gateway."""
+        node = self.make_node(**kw)
+        pool = self.daemon.getServiceNamed("gateways")
+        await until(lambda: pool.is_connected(node.address), what=f"gateway {node.address}")
+        return node
+
+
+@pytest_twisted.async_yield_fixture
+async def stack(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
+                redis_server: RedisServer) -> AsyncIterator[Stack]:
+    port = free_port()
+    config = write_config(tmp_path / "mpush.conf", port=port, zk=zk_server.connect_string,
+                          namespace=zk_namespace,
+                          redis_nodes=[f"127.0.0.1:{redis_server.port}"])
+    options = Options()
+    options.parseOptions(["--config", str(config)])
+    daemon = makeService(options)
+    nodes: list[FakeNode] = []
+
+    def make_node(**kw: Any) -> FakeNode:
+        node = FakeNode(("127.0.0.1", redis_server.port), zk_server.connect_string,
+                        namespace=zk_namespace, **kw)
+        nodes.append(node)
+        return node.start()
+
+    await daemon.startService()
+    try:
+        yield Stack(daemon, port, make_node)
+    finally:
+        await daemon.stopService()
+        for node in nodes:
+            await node.stop()
+
+
+def summary(answer: dict[str, Any]) -> dict[str, int]:
+    return answer["summary"]
+
+
+def only(answer: dict[str, Any]) -> dict[str, Any]:
+    assert len(answer["results"]) == 1, answer
+    return answer["results"][0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_success_reaches_the_gateway_with_java_bytes(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("alice")
+    status, answer = await stack.push({"userId": "alice", "content": "hi", "ackModel": "auto"})
+    assert status == 200, answer
+    result = only(answer)
+    assert result["userId"] == "alice" and result["clientType"] == 1
+    assert result["result"] == "success" and result["gateway"] == node.address
+    assert result["ms"] >= 0
+    assert summary(answer) == {"success": 1, "failure": 0, "offline": 0, "timeout": 0}
+    got = node.received[-1]
+    assert got.push.user_id == "alice" and got.push.client_type == 1
+    assert got.push.content == b"hi"
+    assert got.push.timeout == 2500  # the default 3000 ms less the server's 500
+    assert got.flags == FLAG_AUTO_ACK
+    assert got.raw[4] == CMD_GATEWAY_PUSH
+
+
+@pytest_twisted.ensureDeferred
+async def test_offline_three_ways(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("gone", online=False)           # route without connId
+    node.add_user("says-offline", behaviour="offline")
+    status, answer = await stack.push(
+        {"userIds": ["nobody", "gone", "says-offline"], "content": "hi"})
+    assert status == 200
+    by_user = {r["userId"]: r for r in answer["results"]}
+    assert by_user["nobody"]["result"] == "offline" and by_user["nobody"]["gateway"] is None
+    assert by_user["gone"]["result"] == "offline" and by_user["gone"]["gateway"] is None
+    assert by_user["says-offline"]["result"] == "offline"
+    assert by_user["says-offline"]["gateway"] == node.address
+    assert summary(answer)["offline"] == 3
+    # Only the user the gateway itself called offline was sent to it.
+    assert [r.push.user_id for r in node.received] == ["says-offline"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_failure_and_timeout(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("broken", behaviour="client_failure")
+    node.add_user("mute", behaviour="silent")
+    node.add_user("odd", behaviour="unknown_code")
+    started = time.monotonic()
+    status, answer = await stack.push(
+        {"userIds": ["broken", "mute", "odd"], "content": "hi", "timeout": 1000})
+    took = time.monotonic() - started
+    assert status == 200
+    by_user = {r["userId"]: r["result"] for r in answer["results"]}
+    assert by_user == {"broken": "failure", "mute": "timeout", "odd": "failure"}
+    assert 0.9 < took < 3.0
+    assert summary(answer) == {"success": 0, "failure": 2, "offline": 0, "timeout": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_route_change_resends_to_the_new_gateway(stack: Stack) -> None:
+    old = await stack.node()
+    new = await stack.node()
+    old.add_user("mover")
+    status, answer = await stack.push({"userId": "mover", "content": "one"})
+    assert only(answer)["gateway"] == old.address  # the route is now cached
+    new.add_user("mover")                          # the user moved: Redis says new
+    old.set_behaviour("mover", "route_change")     # the old gateway says so
+    status, answer = await stack.push({"userId": "mover", "content": "two"})
+    assert status == 200
+    result = only(answer)
+    assert result["result"] == "success" and result["gateway"] == new.address
+    assert [r.push.content for r in old.received] == [b"one", b"two"]
+    assert [r.push.content for r in new.received] == [b"two"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_with_two_client_types(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("multi", os_name="android")
+    node.add_user("multi", os_name="Windows 10")
+    status, answer = await stack.push({"userId": "multi", "content": "hi"})
+    assert status == 200
+    assert sorted((r["clientType"], r["result"]) for r in answer["results"]) == [
+        (1, "success"), (2, "success")]
+    assert sorted(r.push.client_type for r in node.received) == [1, 2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_broadcast_reaches_every_gateway_with_tags_and_condition(stack: Stack) -> None:
+    first = await stack.node()
+    second = await stack.node()
+    condition = "tags.indexOf('a')>=0"
+    status, answer = await stack.push({"broadcast": True, "content": "to all",
+                                       "tags": ["a", "b"], "condition": condition})
+    assert status == 200, answer
+    assert sorted(r["gateway"] for r in answer["results"]) == sorted(
+        [first.address, second.address])
+    assert all(r["userId"] is None and r["result"] == "success" for r in answer["results"])
+    for node in (first, second):
+        got = node.received[-1]
+        assert got.push.user_id is None and got.push.client_type == 0
+        assert got.push.tags == '["a","b"]' and got.push.condition == condition
+        # On the wire: the tags JSON and the condition as UTF-8 strings.
+        assert b'\x00\t["a","b"]' in got.raw and condition.encode() in got.raw
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_java_pages_own_request(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("javauser")
+    # As the Java alloc's page sends it: misspelt header, so text/plain.
+    body = json.dumps({"userId": "javauser", "hello": "hi there", "broadcast": False,
+                       "condition": ""}).encode()
+    status, _, data = await request("POST", stack.url + "/push", body,
+                                    {"context-type": "application/json",
+                                     "Content-Type": "text/plain;charset=UTF-8"})
+    assert status == 200, data
+    assert only(json.loads(data))["result"] == "success"
+    content = json.loads(node.received[-1].push.content)
+    assert content["msgType"] == 3 and content["msgId"].startswith("msg_")
+    notification = json.loads(content["content"])
+    assert notification["content"] == "MPush开源推送，hi there"
+    assert notification["title"] == "MPUSH推送"
+
+
+@pytest_twisted.ensureDeferred
+async def test_gateway_killed_fails_pending_at_once_and_recovers(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("waiting", behaviour="silent")
+    pending = ensureDeferred(stack.push({"userId": "waiting", "content": "hi",
+                                         "timeout": 10000}))
+    await until(lambda: node.received_total == 1, what="the push to reach the gateway")
+    started = time.monotonic()
+    await node.kill()
+    status, answer = await pending
+    took = time.monotonic() - started
+    assert status == 200
+    assert only(answer)["result"] == "failure"
+    assert took < 2.0, "pending pushes must fail at once, not at their 10 s timeout"
+    # The gateway comes back on the same port: pushes work again, no restart.
+    node.listen()
+    node.set_behaviour("waiting", "deliver")
+    pool = stack.daemon.getServiceNamed("gateways")
+    await until(lambda: pool.is_connected(node.address), timeout=15, what="reconnect")
+    status, answer = await stack.push({"userId": "waiting", "content": "again"})
+    assert only(answer)["result"] == "success"
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbage_from_a_gateway_closes_only_that_connection(stack: Stack) -> None:
+    bad = await stack.node()
+    good = await stack.node()
+    bad.add_user("garbled", behaviour="garbage")
+    good.add_user("fine")
+    status, answer = await stack.push({"userIds": ["garbled", "fine"], "content": "x"})
+    assert status == 200
+    by_user = {r["userId"]: r["result"] for r in answer["results"]}
+    assert by_user == {"garbled": "failure", "fine": "success"}
+    # The daemon keeps serving, and the bad gateway is reconnected.
+    pool = stack.daemon.getServiceNamed("gateways")
+    await until(lambda: pool.is_connected(bad.address), timeout=15, what="reconnect")
+    bad.set_behaviour("garbled", "deliver")
+    status, answer = await stack.push({"userId": "garbled", "content": "x"})
+    assert only(answer)["result"] == "success"
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_input_gets_clear_answers_and_the_daemon_keeps_serving(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("u1")
+    status, _, data = await request("POST", stack.url + "/push", b"{not json",
+                                    {"Content-Type": "application/json"})
+    assert status == 400 and json.loads(data)["field"] == "body"
+    status, answer = await stack.push({"userId": 5, "content": "x"})
+    assert status == 400 and answer["field"] == "userId"
+    status, answer = await stack.push({"userId": "   ", "content": "x"})
+    assert status == 400 and answer["field"] == "userId"
+    status, answer = await stack.push({"userId": "u1", "content": "x" * 20000})
+    assert status == 413 and answer["field"] == "content"
+    status, _, data = await request("POST", stack.url + "/push", b"x" * 100000,
+                                    {"Content-Type": "application/json"})
+    assert status == 413
+    status, answer = await stack.push({"userId": "u1", "content": "still here"})
+    assert status == 200 and only(answer)["result"] == "success"
+    status, _, body = await request("GET", stack.url + "/index.html")
+    assert status == 200 and b"<form" in body
