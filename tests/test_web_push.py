@@ -387,12 +387,24 @@ def test_bad_bodies_are_400_naming_the_field(
     assert client.calls == []
 
 
-def test_form_encoded_bodies_are_refused(site: AllocSite, client: FakePushClient) -> None:
-    for ctype in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
-        status, _, answer = post(site, b"userId=u&hello=x", {"Content-Type": ctype})
-        assert status == 415
-        assert "send JSON" in answer["error"]
+def test_form_bodies_are_refused(site: AllocSite, client: FakePushClient) -> None:
+    status, _, answer = post(site, b"userId=u&hello=x",
+                             {"Content-Type": "multipart/form-data; boundary=x"})
+    assert status == 415
+    assert "send JSON" in answer["error"]
+    # A real urlencoded form is no JSON: 400, not delivered.
+    status, _, answer = post(site, b"userId=u&hello=x",
+                             {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and answer["field"] == "body"
     assert client.calls == []
+
+
+def test_json_sent_as_curl_d_sends_it(site: AllocSite, client: FakePushClient) -> None:
+    # `curl -d '{...}'` labels JSON as a urlencoded form.
+    status, _, answer = post(site, b'{"userId":"u1","content":"hi"}',
+                             {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200, answer
+    assert len(client.calls) == 1
 
 
 def test_content_too_large_for_the_gateway_is_413_naming_content(

@@ -18,16 +18,20 @@ from types import FrameType
 
 from mpush.config import load_settings
 from mpush.testing.daemon import BIN
+from mpush.testing.fakenode import FakeNodeProcess
 from mpush.testing.redis import RedisServer
 from mpush.testing.registry import NodeRegistrar
 from mpush.testing.zookeeper import ZooKeeperServer
 
 # (host, port, weight, online users): what `GET /` will list, least loaded first.
 DEMO_SERVERS = [
-    ("127.0.0.1", 3000, 1, 3),
-    ("127.0.0.2", 3000, 1, 1),
-    ("127.0.0.3", 3000, 2, 4),
+    ("127.0.0.2", 3000, 1, 3),
+    ("127.0.0.3", 3000, 1, 1),
+    ("127.0.0.4", 3000, 2, 4),
 ]
+# The fake mpush node (a real gateway server on 127.0.0.1) and its users.
+DEMO_USERS = 5
+DEMO_USER_PREFIX = "demo-"
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     zk.port = zk_port
     redis = RedisServer(port=redis_port)
     registrar: NodeRegistrar | None = None
+    node: FakeNodeProcess | None = None
     daemon: subprocess.Popen[bytes] | None = None
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -89,8 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             users = [f"demo-user-{host}-{i}" for i in range(online)]
             for i, user in enumerate(users):
                 redis.call("ZADD", f"mp:oul:{host}", str(i), user)
-        print(f"demo: registered {len(DEMO_SERVERS)} connection servers; "
-              f"try: curl -s http://127.0.0.1:{settings.port}/", flush=True)
+        node = FakeNodeProcess(zk.connect_string, ("127.0.0.1", redis_port),
+                               namespace=settings.zk.namespace, users=DEMO_USERS,
+                               user_prefix=DEMO_USER_PREFIX).start()
+        users = ", ".join(f"{DEMO_USER_PREFIX}{i}" for i in range(DEMO_USERS))
+        print(f"demo: registered {len(DEMO_SERVERS)} connection servers and a fake mpush "
+              f"node (gateway {node.address}; users online: {users})", flush=True)
+        print(f"demo: try curl -s http://127.0.0.1:{settings.port}/ or open "
+              f"http://127.0.0.1:{settings.port}/index.html", flush=True)
         daemon = subprocess.Popen([str(BIN / "twistd"), "-n", "mpush-alloc",
                                    "--config", args.config],
                                   # Its own session: Ctrl-C reaches the demo
@@ -103,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         if daemon is not None and daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=15)
+        if node is not None:
+            node.terminate()
         if registrar is not None:
             registrar.close()
         redis.close()
