@@ -569,6 +569,10 @@ def _java_is_blank(text: str) -> bool:
             "\u00a0", "\u2007", "\u202f"
         )
 
+    # Java's whitespace is a subset of Python's: a string with any
+    # non-isspace() character is not blank, decided without the per-char scan.
+    if text and not text.isspace():
+        return False
     return all(ws(ch) for ch in text)
 
 

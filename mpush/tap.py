@@ -7,6 +7,7 @@ after ``makeService``, so all of that happens in the services' start.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import sys
 from typing import Any
@@ -54,8 +55,16 @@ class AllocDaemon(OrderedService):
 
     def startService(self) -> Deferred[None]:
         d = super().startService()
-        d.addErrback(self._give_up)
+        d.addCallbacks(self._freeze_startup_objects, self._give_up)
         return d
+
+    def _freeze_startup_objects(self, _: object) -> None:
+        # What start-up made (modules, kazoo, Twisted) lives as long as the
+        # process: move it out of the collector's sight, so full collections
+        # scan only what requests create (they took ~40 ms otherwise, the
+        # p99 of GET / and /push).
+        gc.collect()
+        gc.freeze()
 
     def _give_up(self, reason: Failure) -> None:
         self.log.critical("mpush-alloc could not start: {reason}",

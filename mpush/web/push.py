@@ -425,10 +425,14 @@ class PushResource(Resource):
             summary = dict.fromkeys(RESULT_KINDS, 0)
             for row in rows:
                 summary[row["result"]] = summary.get(row["result"], 0) + 1
-            self.log.info(
-                "push from {peer}: {what} -> {summary}", peer=str(peer),
-                what="broadcast" if order.broadcast else f"{len(order.user_ids)} user(s)",
-                summary=" ".join(f"{k}={v}" for k, v in summary.items()))
+            if order.broadcast or gone:
+                # Not every push: at thousands a second one line each would
+                # flood the log (the access log, when on, has every request).
+                self.log.info(
+                    "push from {peer}: {what} -> {summary}{left}", peer=str(peer),
+                    what="broadcast" if order.broadcast else f"{len(order.user_ids)} user(s)",
+                    summary=" ".join(f"{k}={v}" for k, v in summary.items()),
+                    left=" (client left before the answer)" if gone else "")
             if gone:
                 return  # the client left: the outcome is logged, nobody to tell
             body = json.dumps({"results": rows, "summary": summary}, ensure_ascii=False,
