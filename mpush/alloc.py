@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
@@ -590,7 +591,11 @@ class Refresher(Service):
         self._inflight = None
         if not self.running:
             return  # cancelled by stopService: not a Redis problem
-        message = failure.getErrorMessage() or failure.type.__name__
+        if failure.check(defer.TimeoutError):
+            # addTimeout's own error reads "(1.0, 'Deferred')".
+            message = f"no answer within {self._timeout:g} s"
+        else:
+            message = failure.getErrorMessage() or failure.type.__name__
         if self.last_error is None:
             self.log.warn(
                 "cannot read online counts from Redis ({error}); keeping the last "

@@ -16,6 +16,7 @@ import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
 from mpush.protocol import CMD_GATEWAY_PUSH, FLAG_AUTO_ACK
+from mpush.service import OrderedService
 from mpush.tap import AllocDaemon, Options, makeService
 from mpush.testing.daemon import free_port, write_config
 from mpush.testing.fakenode import FakeNode
@@ -65,7 +66,9 @@ async def stack(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
         nodes.append(node)
         return node.start()
 
-    await daemon.startService()
+    # The plain ordered start: AllocDaemon's own would stop the reactor (and
+    # so the test run) on a failed start, and freeze the test process's GC.
+    await OrderedService.startService(daemon)
     try:
         yield Stack(daemon, port, make_node)
     finally:

@@ -28,9 +28,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def write_config(path: Path, *, port: int, zk: str, redis_nodes: list[str],
                  protocol: str = "http", namespace: str = "mpush", extra: str = "",
-                 redis_extra: str = "", alloc_extra: str = "") -> Path:
-    """Write a config file in the Java alloc's format for a test daemon."""
+                 redis_extra: str = "", alloc_extra: str = "",
+                 redis_mode: str = "single", redis_password: str | None = None,
+                 sentinel_master: str | None = None, zk_digest: str | None = None) -> Path:
+    """Write a config file in the Java alloc's format for a test daemon.
+
+    ``zk_digest=None`` leaves ``mp.zk.digest`` out (the default, ``mpush``,
+    applies); ``""`` turns ZooKeeper auth off.
+    """
     nodes = ", ".join(f'"{n}"' for n in redis_nodes)
+    digest = "" if zk_digest is None else f'digest = "{zk_digest}"'
+    master = "" if sentinel_master is None else f'sentinel-master = "{sentinel_master}"'
     path.write_text(
         f"""mp {{
   net {{
@@ -40,13 +48,15 @@ def write_config(path: Path, *, port: int, zk: str, redis_nodes: list[str],
   zk {{
     server-address = "{zk}"
     namespace = "{namespace}"
+    {digest}
     sessionTimeoutMs = 4000
     connectionTimeoutMs = 2000
   }}
   redis {{
-    cluster-model = single
+    cluster-model = {redis_mode}
     nodes = [{nodes}]
-    password = ""
+    password = "{redis_password or ''}"
+    {master}
     {redis_extra}
   }}
   alloc {{
