@@ -36,9 +36,13 @@ def _ms(text: str) -> float:
     return float(value) * _UNITS[unit]
 
 
+WRK_PREFIX: list[str] = []
+
+
 def wrk(url: str, threads: int, connections: int, duration: int) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        [*WRK_PREFIX, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s",
+         "--latency", url],
         capture_output=True, text=True, check=True, timeout=duration + 30,
     ).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
@@ -55,11 +59,51 @@ def row(name: str, r: dict[str, float]) -> str:
             f"p90 {r['p90']:6.2f} ms   p99 {r['p99']:6.2f} ms   non-2xx {r['non2xx']:.0f}")
 
 
+def server_side_latency(requests: int = 50_000) -> None:
+    """Time our Site alone, in this process, on a StringTransport: what the
+    resource, the policy and twisted.web cost per request, without the
+    network and the scheduler (which dominate the -c1 tail on 2 cores)."""
+    import gc
+
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    from mpush.alloc import BalancePolicy, Candidate
+    from mpush.web.alloc import RootResource
+    from mpush.web.server import AllocSite
+
+    policy = BalancePolicy()
+    policy.set_servers([Candidate(f"10.9.0.{i}:3000", f"10.9.0.{i}") for i in range(1, 51)])
+    token = policy.begin_refresh()
+    policy.apply_counts(token, {f"10.9.0.{i}": i * 7 for i in range(1, 51)})
+    site = AllocSite(RootResource(policy))
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    raw = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    gc.collect()
+    gc.freeze()  # as the daemon does after start
+    took = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        channel.dataReceived(raw)
+        took.append(time.perf_counter() - start)
+        transport.clear()
+    took.sort()
+    us = [1e6 * took[int(q * (len(took) - 1))] for q in (0.5, 0.99, 0.999)]
+    print(f"server side only (in-process Site, 50 servers, {requests} GETs): "
+          f"p50 {us[0]:.0f} µs, p99 {us[1]:.0f} µs, p99.9 {us[2]:.0f} µs")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pin-wrk", action="store_true",
+                        help="run wrk on CPU 1 only (taskset), away from the servers' core")
     args = parser.parse_args()
+    if args.pin_wrk:
+        WRK_PREFIX[:] = ["taskset", "-c", "1"]
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
@@ -112,6 +156,7 @@ def main() -> int:
               f"-> ours = {100 * ours_rps / bare_rps:.1f} % of bare (target >= 90 %)")
         print(f"-c1: ours p99 {ours_one['p99']:.3f} ms (target < 1 ms), "
               f"{ours_one['rps']:.0f} req/s")
+        server_side_latency()
         status, _, final = daemon.get("/")
         print(f"daemon still serving: {status}, {final.count(b',') + 1} servers listed")
         return 0
