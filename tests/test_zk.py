@@ -21,13 +21,12 @@ from kazoo.exceptions import NoAuthError
 from kazoo.security import ACL, Id, Permissions
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.protocols import portforward
 
 from mpush.testing.registry import NodeRegistrar, digest_acl_id, node_json
+from mpush.testing.zkfaults import CuttableProxy, expire_session
 from mpush.testing.zookeeper import ZooKeeperServer
 from mpush.zk import NodeDataError, ServerNode, ZkWatcher
 
@@ -88,59 +87,6 @@ def logs() -> Any:
     globalLogPublisher.addObserver(capture)
     yield capture
     globalLogPublisher.removeObserver(capture)
-
-
-class CuttableProxy:
-    """A loopback TCP proxy to ZooKeeper whose link can be cut and restored.
-
-    Cutting drops every connection and refuses new ones: for the watcher it
-    is a network partition, while other clients still reach the server.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port_number = 0
-        self.connections: set[portforward.ProxyServer] = set()
-        self._listening: Any = None
-        proxy = self
-
-        class Server(portforward.ProxyServer):
-            def connectionMade(self) -> None:
-                proxy.connections.add(self)
-                super().connectionMade()
-
-            def connectionLost(self, reason: Any) -> None:
-                proxy.connections.discard(self)
-                super().connectionLost(reason)
-
-        self.factory: Factory = portforward.ProxyFactory("127.0.0.1", target_port)
-        self.factory.protocol = Server
-
-    @property
-    def connect_string(self) -> str:
-        return f"127.0.0.1:{self.port_number}"
-
-    def open(self) -> None:
-        self._listening = reactor.listenTCP(self.port_number, self.factory,
-                                            interface="127.0.0.1")
-        self.port_number = self._listening.getHost().port
-
-    def cut(self) -> Deferred[None]:
-        d = self._listening.stopListening()
-        for conn in list(self.connections):
-            conn.transport.abortConnection()
-        return d
-
-
-def expire_session(connect_string: str, session: tuple[int, bytes]) -> None:
-    """End a session from outside: take it over with its id and password,
-    then close it (blocking; run it in a thread)."""
-    other = KazooClient(hosts=connect_string, client_id=session, timeout=2.0)
-    other.start(timeout=10)
-    try:
-        other.stop()
-    finally:
-        other.close()
 
 
 @inlineCallbacks
