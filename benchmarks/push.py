@@ -486,6 +486,18 @@ def main() -> int:
         rows.append((f"daemon RSS after {n:,} pushes / {len(ids):,} ids",
                      f"{after / 1024:.1f} MiB", "", None))
         rows.append(("daemon RSS growth", f"+{(after - before) / 1024:.1f} MiB", "", None))
+        # A second pass over as many new ids, none with a route: the route
+        # cache is full now, so memory must stay flat (its bound at work).
+        more = [f"{PREFIX}x{i}" for i in range(args.memory_ids)]
+        n2, secs2, results2, _, _ = http_client(port, more)
+        time.sleep(1.0)
+        again = rss_kib(pid)
+        say(f"memory, second pass: {n2} POST /push to {len(more)} more new ids in "
+            f"{secs2:.2f} s: {dict(results2)}; daemon RSS {after / 1024:.1f} -> "
+            f"{again / 1024:.1f} MiB")
+        rows.append((f"daemon RSS after {n2:,} more pushes / new ids",
+                     f"{again / 1024:.1f} MiB ({(again - after) / 1024:+.1f})",
+                     "flat (within 5 %)", abs(again - after) <= 0.05 * after))
         expected = {"success": args.users, "offline": len(ids) - args.users}
         got = {k: v for k, v in results.items() if v}
         rows.append(("  results of those pushes",
