@@ -62,6 +62,7 @@ from mpush.protocol import (
 
 __all__ = [
     "DEFAULT_BROADCAST_TIMEOUT",
+    "DEFAULT_NEGATIVE_CACHE_SIZE",
     "DEFAULT_NEGATIVE_ROUTE_TTL",
     "DEFAULT_ROUTE_CACHE_SIZE",
     "DEFAULT_ROUTE_TTL",
@@ -92,6 +93,9 @@ DEFAULT_ROUTE_TTL: Final = 300.0
 #: to spare Redis a burst of pushes to the same absent user.
 DEFAULT_NEGATIVE_ROUTE_TTL: Final = 1.0
 DEFAULT_ROUTE_CACHE_SIZE: Final = 100_000
+#: Bound on the offline/no-route answers kept (each for the negative TTL):
+#: about 3 s of pushes to absent users at the daemon's top rate.
+DEFAULT_NEGATIVE_CACHE_SIZE: Final = 10_000
 #: A gateway answers a broadcast once it has pushed to all its users, at
 #: about 3,000 users/s (flow control): far longer than a single push.
 DEFAULT_BROADCAST_TIMEOUT: Final = 30.0
@@ -278,6 +282,7 @@ class RouteCache:
         ttl: float = DEFAULT_ROUTE_TTL,
         negative_ttl: float = DEFAULT_NEGATIVE_ROUTE_TTL,
         max_size: int = DEFAULT_ROUTE_CACHE_SIZE,
+        negative_max_size: int = DEFAULT_NEGATIVE_CACHE_SIZE,
         reactor: Any = None,
     ) -> None:
         if not ttl >= 0 or not negative_ttl >= 0:
@@ -294,13 +299,18 @@ class RouteCache:
         self._max_size = max_size
         self._reactor = reactor
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest use first
+        # Offline/no-route answers live apart, briefly: a burst of pushes to
+        # absent users must not evict the warm routes of online ones. One
+        # TTL for all, so insertion order is expiry order.
+        self._negative: OrderedDict[str, _Entry] = OrderedDict()
+        self._negative_max = min(negative_max_size, max_size)
         self._inflight: dict[str, list[Deferred[tuple[Route, ...]]]] = {}
         self._warned: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self.reads = 0  # Redis calls made
         self.hits = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._negative)
 
     def lookup(self, user_id: str) -> Deferred[tuple[Route, ...]]:
         """The user's routes (empty: no route at all); errbacks if Redis fails."""
@@ -311,6 +321,13 @@ class RouteCache:
                 self.hits += 1
                 return succeed(entry.routes)
             del self._entries[user_id]
+        else:
+            entry = self._negative.get(user_id)
+            if entry is not None:
+                if self._reactor.seconds() < entry.expires:
+                    self.hits += 1
+                    return succeed(entry.routes)
+                del self._negative[user_id]
         waiter: Deferred[tuple[Route, ...]] = Deferred()
         flight = self._inflight.get(user_id)
         if flight is not None:
@@ -330,10 +347,12 @@ class RouteCache:
 
     def invalidate(self, user_id: str) -> None:
         self._entries.pop(user_id, None)
+        self._negative.pop(user_id, None)
         self._inflight.pop(user_id, None)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._negative.clear()
         self._inflight.clear()
 
     def _parse(self, fields: Mapping[str, str], user_id: str) -> tuple[tuple[Route, ...], bool]:
@@ -366,7 +385,7 @@ class RouteCache:
         routes, all_online = parsed
         if self._inflight.get(user_id) is flight:
             del self._inflight[user_id]
-            self._store(user_id, routes, self._ttl if all_online else self._negative_ttl)
+            self._store(user_id, routes, all_online)
         for waiter in flight:
             waiter.callback(routes)
 
@@ -378,13 +397,24 @@ class RouteCache:
         for waiter in flight:
             waiter.errback(failure)
 
-    def _store(self, user_id: str, routes: tuple[Route, ...], ttl: float) -> None:
-        if ttl <= 0 or self._max_size == 0:
+    def _store(self, user_id: str, routes: tuple[Route, ...], online: bool) -> None:
+        now = self._reactor.seconds()
+        self._entries.pop(user_id, None)
+        self._negative.pop(user_id, None)
+        if online:
+            if self._ttl <= 0 or self._max_size == 0:
+                return
+            self._entries[user_id] = _Entry(routes, now + self._ttl)
+            while len(self._entries) > self._max_size:
+                self._entries.popitem(last=False)
             return
-        self._entries[user_id] = _Entry(routes, self._reactor.seconds() + ttl)
-        self._entries.move_to_end(user_id)
-        while len(self._entries) > self._max_size:
-            self._entries.popitem(last=False)
+        if self._negative_ttl <= 0 or self._negative_max == 0:
+            return
+        negative = self._negative
+        negative[user_id] = _Entry(routes, now + self._negative_ttl)
+        while negative and (len(negative) > self._negative_max
+                            or next(iter(negative.values())).expires <= now):
+            negative.popitem(last=False)
 
 
 # --------------------------------------------------------------------- pushes

@@ -569,6 +569,23 @@ def test_route_cache_is_bounded_lru(env: Env) -> None:
     assert len(env.client.routes) == 2
 
 
+def test_offline_burst_does_not_evict_online_routes(env: Env) -> None:
+    env.rebuild(route_cache_size=2)
+    env.route("u1", f1=loc())
+    env.push_now(["u1"])
+    # Many absent users: their answers are kept apart, briefly, and bounded.
+    env.push_now([f"ghost{i}" for i in range(50)])
+    assert len(env.client.routes) == 1 + 2  # u1, and the last two absent ones
+    calls = len(env.cache.calls)
+    env.push_now(["u1"])  # still warm
+    assert len(env.cache.calls) == calls
+    env.push_now(["ghost49"])  # a recent absent user, within its 1 s
+    assert len(env.cache.calls) == calls
+    env.clock.advance(1.0)
+    env.push_now(["ghost49"])  # expired: read again
+    assert env.cache.calls[-1] == "mp:ur:ghost49"
+
+
 def test_concurrent_lookups_share_one_redis_call(env: Env) -> None:
     env.route("u1", f1=loc())
     env.cache.manual = True
