@@ -15,6 +15,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
+from mpush import logbridge
 from mpush.protocol import CMD_GATEWAY_PUSH, FLAG_AUTO_ACK
 from mpush.service import OrderedService
 from mpush.tap import AllocDaemon, Options, makeService
@@ -75,6 +76,8 @@ async def stack(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
         await daemon.stopService()
         for node in nodes:
             await node.stop()
+        # makeService bridged stdlib logging into twisted's; undo for pytest.
+        logbridge.uninstall("")
 
 
 def summary(answer: dict[str, Any]) -> dict[str, int]:
