@@ -108,6 +108,10 @@ class AllocSettings:
     gateway_connect_timeout: float = 4.0  # s
     shutdown_grace: float = 5.0  # s, for in-flight pushes at stop
     max_request_size: int = 65536  # bytes, largest accepted HTTP request body
+    max_users_per_push: int = 1000  # distinct users one /push may name (else 413)
+    max_inflight_pushes: int = 10_000  # user pushes in flight (else 503 + Retry-After)
+    request_head_timeout: float = 10.0  # s, for a request line + headers to arrive
+    max_pending_per_gateway: int = 10_000  # requests waiting on one gateway connection
     push_token: str | None = None  # /push needs "Authorization: Bearer <token>" when set
     # Without a token, only these client networks may use /push.
     push_allow: tuple[IPNetwork, ...] = (
@@ -429,6 +433,7 @@ def parse_settings(text: str, source: str = "<string>", basedir: str = "") -> Se
 
 _MISSING: Any = object()
 _INT32_MAX = 2**31 - 1
+_MAX_LIMIT = 1_000_000  # upper bound of the count limits (users, pushes, pending)
 _MIN_TOKEN = 16
 _MAX_TOKEN = 4096
 
@@ -756,9 +761,32 @@ class _Reader:
             max_request_size=self.size(
                 "mp.alloc.max-request-size", AllocSettings.max_request_size, 1024, 16 * 1024 * 1024
             ),
+            **self.push_limits(),
+            request_head_timeout=self.duration(
+                "mp.alloc.request-head-timeout", AllocSettings.request_head_timeout, 0.1, 3600.0
+            ),
+            max_pending_per_gateway=self.integer(
+                "mp.alloc.max-pending-per-gateway",
+                AllocSettings.max_pending_per_gateway,
+                1,
+                _MAX_LIMIT,
+            ),
             push_token=self.push_token(),
             push_allow=self.push_allow(),
         )
+
+    def push_limits(self) -> dict[str, int]:
+        users = self.integer(
+            "mp.alloc.max-users-per-push", AllocSettings.max_users_per_push, 1, _MAX_LIMIT
+        )
+        key = "mp.alloc.max-inflight-pushes"
+        inflight = self.integer(key, AllocSettings.max_inflight_pushes, 1, _MAX_LIMIT)
+        if inflight < users:
+            # Else a request within the users limit could never be admitted.
+            self.fail(
+                key, f"must be at least mp.alloc.max-users-per-push ({users}), got {inflight}"
+            )
+        return {"max_users_per_push": users, "max_inflight_pushes": inflight}
 
     def push_token(self) -> str | None:
         key = "mp.alloc.push-token"

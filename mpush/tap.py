@@ -94,6 +94,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     from mpush.logbridge import bridge_stdlib_logging
     from mpush.push import PushClient
     from mpush.web.alloc import RootResource
+    from mpush.web.health import HealthResource
     from mpush.web.page import PageResource
     from mpush.web.push import PushResource
     from mpush.web.server import AllocSite, WebService
@@ -113,7 +114,9 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
 
     gateways = GatewayPool(zk, connections_per_server=settings.gateway_client_num,
                            connect_timeout=settings.alloc.gateway_connect_timeout,
-                           max_packet_size=settings.max_packet_size, reactor=reactor)
+                           max_packet_size=settings.max_packet_size,
+                           max_pending_per_connection=settings.alloc.max_pending_per_gateway,
+                           reactor=reactor)
     gateways.setName("gateways")
     gateways.setServiceParent(root)
     pusher = PushClient(gateways, cache, max_packet_size=settings.max_packet_size,
@@ -128,10 +131,18 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     resource = RootResource(policy, retry_after=settings.alloc.retry_after)
     resource.putChild(b"push", PushResource(pusher, token=settings.alloc.push_token,
                                             allow=settings.alloc.push_allow,
-                                            push_timeout=settings.alloc.push_timeout))
+                                            push_timeout=settings.alloc.push_timeout,
+                                            max_users=settings.alloc.max_users_per_push,
+                                            max_inflight=settings.alloc.max_inflight_pushes,
+                                            retry_after=settings.alloc.retry_after))
     resource.putChild(b"index.html", PageResource())
+    # The refresher stamps last_success with this reactor's clock.
+    resource.putChild(b"health", HealthResource(zk, cache, gateways, refresher, policy,
+                                                clock=reactor))
     site = AllocSite(resource, access_log=settings.alloc.access_log,
-                     max_request_size=settings.alloc.max_request_size)
+                     max_request_size=settings.alloc.max_request_size,
+                     request_head_timeout=settings.alloc.request_head_timeout,
+                     reactor=reactor)
     web = WebService(site, settings.port, interface=settings.alloc.interface,
                      protocol=settings.protocol, tls_cert=settings.alloc.tls_cert,
                      tls_key=settings.alloc.tls_key, data_dir=settings.alloc.data_dir,

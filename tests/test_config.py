@@ -95,6 +95,10 @@ def test_empty_file_gives_the_documented_defaults(
         gateway_connect_timeout=4.0,
         shutdown_grace=5.0,
         max_request_size=65536,
+        max_users_per_push=1000,
+        max_inflight_pushes=10_000,
+        request_head_timeout=10.0,
+        max_pending_per_gateway=10_000,
     )
 
 
@@ -640,6 +644,32 @@ def test_push_allow_forms(write: Write) -> None:
     assert load_settings(write("mp.alloc.push-allow = []\n")).alloc.push_allow == ()
 
 
+def test_limit_keys(write: Write) -> None:
+    path = write(
+        "mp.alloc {\n"
+        "  max-users-per-push = 50\n"
+        '  max-inflight-pushes = "500"\n'
+        "  request-head-timeout = 2500ms\n"
+        "  max-pending-per-gateway = 3\n"
+        "}\n"
+    )
+    alloc = load_settings(path).alloc
+    assert (alloc.max_users_per_push, alloc.max_inflight_pushes) == (50, 500)
+    assert alloc.request_head_timeout == 2.5
+    assert alloc.max_pending_per_gateway == 3
+
+
+def test_in_flight_limit_may_equal_the_users_limit(write: Write) -> None:
+    path = write("mp.alloc { max-users-per-push = 20, max-inflight-pushes = 20 }\n")
+    alloc = load_settings(path).alloc
+    assert (alloc.max_users_per_push, alloc.max_inflight_pushes) == (20, 20)
+
+
+def test_request_head_timeout_bare_number_is_milliseconds(write: Write) -> None:
+    path = write("mp.alloc.request-head-timeout = 1500\n")
+    assert load_settings(path).alloc.request_head_timeout == 1.5
+
+
 def test_keys_we_do_not_read_may_hold_anything(write: Write) -> None:
     path = write(
         "mp.thread.pool { event-bus { min: 1, max: 16 } }\nmp.spi.x = [1, {a: b}]\nother = null\n"
@@ -782,6 +812,42 @@ KEY_ERRORS: list[tuple[str, str, str]] = [
         "mp.alloc.max-request-size",
         "must be between 1024 and 16777216 bytes",
     ),
+    (
+        "mp.alloc.max-users-per-push = 0",
+        "mp.alloc.max-users-per-push",
+        "must be an integer 1..1000000, got 0",
+    ),
+    ("mp.alloc.max-users-per-push = 1k", "mp.alloc.max-users-per-push", "got '1k'"),
+    ("mp.alloc.max-users-per-push = 2.5", "mp.alloc.max-users-per-push", "got 2.5"),
+    (
+        "mp.alloc.max-inflight-pushes = 1000001",
+        "mp.alloc.max-inflight-pushes",
+        "must be an integer 1..1000000",
+    ),
+    (
+        "mp.alloc.max-inflight-pushes = 999",
+        "mp.alloc.max-inflight-pushes",
+        "must be at least mp.alloc.max-users-per-push (1000), got 999",
+    ),
+    (
+        "mp.alloc { max-users-per-push = 100, max-inflight-pushes = 99 }",
+        "mp.alloc.max-inflight-pushes",
+        "must be at least mp.alloc.max-users-per-push (100), got 99",
+    ),
+    ("mp.alloc.max-inflight-pushes = null", "mp.alloc.max-inflight-pushes", "must not be null"),
+    (
+        "mp.alloc.request-head-timeout = 10ms",
+        "mp.alloc.request-head-timeout",
+        "must be between 100ms and 1h, got 10ms",
+    ),
+    ("mp.alloc.request-head-timeout = 0", "mp.alloc.request-head-timeout", "got 0s"),
+    ("mp.alloc.request-head-timeout = slow", "mp.alloc.request-head-timeout", "must be a duration"),
+    (
+        "mp.alloc.max-pending-per-gateway = 0",
+        "mp.alloc.max-pending-per-gateway",
+        "must be an integer 1..1000000, got 0",
+    ),
+    ("mp.alloc.max-pending-per-gateway = -5", "mp.alloc.max-pending-per-gateway", "got -5"),
     ('mp.alloc.data-dir = ""', "mp.alloc.data-dir", "must not be empty"),
     (
         "mp.alloc.tls-cert = /x.pem",

@@ -32,6 +32,8 @@ from mpush.protocol import PacketTooLarge, java_alloc_content
 from mpush.web.errors import json_error, method_not_allowed
 
 __all__ = [
+    "DEFAULT_MAX_INFLIGHT_PUSHES",
+    "DEFAULT_MAX_USERS_PER_PUSH",
     "DEFAULT_PUSH_ALLOW",
     "BadRequest",
     "PushOrder",
@@ -46,6 +48,8 @@ DEFAULT_PUSH_ALLOW: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("::1/128"),
 )
 ACK_MODELS = ("none", "auto", "biz")
+DEFAULT_MAX_USERS_PER_PUSH = 1000  # AllocSettings.max_users_per_push
+DEFAULT_MAX_INFLIGHT_PUSHES = 10_000  # AllocSettings.max_inflight_pushes
 MIN_TIMEOUT_MS = 1000  # the push client's floor (docs/INTERNALS.md)
 MAX_TIMEOUT_MS = 86_400_000  # a day: the largest broadcast-timeout the config takes
 RESULT_KINDS = ("success", "failure", "offline", "timeout")
@@ -348,6 +352,13 @@ class PushResource(Resource):
     (``mp.alloc.push-token``), ``allow`` the networks that may push without
     one (``mp.alloc.push-allow``); ``push_timeout`` (s) the default wait of a
     single-user push (a broadcast's default is the client's own).
+
+    Limits: a request naming more than ``max_users`` distinct users is
+    ``413`` (field ``userIds``). At most ``max_inflight`` user pushes are in
+    flight (a broadcast counts as one): a request that would pass it is
+    ``503`` with ``Retry-After: retry_after``, so nothing queues. A push
+    counts from its start until its outcome is known, also when the HTTP
+    client has left meanwhile (the push goes on); `inflight` is that count.
     """
 
     isLeaf = True
@@ -355,12 +366,23 @@ class PushResource(Resource):
 
     def __init__(self, client: Pusher, *, token: str | None = None,
                  allow: Iterable[IPNetwork | str] = DEFAULT_PUSH_ALLOW,
-                 push_timeout: float = 3.0) -> None:
+                 push_timeout: float = 3.0,
+                 max_users: int = DEFAULT_MAX_USERS_PER_PUSH,
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT_PUSHES,
+                 retry_after: int = 5) -> None:
         super().__init__()
+        if max_users < 1 or max_inflight < max_users:
+            # A request of max_users users must be admissible on an idle daemon.
+            raise ValueError(f"need 1 <= max_users ({max_users})"
+                             f" <= max_inflight ({max_inflight})")
         self._client = client
         self._token = None if token is None else token.encode("ascii")
         self._allow = tuple(ipaddress.ip_network(net) for net in allow)
         self._push_timeout_ms = max(MIN_TIMEOUT_MS, round(push_timeout * 1000))
+        self.max_users = max_users
+        self.max_inflight = max_inflight
+        self._retry_after = b"%d" % retry_after
+        self.inflight = 0  # user pushes (a broadcast: 1) whose outcome is not known yet
         self._sequence = 0  # the Java alloc's idSeq: msg_1 is the first push
         if self._token is not None:
             self.log.info("/push access: bearer token required (allow-list not applied)")
@@ -393,10 +415,26 @@ class PushResource(Resource):
             order = parse_push_body(request.content.read())
         except BadRequest as exc:
             return json_error(request, 400, exc.message, field=exc.field)
-        return self._send(request, order)
+        if len(order.user_ids) > self.max_users:
+            # Too large in meaning rather than in bytes: refused before any
+            # Redis or gateway traffic.
+            return json_error(
+                request, 413, f"{len(order.user_ids)} users in one push, over the limit of"
+                f" {self.max_users} (mp.alloc.max-users-per-push): split the request",
+                field="userIds", limit=self.max_users)
+        cost = 1 if order.broadcast else len(order.user_ids)
+        if self.inflight + cost > self.max_inflight:
+            # Refuse rather than queue: a queue would only grow while the
+            # gateways are slow, and every waiting push would time out anyway.
+            request.setHeader(b"retry-after", self._retry_after)
+            return json_error(
+                request, 503, f"too many pushes in flight (limit {self.max_inflight},"
+                " mp.alloc.max-inflight-pushes): retry later", limit=self.max_inflight)
+        return self._send(request, order, cost)
 
-    def _send(self, request: Request, order: PushOrder) -> bytes | int:
+    def _send(self, request: Request, order: PushOrder, cost: int) -> bytes | int:
         content = self._content(order)
+        self.inflight += cost  # before the call: its Deferred may fire at once
         try:
             if order.broadcast:
                 d = self._client.broadcast(
@@ -407,11 +445,22 @@ class PushResource(Resource):
                     order.user_ids, content, ack=order.ack,
                     timeout_ms=order.timeout_ms or self._push_timeout_ms, tags=order.tags)
         except PacketTooLarge as exc:
+            self.inflight -= cost
             return json_error(request, 413, str(exc), field="content")
         except ValueError as exc:
+            self.inflight -= cost
             # The client's own checks; ours above should have caught these.
             return json_error(request, 400, str(exc), field=None)
+        except BaseException:
+            self.inflight -= cost
+            raise
 
+        def release(passthrough: Any) -> Any:
+            # The outcome is known (whether or not anyone waits for it).
+            self.inflight -= cost
+            return passthrough
+
+        d.addBoth(release)
         gone: list[bool] = []
 
         def disconnected(reason: Failure) -> None:

@@ -13,14 +13,21 @@ from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
 )
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from mpush import tls
 
 DEFAULT_MAX_REQUEST_SIZE = 65536  # bytes; AllocSettings.max_request_size
+DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0  # s; AllocSettings.request_head_timeout
 
 
 class LimitedRequest(Request):
@@ -89,25 +96,139 @@ class LimitedRequest(Request):
         channel.loseConnection()
 
 
+_HEAD_TIMEOUT_BODY = b'{"error":"request head not complete in time","status":408}'
+_HEAD_TIMEOUT_ANSWER = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Cache-Control: no-store\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_HEAD_TIMEOUT_BODY), _HEAD_TIMEOUT_BODY)
+)
+
+
+class HeadDeadlineChannel(HTTPChannel):
+    """An HTTP/1.1 channel that drops a client whose request head is not complete in time.
+
+    twisted.web's idle timeout is reset by every byte, so a client sending
+    one header byte a second would hold its connection (and a Request) for
+    ever. Here the head (request line and headers) must be complete within
+    ``site.request_head_timeout`` seconds: counted from the connection's
+    opening for its first request (a silent connection is dropped as well),
+    and from the first byte of each later request on a keep-alive
+    connection (the idle time between requests stays under the Site's idle
+    timeout). On expiry the client gets ``408`` (if it sent anything of the
+    head) and the connection is closed. The body is not covered: its size
+    is bounded by ``max_request_size``, its pace only by the idle timeout.
+
+    Cheap on the ``GET /`` path: one DelayedCall per connection, scheduled
+    at its opening and cancelled at its close. A request only stamps when
+    its head started and clears the stamp when the headers are in; the
+    check, when it fires, finds nothing to do, or re-arms itself for a later
+    head's own deadline (at most once per timeout period).
+
+    HTTP/2 is never negotiated (no ALPN is offered), so this channel is the
+    one that serves the whole connection.
+    """
+
+    _head_timeout = DEFAULT_REQUEST_HEAD_TIMEOUT
+    _head_call: IDelayedCall | None = None
+    _head_started: float | None = None  # when the head in progress started; None: none is
+    _head_idle = False  # a head is awaited and none of its bytes has arrived yet
+
+    # HTTPChannel.x(self, ...) rather than super(): this is every request's path.
+
+    def connectionMade(self) -> None:
+        HTTPChannel.connectionMade(self)
+        self._head_timeout = self.site.request_head_timeout
+        self._seconds = self.site.reactor.seconds  # the clock callLater runs on
+        self._head_idle = True
+        self._head_started = self._seconds()
+        self._head_call = self.callLater(self._head_timeout, self._check_head)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._head_idle:  # the first byte of a head
+            self._head_idle = False
+            if self._head_started is None:  # a keep-alive request: its clock starts now
+                self._head_started = self._seconds()
+                if self._head_call is None:
+                    self._head_call = self.callLater(self._head_timeout, self._check_head)
+        HTTPChannel.dataReceived(self, data)
+
+    def allHeadersReceived(self) -> None:
+        # No cancel: a pending check will find no head in progress and go idle.
+        self._head_started = None
+        self._head_idle = False  # (a head with no byte cannot end; kept exact anyway)
+        HTTPChannel.allHeadersReceived(self)
+
+    def requestDone(self, request: Request) -> None:
+        # Before HTTPChannel's: it replays pipelined data through dataReceived,
+        # which must see that the next head is awaited.
+        if self.persistent:
+            self._head_idle = True
+        HTTPChannel.requestDone(self, request)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._head_idle = False
+        self._head_started = None
+        call, self._head_call = self._head_call, None
+        if call is not None:
+            call.cancel()  # else the reactor would keep the channel for up to a timeout
+        HTTPChannel.connectionLost(self, reason)
+
+    def _check_head(self) -> None:
+        self._head_call = None
+        started = self._head_started
+        if started is None:
+            return  # no head in progress: the next one arms a check
+        left = started + self._head_timeout - self._seconds()
+        if left > 0.001:  # a later head than the one this check was set for
+            self._head_call = self.callLater(left, self._check_head)
+            return
+        self._head_started = None
+        # Counted, not logged: a slow-header flood must not flood the log too.
+        self.site.head_timeouts += 1
+        if not self._head_idle:  # part of a request came: say why it ends
+            self.transport.write(_HEAD_TIMEOUT_ANSWER)
+        self._head_idle = False
+        # As twisted.web's own idle timeout does: close, and abort if the
+        # client does not let the connection close.
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+
 class AllocSite(Site):
     """A Site whose per-request access log is off unless a file is given.
 
     Access logging through the twistd log halves ``GET /`` throughput, so it
     is opt-in, and then goes to its own file (Site's ``logPath``). Request
     bodies over ``max_request_size`` bytes are refused (``LimitedRequest``),
-    and form bodies are never parsed (no endpoint takes forms).
+    a request head not complete within ``request_head_timeout`` seconds is
+    dropped (``HeadDeadlineChannel``; None = no deadline), and form bodies
+    are never parsed (no endpoint takes forms).
     """
 
     requestFactory = LimitedRequest
 
     def __init__(self, resource: Resource, access_log: str | None = None,
                  timeout: float = 60.0,
-                 max_request_size: int = DEFAULT_MAX_REQUEST_SIZE) -> None:
+                 max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+                 request_head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT,
+                 reactor: IReactorTime | None = None) -> None:
         super().__init__(resource, logPath=access_log, timeout=timeout,
-                         parsePOSTFormSubmission=False)
+                         parsePOSTFormSubmission=False, reactor=reactor)
         self.noisy = False
         self._access_log_on = access_log is not None
         self.max_request_size = max_request_size
+        self.request_head_timeout = request_head_timeout
+        self.head_timeouts = 0  # connections dropped for a late request head
+
+    def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
+        # Factory.buildProtocol calls self.protocol(); twisted.web's own
+        # factory builds the same wrapper around a plain HTTPChannel.
+        if self.request_head_timeout is None:
+            return _GenericHTTPChannelProtocol(HTTPChannel())
+        return _GenericHTTPChannelProtocol(HeadDeadlineChannel())
 
     def log(self, request: Any) -> None:
         if self._access_log_on:
