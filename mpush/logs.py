@@ -1,0 +1,149 @@
+"""JSON log lines for log shippers: ``twistd --logger mpush.logs.json_observer``.
+
+twistd builds its log observer itself (before the reactor runs, after
+``makeService``); its ``--logger`` option names a factory that it calls with
+no arguments. :func:`json_observer` is such a factory: it writes where
+twistd's own text observer would have written (``--logfile FILE``, with the
+``SIGUSR1`` rotation; stdout for ``-n`` without ``--logfile`` or with
+``--logfile -``), one JSON object per line::
+
+    {"time": "2024-05-01T12:00:00.123Z", "level": "warn",
+     "namespace": "mpush.cache", "system": "-",
+     "text": "Redis (single) unavailable: connection refused",
+     "mode": "single", "error": "connection refused"}
+
+``time`` (UTC, ISO 8601, milliseconds), ``level`` (debug, info, warn, error,
+critical), ``namespace`` (the logger's), ``system`` (Twisted's context, when
+there is one) and ``text`` (the same message as the text log) are always
+there; ``traceback`` is added when the event carries a failure. The event's
+own fields follow at the top level: JSON scalars as they are, anything else
+as its ``str``; a field whose name is one of the fixed keys above is written
+as ``event_<name>`` instead. Twisted's internal ``log_*`` keys and the keys of
+its legacy log system are left out.
+
+The log calls never pass a secret (Redis password, ZooKeeper digest, push
+token) as a field or in a message, so neither format writes one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from constantly import NamedConstant
+from twisted.logger import FileLogObserver, ILogObserver, LogEvent, formatEvent
+from twisted.python.failure import Failure
+
+#: The keys every line has (plus ``traceback`` for failures).
+FIXED_KEYS = ("time", "level", "namespace", "system", "text", "traceback")
+
+# What twisted.python.log (the legacy system) adds to events, in either
+# direction; all of it is already in the fixed keys.
+_LEGACY_KEYS = frozenset({"message", "time", "system", "format", "isError", "failure",
+                          "why", "logLevel", "printed"})
+
+
+def _value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, NamedConstant):
+        return value.name
+    if isinstance(value, Failure):
+        return value.getErrorMessage()
+    try:
+        return str(value)
+    except Exception as e:  # a broken __str__ must not lose the line
+        return f"<unprintable {type(value).__name__}: {e!r}>"
+
+
+def _stamp(when: object) -> str:
+    """``log_time`` as UTC ISO 8601 with milliseconds: 2024-05-01T12:00:00.123Z."""
+    if not isinstance(when, (int, float)) or not math.isfinite(when):
+        when = datetime.now(UTC).timestamp()
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def event_as_dict(event: LogEvent) -> dict[str, Any]:
+    """The flat JSON shape of one ``twisted.logger`` event (see the module doc)."""
+    level = event.get("log_level")
+    line: dict[str, Any] = {
+        "time": _stamp(event.get("log_time")),
+        "level": level.name if isinstance(level, NamedConstant) else "info",
+        "namespace": str(event.get("log_namespace") or "-"),
+    }
+    system = event.get("log_system")
+    if system is not None:
+        line["system"] = _value(system)
+    line["text"] = formatEvent(event)
+    failure = event.get("log_failure")
+    if isinstance(failure, Failure):
+        try:
+            line["traceback"] = failure.getTraceback()
+        except Exception:
+            line["traceback"] = failure.getErrorMessage()
+    for key, value in event.items():
+        if not isinstance(key, str) or key.startswith("log_") or key in _LEGACY_KEYS:
+            continue
+        name = f"event_{key}" if key in FIXED_KEYS else key
+        line[name] = _value(value)
+    return line
+
+
+def event_as_json_line(event: LogEvent) -> str:
+    """One event as one line: JSON (ASCII only, so no raw newline) and ``\\n``."""
+    try:
+        text = json.dumps(event_as_dict(event), ensure_ascii=True, allow_nan=False)
+    except Exception as e:  # never lose an event to a serialisation problem
+        text = json.dumps({"time": _stamp(None), "level": "error",
+                           "namespace": "mpush.logs", "text": f"unserialisable event: {e!r}"})
+    return text + "\n"
+
+
+def json_file_observer(out: IO[Any]) -> FileLogObserver:
+    """An observer writing :func:`event_as_json_line` lines to ``out``."""
+    return FileLogObserver(out, event_as_json_line)
+
+
+def _twistd_app_logger() -> Any:
+    """The twistd ``AppLogger`` calling the ``--logger`` factory, if any."""
+    from twisted.application.app import AppLogger
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, AppLogger):
+                return candidate
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
+def twistd_log_file() -> IO[Any]:
+    """Where twistd's own observer would write: its ``--logfile`` (a rotating
+    ``LogFile``), or stdout. Outside twistd: stdout."""
+    app_logger = _twistd_app_logger()
+    if app_logger is None:
+        return sys.stdout
+    if getattr(app_logger, "_syslog", False):
+        raise SystemExit("mpush-alloc: --logger mpush.logs.json_observer cannot be "
+                         "combined with --syslog")
+    # twistd's text observer for these options: it opens the log file (or
+    # refuses stdout for a daemon) and installs the SIGUSR1 rotation.
+    text_observer = app_logger._getLogObserver()
+    out = getattr(text_observer, "_outFile", None)
+    return out if out is not None else sys.stdout
+
+
+def json_observer() -> ILogObserver:
+    """The ``twistd --logger`` factory: JSON lines where the text log would go."""
+    return json_file_observer(twistd_log_file())
