@@ -95,6 +95,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     from mpush.push import PushClient
     from mpush.web.alloc import RootResource
     from mpush.web.health import HealthResource
+    from mpush.web.openapi import OpenApiResource
     from mpush.web.page import PageResource
     from mpush.web.push import PushResource
     from mpush.web.server import AllocSite, WebService
@@ -136,6 +137,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
                                             max_inflight=settings.alloc.max_inflight_pushes,
                                             retry_after=settings.alloc.retry_after))
     resource.putChild(b"index.html", PageResource())
+    resource.putChild(b"openapi.json", OpenApiResource())
     # The refresher stamps last_success with this reactor's clock.
     resource.putChild(b"health", HealthResource(zk, cache, gateways, refresher, policy,
                                                 clock=reactor))
