@@ -507,8 +507,8 @@ def main() -> int:
         rows.append(("daemon route cache size", "not observable", "<= 100,000", None))
         status, _, _ = daemon.get("/")
         say(f"daemon still serving: GET / -> {status}")
-        # One info line per push: twistd rotates its log file every 1 MB and
-        # keeps every rotated file.
+        # The log must not grow with pushes (twistd rotates its file every
+        # 1 MB and keeps every rotated one): single pushes log nothing.
         logs = sorted(work.glob(daemon.logfile.name + "*"))
         log_mib = sum(f.stat().st_size for f in logs) / 2**20
         say(f"daemon log: {len(logs)} files ({daemon.logfile.name} and rotated ones), "
