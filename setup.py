@@ -23,6 +23,8 @@ setup(
             "pytest-twisted>=1.14,<2",
             "pytest-timeout>=2.2,<3",
             "hypothesis>=6.100,<7",
+            # tests/test_fuzz_http.py: reads the OpenAPI 3.1 document directly.
+            "schemathesis>=4.0,<5",
             "ruff>=0.5",
             # Drives Debian's chromium (tests/test_page_browser.py); never downloads one.
             "selenium>=4.11,<5",

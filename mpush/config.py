@@ -107,6 +107,7 @@ class AllocSettings:
     broadcast_timeout: float = 30.0  # s, a broadcast's wait for each gateway
     gateway_connect_timeout: float = 4.0  # s
     shutdown_grace: float = 5.0  # s, for in-flight pushes at stop
+    drain_delay: float = 2.0  # s, at stop: /health 503 before the listener closes
     max_request_size: int = 65536  # bytes, largest accepted HTTP request body
     max_users_per_push: int = 1000  # distinct users one /push may name (else 413)
     max_inflight_pushes: int = 10_000  # user pushes in flight (else 503 + Retry-After)
@@ -757,6 +758,9 @@ class _Reader:
             ),
             shutdown_grace=self.duration(
                 "mp.alloc.shutdown-grace", AllocSettings.shutdown_grace, 0.0, 600.0
+            ),
+            drain_delay=self.duration(
+                "mp.alloc.drain-delay", AllocSettings.drain_delay, 0.0, 600.0
             ),
             max_request_size=self.size(
                 "mp.alloc.max-request-size", AllocSettings.max_request_size, 1024, 16 * 1024 * 1024

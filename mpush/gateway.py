@@ -266,6 +266,16 @@ class GatewayProtocol(Protocol):
         for entry in pending.values():
             self._finish(entry, self._reply(outcome, detail=detail))
 
+    def expire_all(self, detail: str) -> int:
+        """End every pending request now as ``"timeout"`` with ``detail``; how many.
+
+        The connection stays up (a late answer matches nothing, as after our
+        own timer). Used at shutdown, once the grace period is over.
+        """
+        count = len(self._pending)
+        self._fail_all(TIMEOUT, detail)
+        return count
+
     def close(self, detail: str) -> None:
         """Abort the connection now; pending requests end "lost" with ``detail``."""
         self._usable = False
@@ -286,17 +296,21 @@ class GatewayProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._broken or self._lost:
             return
+        error: ProtocolError | None = None
         try:
             packets = self._decoder.feed(data)
         except ProtocolError as e:
-            self._protocol_error(str(e))
-            return
+            # The answers complete before the bad bytes still count: the
+            # outcome must not depend on how TCP split the stream.
+            error, packets = e, list(e.decoded)
         for packet in packets:
             if self._broken:
                 return
             if isinstance(packet, Heartbeat):
                 continue  # the Java server sends none here; harmless anyway
             self._answer(packet)
+        if error is not None and not self._broken:
+            self._protocol_error(str(error))
 
     def _answer(self, packet: Packet) -> None:
         try:
@@ -522,6 +536,20 @@ class GatewayPool(Service):
                 return proto.request(build, timeout)
         detail = "pending limit reached" if connected else "not connected"
         return succeed(GatewayReply(UNAVAILABLE, address, detail=detail))
+
+    def expire_pending(self, detail: str) -> int:
+        """End every pending request on every connection as ``"timeout"``; how many.
+
+        The shutdown grace is over: the push callers get their answers now
+        (a push not answered in time is a timeout, not a lost connection),
+        before the connections are closed.
+        """
+        count = 0
+        for server in list(self._servers.values()):
+            for slot in server.slots:
+                if slot.protocol is not None:
+                    count += slot.protocol.expire_all(detail)
+        return count
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -152,7 +152,15 @@ _INT16 = struct.Struct(">h")
 
 
 class ProtocolError(Exception):
-    """Bytes that break the protocol (from the peer, or that the peer would refuse)."""
+    """Bytes that break the protocol (from the peer, or that the peer would refuse).
+
+    From :meth:`PacketDecoder.feed`, ``decoded`` holds the packets complete
+    *before* the bad bytes in that same call: the peer did send them, so
+    they count (as Netty's decoder passes on what it decoded before
+    failing), whichever way the stream was split into reads.
+    """
+
+    decoded: tuple[Packet | Heartbeat, ...] = ()
 
 
 class PacketTooLarge(ProtocolError):
@@ -253,15 +261,17 @@ class PacketDecoder:
     def feed(self, data: bytes) -> list[Packet | Heartbeat]:
         if self._error is not None:
             raise ProtocolError(f"decoder already failed: {self._error}")
+        out: list[Packet | Heartbeat] = []
         try:
-            return self._feed(memoryview(data))
+            self._feed(memoryview(data), out)
         except ProtocolError as e:
+            e.decoded = tuple(out)
             self._error = e
             self._buf.clear()
             raise
+        return out
 
-    def _feed(self, data: memoryview) -> list[Packet | Heartbeat]:
-        out: list[Packet | Heartbeat] = []
+    def _feed(self, data: memoryview, out: list[Packet | Heartbeat]) -> None:
         buf = self._buf
         pos, end = 0, len(data)
         while pos < end:
@@ -290,7 +300,6 @@ class PacketDecoder:
             out.append(Packet(cmd, session_id, flags, bytes(buf[HEADER_LEN:]), cc, lrc))
             buf.clear()
             self._length = None
-        return out
 
     def _check_length(self, length: int) -> int:
         if length < 0:

@@ -84,6 +84,8 @@ __all__ = [
 
 log = Logger(namespace="mpush.push")
 
+STOPPING: Final = "daemon stopping"  # the gateway detail of requests expired at shutdown
+
 #: The user route hash (Java ``CacheKeys.getUserRouteKey``).
 ROUTE_KEY_PREFIX: Final = "mp:ur:"
 #: The Java client's route cache lifetime (Guava, 5 minutes after write).
@@ -135,6 +137,8 @@ class GatewayPoolLike(Protocol):
     def request(
         self, address: str, build: Callable[[int], bytes], timeout: float
     ) -> Deferred[Any]: ...  # Deferred[GatewayReplyLike], never errbacks
+
+    def expire_pending(self, detail: str) -> int: ...  # pending requests end "timeout"
 
 
 class RedisLike(Protocol):
@@ -433,6 +437,16 @@ class _Job:
     lookup_error_logged: bool = False
 
 
+@dataclass(frozen=True)
+class _StoppingReply:
+    """What a gateway request made after ``expire_all`` gets at once."""
+
+    gateway: str
+    outcome: str = "timeout"
+    code: int | None = None
+    detail: str = STOPPING
+
+
 def _as_tags(tags: Iterable[str] | None) -> tuple[str, ...] | None:
     # Materialised once: an iterator would be used up by the first build.
     if tags is None:
@@ -499,8 +513,19 @@ class PushClient:
             max_size=route_cache_size,
             reactor=reactor,
         )
+        self.stopping = False  # set by expire_all: no gateway request waits any more
 
     # -- public API -------------------------------------------------------
+
+    def expire_all(self) -> int:
+        """Shutdown: end every push still waiting for a gateway as ``"timeout"``.
+
+        Pending gateway requests end now; any request a push would send
+        from now on (after a route lookup, or a route change) ends at once
+        as well. Returns how many gateway requests were pending.
+        """
+        self.stopping = True
+        return self._pool.expire_pending(STOPPING)
 
     def lookup_routes(self, user_id: str) -> Deferred[tuple[Route, ...]]:
         """The user's routes, through the cache (errbacks if Redis fails)."""
@@ -620,6 +645,8 @@ class PushClient:
         self, address: str, build: Callable[[int], bytes], timeout: float
     ) -> GatewayReplyLike | None:
         """The pool's reply; None if the pool broke its never-fails contract."""
+        if self.stopping:
+            return _StoppingReply(address)
         try:
             return await self._pool.request(address, build, timeout)
         except Exception:
@@ -721,12 +748,14 @@ class PushClient:
                 self.routes.invalidate(user_id)
                 return self._result(job, user_id, ct, OFFLINE, gateway, "gateway: user offline")
             return self._result(job, user_id, ct, FAILURE, gateway, _error_reason(reply.code))
-        result, reason = self._transport_result(outcome)
+        result, reason = self._transport_result(outcome, getattr(reply, "detail", None))
         return self._result(job, user_id, ct, result, gateway, reason)
 
     @staticmethod
-    def _transport_result(outcome: str) -> tuple[str, str]:
+    def _transport_result(outcome: str, detail: str | None = None) -> tuple[str, str]:
         """(result, reason) for the replies that are not the gateway's answer."""
+        if outcome == "timeout" and detail == STOPPING:
+            return TIMEOUT, "daemon stopping: no answer within the shutdown grace"
         if outcome == "timeout":
             return TIMEOUT, "no answer in time"
         if outcome == "unavailable":
@@ -747,5 +776,5 @@ class PushClient:
         elif reply.outcome == "error":
             result, reason = FAILURE, _error_reason(reply.code)
         else:
-            result, reason = self._transport_result(reply.outcome)
+            result, reason = self._transport_result(reply.outcome, getattr(reply, "detail", None))
         return PushResult(None, None, result, address, self._elapsed_ms(start), reason)

@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from mpush.config import ConfigError, Settings, load_settings
+from mpush.drain import Drain
 from mpush.service import OrderedService
 
 
@@ -27,7 +28,9 @@ class Options(usage.Options):
         "Serves an mpush cluster: GET / lists the connection servers (from "
         "ZooKeeper), least loaded first (online counts from Redis). The config "
         "file is HOCON, in the Java alloc's format; see the README for its keys. "
-        "On SIGTERM the services stop in reverse order and twistd ends by "
+        "On SIGTERM the daemon drains (/health 503 at once, the listener closes "
+        "after mp.alloc.drain-delay, pushes in flight get mp.alloc.shutdown-grace), "
+        "then the services stop in reverse order and twistd ends by "
         "re-raising SIGTERM (exit status 143 from a shell: a clean stop)."
     )
     optParameters = [
@@ -45,13 +48,27 @@ class Options(usage.Options):
 
 
 class AllocDaemon(OrderedService):
-    """The root service; a failed start ends the process with status 1."""
+    """The root service; a failed start ends the process with status 1.
+
+    With a :class:`mpush.drain.Drain` (``drain``), a stop first drains
+    (``/health`` 503, listener closed after the drain delay, pushes in flight
+    answered within the grace), then stops the services in reverse.
+    """
 
     log = Logger()
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__()
         self._reactor = reactor
+        self.drain: Drain | None = None
+
+    def stopService(self) -> Deferred[None]:
+        drain = self.drain
+        if drain is None or not self.running:
+            return super().stopService()
+        d = drain.run()  # never fails; a second stop waits for the same drain
+        d.addCallback(lambda _: OrderedService.stopService(self))
+        return d
 
     def startService(self) -> Deferred[None]:
         d = super().startService()
@@ -130,17 +147,18 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     refresher.setServiceParent(root)
 
     resource = RootResource(policy, retry_after=settings.alloc.retry_after)
-    resource.putChild(b"push", PushResource(pusher, token=settings.alloc.push_token,
-                                            allow=settings.alloc.push_allow,
-                                            push_timeout=settings.alloc.push_timeout,
-                                            max_users=settings.alloc.max_users_per_push,
-                                            max_inflight=settings.alloc.max_inflight_pushes,
-                                            retry_after=settings.alloc.retry_after))
+    push = PushResource(pusher, token=settings.alloc.push_token,
+                        allow=settings.alloc.push_allow,
+                        push_timeout=settings.alloc.push_timeout,
+                        max_users=settings.alloc.max_users_per_push,
+                        max_inflight=settings.alloc.max_inflight_pushes,
+                        retry_after=settings.alloc.retry_after)
+    resource.putChild(b"push", push)
     resource.putChild(b"index.html", PageResource())
     resource.putChild(b"openapi.json", OpenApiResource())
     # The refresher stamps last_success with this reactor's clock.
-    resource.putChild(b"health", HealthResource(zk, cache, gateways, refresher, policy,
-                                                clock=reactor))
+    health = HealthResource(zk, cache, gateways, refresher, policy, clock=reactor)
+    resource.putChild(b"health", health)
     site = AllocSite(resource, access_log=settings.alloc.access_log,
                      max_request_size=settings.alloc.max_request_size,
                      request_head_timeout=settings.alloc.request_head_timeout,
@@ -151,4 +169,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
                      reactor=reactor)
     web.setName("web")
     web.setServiceParent(root)
+    root.drain = Drain(health=health, listener=web, pushes=push, pusher=pusher, site=site,
+                       drain_delay=settings.alloc.drain_delay,
+                       shutdown_grace=settings.alloc.shutdown_grace, clock=reactor)
     return root

@@ -94,6 +94,7 @@ def test_empty_file_gives_the_documented_defaults(
         broadcast_timeout=30.0,
         gateway_connect_timeout=4.0,
         shutdown_grace=5.0,
+        drain_delay=2.0,
         max_request_size=65536,
         max_users_per_push=1000,
         max_inflight_pushes=10_000,
@@ -553,6 +554,7 @@ def test_alloc_keys(write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "  broadcast-timeout = 2m\n"
         "  gateway-connect-timeout = 1s\n"
         "  shutdown-grace = 0\n"
+        "  drain-delay = 750ms\n"
         "  max-request-size = 8k\n"
         "}\n"
     )
@@ -570,6 +572,7 @@ def test_alloc_keys(write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         broadcast_timeout=120.0,
         gateway_connect_timeout=1.0,
         shutdown_grace=0.0,
+        drain_delay=0.75,
         max_request_size=8192,
     )
     assert (loaded.redis.connect_timeout, loaded.redis.reply_timeout) == (0.5, 3.0)
@@ -807,6 +810,9 @@ KEY_ERRORS: list[tuple[str, str, str]] = [
         "must be between 100ms",
     ),
     ("mp.alloc.shutdown-grace = x", "mp.alloc.shutdown-grace", "must be a duration"),
+    ("mp.alloc.drain-delay = soon", "mp.alloc.drain-delay", "must be a duration"),
+    ("mp.alloc.drain-delay = 11m", "mp.alloc.drain-delay", "must be between 0s and 10m, got 11m"),
+    ("mp.alloc.drain-delay = -1s", "mp.alloc.drain-delay", "must be"),
     (
         "mp.alloc.max-request-size = 100",
         "mp.alloc.max-request-size",

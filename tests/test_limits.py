@@ -35,6 +35,7 @@ from mpush.web.server import (
     DEFAULT_REQUEST_HEAD_TIMEOUT,
     AllocSite,
     HeadDeadlineChannel,
+    TrackedChannel,
 )
 from tests.test_web_push import (
     Exchange,
@@ -356,7 +357,8 @@ def test_the_connection_is_aborted_if_it_does_not_close(clock: task.Clock) -> No
 def test_no_head_timeout_means_a_plain_channel(clock: task.Clock) -> None:
     ex = connect(head_site(clock, head_timeout=None))
     channel = inner(ex)
-    assert type(channel) is HTTPChannel
+    # No head deadline: only the open-connection tracking the drain needs.
+    assert type(channel) is TrackedChannel
     dribble(ex, clock, b"GET / HTTP/1.1\r\nHost: x\r\n", step=1.0)
     assert not ex.transport.disconnecting
 

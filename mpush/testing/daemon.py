@@ -30,12 +30,16 @@ def write_config(path: Path, *, port: int, zk: str, redis_nodes: list[str],
                  protocol: str = "http", namespace: str = "mpush", extra: str = "",
                  redis_extra: str = "", alloc_extra: str = "",
                  redis_mode: str = "single", redis_password: str | None = None,
-                 sentinel_master: str | None = None, zk_digest: str | None = None) -> Path:
+                 sentinel_master: str | None = None, zk_digest: str | None = None,
+                 drain_delay: str | None = "0") -> Path:
     """Write a config file in the Java alloc's format for a test daemon.
 
     ``zk_digest=None`` leaves ``mp.zk.digest`` out (the default, ``mpush``,
-    applies); ``""`` turns ZooKeeper auth off.
+    applies); ``""`` turns ZooKeeper auth off. ``drain_delay`` is
+    ``mp.alloc.drain-delay``: ``0`` by default, so that stopping a test
+    daemon does not wait for load balancers; None leaves it out (2 s).
     """
+    drain = "" if drain_delay is None else f"drain-delay = {drain_delay}"
     nodes = ", ".join(f'"{n}"' for n in redis_nodes)
     digest = "" if zk_digest is None else f'digest = "{zk_digest}"'
     master = "" if sentinel_master is None else f'sentinel-master = "{sentinel_master}"'
@@ -64,6 +68,7 @@ def write_config(path: Path, *, port: int, zk: str, redis_nodes: list[str],
     data-dir = "{path.parent / 'data'}"
     refresh-interval = 1s
     change-delay = 100ms
+    {drain}
     {alloc_extra}
   }}
   {extra}

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -384,12 +384,51 @@ class PushResource(Resource):
         self._retry_after = b"%d" % retry_after
         self.inflight = 0  # user pushes (a broadcast: 1) whose outcome is not known yet
         self._sequence = 0  # the Java alloc's idSeq: msg_1 is the first push
+        self.closing = False  # shutdown: new pushes are refused (503)
+        self._idle_waiters: list[Deferred[None]] = []
+        # Requests whose answer is not written yet -> a function that writes
+        # a last-resort answer (every target "timeout") for them.
+        self._unanswered: dict[int, Callable[[], None]] = {}
         if self._token is not None:
             self.log.info("/push access: bearer token required (allow-list not applied)")
         else:
             networks = ", ".join(str(net) for net in self._allow) or "none"
             self.log.info("/push access: no token configured; clients from {networks} only",
                           networks=networks)
+
+    # -- shutdown -------------------------------------------------------------
+
+    @property
+    def unanswered(self) -> int:
+        """``/push`` requests whose answer is not written yet."""
+        return len(self._unanswered)
+
+    def when_idle(self) -> Deferred[None]:
+        """Fires once no push is in flight (at once if none is)."""
+        if self.inflight <= 0:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    def answer_all_as_timeout(self) -> int:
+        """Last resort at shutdown: answer every unanswered request now.
+
+        Each target of such a request is reported ``"timeout"`` (a
+        broadcast: one row without a gateway); outcomes arriving later are
+        only logged. Returns how many requests were answered this way.
+        """
+        forced = list(self._unanswered.values())
+        for force in forced:
+            force()
+        return len(forced)
+
+    def _released(self, cost: int) -> None:
+        self.inflight -= cost
+        if self.inflight <= 0 and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
 
     # -- the request --------------------------------------------------------
 
@@ -400,6 +439,9 @@ class PushResource(Resource):
             return json_error(request, 404, f"no resource at {path}")
         if request.method != b"POST":
             return method_not_allowed(request, _ALLOWED)
+        if self.closing:
+            request.setHeader(b"retry-after", self._retry_after)
+            return json_error(request, 503, "the daemon is stopping: push through another one")
         refusal = self._check_access(request)
         if refusal is not None:
             return refusal
@@ -457,11 +499,12 @@ class PushResource(Resource):
 
         def release(passthrough: Any) -> Any:
             # The outcome is known (whether or not anyone waits for it).
-            self.inflight -= cost
+            self._released(cost)
             return passthrough
 
         d.addBoth(release)
         gone: list[bool] = []
+        key = id(request)
 
         def disconnected(reason: Failure) -> None:
             gone.append(True)
@@ -469,7 +512,17 @@ class PushResource(Resource):
         request.notifyFinish().addErrback(disconnected)
         peer = _client_ip(request)
 
+        def force() -> None:
+            # Shutdown, and the outcomes are still not known: say timeout.
+            targets: Sequence[str | None] = (None,) if order.broadcast else order.user_ids
+            answer([_Forced(user) for user in targets])
+
         def answer(results: list[PushOutcome]) -> None:
+            if self._unanswered.pop(key, None) is None:
+                if not gone:
+                    self.log.info("push from {peer}: outcome after the shutdown answer: {n}"
+                                  " result(s) dropped", peer=str(peer), n=len(results))
+                return
             rows = [_row(r) for r in results]
             summary = dict.fromkeys(RESULT_KINDS, 0)
             for row in rows:
@@ -491,6 +544,8 @@ class PushResource(Resource):
             _finish(request, body)
 
         def failed(reason: Failure) -> None:
+            if self._unanswered.pop(key, None) is None:
+                return  # answered already (shutdown) or the client left
             if reason.check(PacketTooLarge):
                 status, message, extra = 413, reason.getErrorMessage(), {"field": "content"}
             else:
@@ -499,6 +554,7 @@ class PushResource(Resource):
             if not gone:
                 _finish(request, json_error(request, status, message, **extra))
 
+        self._unanswered[key] = force
         d.addCallbacks(answer, failed)
         d.addErrback(lambda f: self.log.failure("writing the /push answer", f))
         return NOT_DONE_YET
@@ -564,6 +620,17 @@ def _finish(request: Request, body: bytes) -> None:
     request.setHeader(b"content-length", b"%d" % len(body))
     request.write(body)
     request.finish()
+
+
+@dataclass(frozen=True)
+class _Forced:
+    """The row of a target whose outcome was not known at shutdown."""
+
+    user_id: str | None
+    client_type: int | None = None
+    result: str = "timeout"
+    gateway: str | None = None
+    ms: float = 0.0
 
 
 def _row(result: PushOutcome) -> dict[str, Any]:

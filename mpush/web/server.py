@@ -106,7 +106,36 @@ _HEAD_TIMEOUT_ANSWER = (
 )
 
 
-class HeadDeadlineChannel(HTTPChannel):
+class TrackedChannel(HTTPChannel):
+    """An HTTP channel that its site knows while it is open (for the drain at stop)."""
+
+    def connectionMade(self) -> None:
+        HTTPChannel.connectionMade(self)
+        channels = getattr(self.site, "channels", None)
+        if channels is not None:
+            channels.add(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        channels = getattr(self.site, "channels", None)
+        if channels is not None:
+            channels.discard(self)
+        HTTPChannel.connectionLost(self, reason)
+
+    def close_when_done(self) -> None:
+        """Close once the answer in progress (if any) is written; no further request."""
+        self.persistent = False
+        for request in self.requests:
+            if not request.startedWriting:
+                # Say so in the answer: the client must not reuse the connection.
+                request.setHeader(b"connection", b"close")
+        if not self._handlingRequest:
+            # Idle (or mid-head: no answer was begun): close now; what is
+            # already written still goes out first.
+            self.loseConnection()
+        # Else HTTPChannel.requestDone closes it after the answer.
+
+
+class HeadDeadlineChannel(TrackedChannel):
     """An HTTP/1.1 channel that drops a client whose request head is not complete in time.
 
     twisted.web's idle timeout is reset by every byte, so a client sending
@@ -138,7 +167,7 @@ class HeadDeadlineChannel(HTTPChannel):
     # HTTPChannel.x(self, ...) rather than super(): this is every request's path.
 
     def connectionMade(self) -> None:
-        HTTPChannel.connectionMade(self)
+        TrackedChannel.connectionMade(self)
         self._head_timeout = self.site.request_head_timeout
         self._seconds = self.site.reactor.seconds  # the clock callLater runs on
         self._head_idle = True
@@ -173,7 +202,7 @@ class HeadDeadlineChannel(HTTPChannel):
         call, self._head_call = self._head_call, None
         if call is not None:
             call.cancel()  # else the reactor would keep the channel for up to a timeout
-        HTTPChannel.connectionLost(self, reason)
+        TrackedChannel.connectionLost(self, reason)
 
     def _check_head(self) -> None:
         self._head_call = None
@@ -222,13 +251,48 @@ class AllocSite(Site):
         self.max_request_size = max_request_size
         self.request_head_timeout = request_head_timeout
         self.head_timeouts = 0  # connections dropped for a late request head
+        self.channels: set[TrackedChannel] = set()  # open HTTP connections
 
     def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
         # Factory.buildProtocol calls self.protocol(); twisted.web's own
         # factory builds the same wrapper around a plain HTTPChannel.
         if self.request_head_timeout is None:
-            return _GenericHTTPChannelProtocol(HTTPChannel())
+            return _GenericHTTPChannelProtocol(TrackedChannel())
         return _GenericHTTPChannelProtocol(HeadDeadlineChannel())
+
+    def close_connections(self, wait: float) -> Deferred[tuple[int, int]]:
+        """Stop: close every open connection once its answer is written.
+
+        Each connection ends after the answer in progress (none is cut
+        short), idle keep-alive connections at once, both after their
+        written bytes went out. Those still open after ``wait`` seconds (a
+        client that stopped reading) are aborted. Fires with (closed,
+        aborted).
+        """
+        channels = list(self.channels)
+        done: Deferred[tuple[int, int]] = Deferred()
+        if not channels:
+            done.callback((0, 0))
+            return done
+        for channel in channels:
+            channel.close_when_done()
+        clock = self.reactor
+        step = min(0.02, wait) if wait > 0 else 0.0
+        deadline = clock.seconds() + wait
+
+        def check() -> None:
+            left = [c for c in channels if c in self.channels]
+            if not left:
+                done.callback((len(channels), 0))
+            elif clock.seconds() >= deadline:
+                for channel in left:
+                    channel.transport.abortConnection()
+                done.callback((len(channels) - len(left), len(left)))
+            else:
+                clock.callLater(step, check)
+
+        clock.callLater(0, check)
+        return done
 
     def log(self, request: Any) -> None:
         if self._access_log_on:

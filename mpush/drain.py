@@ -1,0 +1,200 @@
+"""The graceful drain run at stop (SIGTERM), before the services stop in reverse.
+
+In this order:
+
+1. ``/health`` answers ``503`` (``"draining": true``) at once, so load
+   balancers take the daemon out; everything else is still served;
+2. after ``drain_delay`` seconds (``mp.alloc.drain-delay``: time for the
+   load balancers to notice) the listener closes: new connections are
+   refused; open ones are still served;
+3. pushes in flight get ``shutdown_grace`` seconds (``mp.alloc.shutdown-grace``)
+   to finish; those still waiting for a gateway then end as ``timeout``
+   (:meth:`mpush.push.PushClient.expire_all`), and so every ``/push`` request
+   gets its complete answer. From then on a new ``/push`` (on a kept-alive
+   connection) is ``503``. A push stuck before its gateway request (a Redis
+   lookup) gets ``settle`` seconds more, then its request is answered with
+   every target ``timeout`` (:meth:`PushResource.answer_all_as_timeout`);
+4. every HTTP connection is closed once its answer is written (the bytes
+   go out before the close; a client that stops reading is aborted after
+   ``flush`` seconds): nothing is cut off half-sent when the reactor stops.
+
+Then :class:`mpush.tap.AllocDaemon` stops the services in reverse, and
+twistd removes the pidfile. The whole drain is bounded:
+``drain_delay + shutdown_grace + settle + flush`` seconds at most. It never
+fails: an error is logged and the stop goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+__all__ = ["DEFAULT_FLUSH", "DEFAULT_SETTLE", "Drain"]
+
+DEFAULT_SETTLE = 2.0  # s: pushes still in flight after expire_all may finish
+DEFAULT_FLUSH = 2.0  # s: for the last answers to be written before connections close
+
+
+class Clock(Protocol):
+    def seconds(self) -> float: ...
+    def callLater(self, delay: float, f: Callable[..., Any], *a: Any,
+                  **kw: Any) -> IDelayedCall: ...
+
+
+class HealthLike(Protocol):
+    draining: Any  # HealthResource.draining: a bool (or a callable) to set
+
+
+class ListenerLike(Protocol):
+    """What is used of :class:`mpush.web.server.WebService`."""
+
+    listening: Any
+
+    def stopService(self) -> Deferred[None] | None: ...
+
+
+class PushesLike(Protocol):
+    """What is used of :class:`mpush.web.push.PushResource`."""
+
+    inflight: int
+    closing: bool
+
+    @property
+    def unanswered(self) -> int: ...
+    def when_idle(self) -> Deferred[None]: ...
+    def answer_all_as_timeout(self) -> int: ...
+
+
+class PusherLike(Protocol):
+    """What is used of :class:`mpush.push.PushClient`."""
+
+    def expire_all(self) -> int: ...
+
+
+class SiteLike(Protocol):
+    """What is used of :class:`mpush.web.server.AllocSite`."""
+
+    def close_connections(self, wait: float) -> Deferred[tuple[int, int]]: ...
+
+
+class Drain:
+    """One drain; :meth:`run` may be called more than once (same Deferred's outcome)."""
+
+    log = Logger(namespace="mpush.drain")
+
+    def __init__(self, *, health: HealthLike, listener: ListenerLike, pushes: PushesLike,
+                 pusher: PusherLike, site: SiteLike, drain_delay: float,
+                 shutdown_grace: float, settle: float = DEFAULT_SETTLE,
+                 flush: float = DEFAULT_FLUSH, clock: Clock | None = None) -> None:
+        for name, value in (("drain_delay", drain_delay), ("shutdown_grace", shutdown_grace),
+                            ("settle", settle), ("flush", flush)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, not {value!r}")
+        self.health = health
+        self.listener = listener
+        self.pushes = pushes
+        self.pusher = pusher
+        self.site = site
+        self.drain_delay = drain_delay
+        self.shutdown_grace = shutdown_grace
+        self.settle = settle
+        self.flush = flush
+        self._clock = clock
+        self._done: Deferred[None] | None = None
+        self._waiters: list[Deferred[None]] = []
+        self._over = False
+        # What happened, for tests and the last log line.
+        self.expired = 0  # gateway requests ended "timeout" after the grace
+        self.forced = 0  # /push requests answered without their outcomes
+        self.connections: tuple[int, int] = (0, 0)  # (closed, aborted)
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor  # type: ignore[assignment]
+        assert self._clock is not None
+        return self._clock
+
+    def run(self) -> Deferred[None]:
+        """Drain; fires (never fails) once it is over."""
+        waiter: Deferred[None] = Deferred()
+        if self._done is None:
+            self._done = ensureDeferred(self._run())
+            self._done.addErrback(lambda f: self.log.failure("drain failed; stopping anyway", f))
+            self._done.addCallback(self._finished)
+        if self._over:
+            waiter.callback(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def _finished(self, _: object) -> None:
+        self._over = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _sleep(self, seconds: float) -> Deferred[None]:
+        return deferLater(self.clock, seconds, lambda: None)  # type: ignore[arg-type]
+
+    def _within(self, d: Deferred[None], seconds: float) -> Deferred[bool]:
+        """True if ``d`` fires within ``seconds``, else False (then; d is left alone)."""
+        result: Deferred[bool] = Deferred()
+
+        def timed_out() -> None:
+            if not result.called:
+                result.callback(False)
+
+        call = self.clock.callLater(seconds, timed_out)
+
+        def fired(_: object) -> None:
+            if not result.called:
+                if call.active():
+                    call.cancel()
+                result.callback(True)
+
+        d.addBoth(fired)
+        return result
+
+    async def _run(self) -> None:
+        clock = self.clock
+        started = clock.seconds()
+        self.health.draining = True
+        if self.listener.listening is None:
+            # Never listened (a stop during start): nobody to drain for.
+            self.log.info("draining: /health answers 503; the listener was not open")
+        else:
+            self.log.info("draining: /health answers 503; the listener closes in {delay:g} s",
+                          delay=self.drain_delay)
+            if self.drain_delay > 0:
+                await self._sleep(self.drain_delay)
+        await maybeDeferred(self.listener.stopService)
+        pushes = self.pushes
+        self.log.info("listener closed; {n} push(es) still in flight in {r} request(s),"
+                      " {grace:g} s to finish", n=pushes.inflight, r=pushes.unanswered,
+                      grace=self.shutdown_grace)
+        finished = await self._within(pushes.when_idle(), self.shutdown_grace)
+        pushes.closing = True  # from now on a new /push is 503
+        if not finished:
+            left = pushes.inflight  # read first: expire_all ends them at once
+            self.expired = self.pusher.expire_all()
+            self.log.info("shutdown grace over: {n} push(es) still in flight end as timeout"
+                          " ({g} gateway request(s) expired)", n=left, g=self.expired)
+            if not await self._within(pushes.when_idle(), self.settle):
+                self.forced = pushes.answer_all_as_timeout()
+                self.log.warn("{n} push request(s) still without outcomes after {s:g} s more:"
+                              " answered with every target timeout", n=self.forced,
+                              s=self.settle)
+        self.connections = await self.site.close_connections(self.flush)
+        closed, aborted = self.connections
+        self.log.info("all push requests answered; {c} HTTP connection(s) closed"
+                      "{aborted} after {t:.3f} s of drain; stopping services", c=closed,
+                      aborted=f", {aborted} aborted (not reading)" if aborted else "",
+                      t=clock.seconds() - started)
