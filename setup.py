@@ -16,6 +16,7 @@ setup(
         "pyhocon>=0.3.60,<0.4",
         "cryptography>=41,<51",
         "service_identity>=23.1",
+        "prometheus-client>=0.17,<1",
     ],
     extras_require={
         "test": [

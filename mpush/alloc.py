@@ -108,6 +108,7 @@ class ServerStatus:
     online: float  # this server's share of its IP's last known count
     handed: int  # handed out since the last applied count
     load: float  # (online + handed) / weight
+    allocated: int = 0  # handed out since it joined the list (only grows; metrics)
 
 
 class AllocPolicy(Protocol):
@@ -141,7 +142,7 @@ def _count(value: Any) -> int:
 
 
 class _Server:
-    __slots__ = ("address", "candidate", "encoded", "handed", "ip", "online", "weight")
+    __slots__ = ("address", "candidate", "encoded", "given", "handed", "ip", "online", "weight")
 
     def __init__(self, candidate: Candidate) -> None:
         self.candidate = candidate
@@ -151,6 +152,7 @@ class _Server:
         self.encoded = candidate.address.encode("utf-8")
         self.online = 0.0
         self.handed = 0
+        self.given = 0  # handouts already inside an applied count (handed moves here)
 
     def key(self) -> tuple[float, str]:
         # The one place the load is computed, so every comparison sees the
@@ -216,7 +218,9 @@ class BalancePolicy:
             if s is not None:
                 # max(): the server may have been removed and re-added since
                 # the snapshot, starting again from 0.
-                s.handed = max(0, s.handed - n)
+                taken = min(n, s.handed)
+                s.handed -= taken
+                s.given += taken
         for ip in token.ips:
             self._ip_counts[ip] = _count(counts.get(ip, 0))
         # Forget IPs no server uses any more, so the dict stays bounded.
@@ -288,7 +292,8 @@ class BalancePolicy:
 
     def describe(self) -> list[ServerStatus]:
         return [
-            ServerStatus(s.address, s.ip, s.weight, s.online, s.handed, k[0])
+            ServerStatus(s.address, s.ip, s.weight, s.online, s.handed, k[0],
+                         s.given + s.handed)
             for s, k in zip(self._order, self._keys, strict=True)
         ]
 
@@ -437,6 +442,10 @@ class Refresher(Service):
         self.last_error: str | None = None  # why the last count fetch failed, None if it worked
         self.stale = False  # serving a list the view no longer shows
         self.refreshes = 0  # completed refreshes
+        self.failures = 0  # refreshes whose count fetch failed (or that raised)
+        # Called with each refresh's duration in seconds (reactor time): metrics.
+        self.on_refreshed: Callable[[float], None] | None = None
+        self._started = 0.0
 
         self._loop: LoopingCall | None = None
         self._pending_change: IDelayedCall | None = None
@@ -510,13 +519,21 @@ class Refresher(Service):
         self._busy = True
         self._again = False
         waiters, self._waiters = self._waiters, []
+        self._started = self._reactor.seconds()
         d = maybeDeferred(self._refresh_once)
-        d.addErrback(lambda f: self.log.failure("unexpected error in refresh", f))
+        d.addErrback(self._unexpected)
         d.addBoth(self._done, waiters)
+
+    def _unexpected(self, failure: Failure) -> None:
+        self.failures += 1
+        self.log.failure("unexpected error in refresh", failure)
 
     def _done(self, _: object, waiters: list[Deferred[None]]) -> None:
         self._busy = False
         self.refreshes += 1
+        observe = self.on_refreshed
+        if observe is not None:
+            observe(max(0.0, self._reactor.seconds() - self._started))
         for w in waiters:
             w.callback(None)
         if self._again and self.running:
@@ -591,6 +608,7 @@ class Refresher(Service):
         self._inflight = None
         if not self.running:
             return  # cancelled by stopService: not a Redis problem
+        self.failures += 1
         if failure.check(defer.TimeoutError):
             # addTimeout's own error reads "(1.0, 'Deferred')".
             message = f"no answer within {self._timeout:g} s"

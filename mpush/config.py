@@ -114,6 +114,7 @@ class AllocSettings:
     request_head_timeout: float = 10.0  # s, for a request line + headers to arrive
     max_pending_per_gateway: int = 10_000  # requests waiting on one gateway connection
     push_token: str | None = None  # /push needs "Authorization: Bearer <token>" when set
+    admin_port: int | None = None  # /metrics on its own plain-http port (not the main one)
     # Without a token, only these client networks may use /push.
     push_allow: tuple[IPNetwork, ...] = (
         ipaddress.ip_network("127.0.0.1/32"),
@@ -592,6 +593,7 @@ class _Reader:
 
     def settings(self) -> Settings:
         protocol = self.choice("mp.net.alloc-server-protocol", Settings.protocol, ("http", "https"))
+        port = self.integer("mp.net.alloc-server-port", Settings.port, 1, 65535)
         net = self.string("mp.net.gateway-server-net", Settings.gateway_net).strip()
         if net == "udp":
             self.fail("mp.net.gateway-server-net", "udp is not supported yet, use tcp")
@@ -599,7 +601,7 @@ class _Reader:
             self.fail("mp.net.gateway-server-net", f"must be tcp, got {net!r}")
         return Settings(
             source=self.source,
-            port=self.integer("mp.net.alloc-server-port", Settings.port, 1, 65535),
+            port=port,
             protocol=protocol,
             gateway_net=net,
             max_packet_size=self.size(
@@ -607,7 +609,7 @@ class _Reader:
             ),
             zk=self.zk(),
             redis=self.redis(),
-            alloc=self.alloc(protocol),
+            alloc=self.alloc(protocol, port),
             gateway_client_num=self.integer(
                 "mp.net.gateway-client-num", Settings.gateway_client_num, 1, 64
             ),
@@ -710,7 +712,7 @@ class _Reader:
             self.fail(key, "must list at least one host:port")
         return tuple(nodes)
 
-    def alloc(self, protocol: str) -> AllocSettings:
+    def alloc(self, protocol: str, port: int = 9999) -> AllocSettings:
         interface = self.string("mp.alloc.interface", AllocSettings.interface).strip()
         try:
             ipaddress.ip_address(interface)
@@ -777,7 +779,17 @@ class _Reader:
             ),
             push_token=self.push_token(),
             push_allow=self.push_allow(),
+            admin_port=self.admin_port(port),
         )
+
+    def admin_port(self, port: int) -> int | None:
+        key = "mp.alloc.admin-port"
+        if self.present(key) is _MISSING:
+            return None
+        admin = self.integer(key, 0, 1, 65535)
+        if admin == port:
+            self.fail(key, f"must differ from mp.net.alloc-server-port ({port})")
+        return admin
 
     def push_limits(self) -> dict[str, int]:
         users = self.integer(

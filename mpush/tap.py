@@ -109,8 +109,9 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     from mpush.cache import RedisService
     from mpush.gateway import GatewayPool
     from mpush.logbridge import bridge_stdlib_logging
+    from mpush.metrics import Metrics, MetricsResource, StateCollector
     from mpush.push import PushClient
-    from mpush.web.alloc import RootResource
+    from mpush.web.alloc import AdminRoot, RootResource
     from mpush.web.health import HealthResource
     from mpush.web.openapi import OpenApiResource
     from mpush.web.page import PageResource
@@ -169,6 +170,24 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
                      reactor=reactor)
     web.setName("web")
     web.setServiceParent(root)
+    # Read at scrape time (the collector) or observed through hooks (histograms).
+    metrics = Metrics(StateCollector(policy=policy, gateways=gateways, zk=zk, redis=cache,
+                                     draining=lambda: health.draining))
+    metrics.attach(site=site, push=push, refresher=refresher)
+    metrics_resource = MetricsResource(metrics)
+    admin_port = settings.alloc.admin_port
+    if admin_port is None:
+        resource.putChild(b"metrics", metrics_resource)
+    else:
+        # Its own port, plain http, /metrics only (the main port then has none).
+        admin = AdminRoot()
+        admin.putChild(b"metrics", metrics_resource)
+        admin_site = AllocSite(admin, request_head_timeout=settings.alloc.request_head_timeout,
+                               reactor=reactor)
+        admin_web = WebService(admin_site, admin_port, interface=settings.alloc.interface,
+                               reactor=reactor)
+        admin_web.setName("admin")
+        admin_web.setServiceParent(root)
     root.drain = Drain(health=health, listener=web, pushes=push, pusher=pusher, site=site,
                        drain_delay=settings.alloc.drain_delay,
                        shutdown_grace=settings.alloc.shutdown_grace, clock=reactor)

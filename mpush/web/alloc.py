@@ -58,3 +58,17 @@ class RootResource(Resource):
             return json_error(request, 503, "no connection server known yet")
         request.setHeader(b"content-type", _TEXT)
         return body
+
+
+class AdminRoot(Resource):
+    """The admin port's root: named children only, any other path (``/`` too) 404."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._not_found = JsonNotFound()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self._not_found
+
+    def render(self, request: Request) -> bytes:
+        return self._not_found.render(request)

@@ -168,6 +168,9 @@ def _schemas() -> Json:
                            "paths": {"type": "object"}},
         },
         "Page": {"type": "string", "description": "a self-contained HTML page"},
+        "Metrics": {"type": "string", "pattern": "^# (HELP|TYPE) mpush_alloc_",
+                    "description": "Prometheus text exposition format 0.0.4; README.md"
+                                   " (Metrics) lists every metric"},
     }
 
 
@@ -397,12 +400,22 @@ def _paths() -> Json:
         "responses": {"200": {"description": "the OpenAPI document", "content": {
             "application/json": {"schema": _ref("schemas", "OpenApiDocument")}}}},
     })
+    metrics_get = _common({
+        "summary": "Prometheus metrics (text format 0.0.4)",
+        "description": "`Cache-Control: no-store`. Reads in-memory state only. On this port"
+                       " unless `mp.alloc.admin-port` is set: then on that port only, and"
+                       " here 404.",
+        "responses": {"200": {"description": "the metrics", "content": {
+            "text/plain; version=0.0.4; charset=utf-8": {
+                "schema": _ref("schemas", "Metrics")}}}},
+    })
     accepted: dict[str, Json] = {
         "/": {"get": root_get, "head": _head(root_get)},
         "/push": {"post": push_post},
         "/health": {"get": health_get, "head": _head(health_get)},
         "/index.html": {"get": page_get, "head": _head(page_get)},
         "/openapi.json": {"get": openapi_get, "head": _head(openapi_get)},
+        "/metrics": {"get": metrics_get, "head": _head(metrics_get)},
     }
     paths: Json = {}
     for path, operations in accepted.items():

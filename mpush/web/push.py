@@ -385,6 +385,10 @@ class PushResource(Resource):
         self.inflight = 0  # user pushes (a broadcast: 1) whose outcome is not known yet
         self._sequence = 0  # the Java alloc's idSeq: msg_1 is the first push
         self.closing = False  # shutdown: new pushes are refused (503)
+        # Outcomes answered, by result (a target each; a broadcast: a gateway each).
+        self.outcomes: dict[str, int] = dict.fromkeys(RESULT_KINDS, 0)
+        # Called with each known outcome's time since the push started (s): metrics.
+        self.observe_push: Callable[[float], None] | None = None
         self._idle_waiters: list[Deferred[None]] = []
         # Requests whose answer is not written yet -> a function that writes
         # a last-resort answer (every target "timeout") for them.
@@ -524,6 +528,7 @@ class PushResource(Resource):
                                   " result(s) dropped", peer=str(peer), n=len(results))
                 return
             rows = [_row(r) for r in results]
+            self._count(results)
             summary = dict.fromkeys(RESULT_KINDS, 0)
             for row in rows:
                 summary[row["result"]] = summary.get(row["result"], 0) + 1
@@ -558,6 +563,16 @@ class PushResource(Resource):
         d.addCallbacks(answer, failed)
         d.addErrback(lambda f: self.log.failure("writing the /push answer", f))
         return NOT_DONE_YET
+
+    def _count(self, results: list[PushOutcome]) -> None:
+        outcomes = self.outcomes
+        observe = self.observe_push
+        for r in results:
+            result = r.result
+            if result in outcomes:  # always, for PushClient's results; kept bounded anyway
+                outcomes[result] += 1
+            if observe is not None and not isinstance(r, _Forced):
+                observe(float(r.ms) / 1000.0)
 
     def _content(self, order: PushOrder) -> bytes:
         if order.content is not None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from io import BytesIO
+from time import perf_counter
 from typing import Any
 
 from twisted.application.service import Service
@@ -29,6 +31,13 @@ from mpush import tls
 DEFAULT_MAX_REQUEST_SIZE = 65536  # bytes; AllocSettings.max_request_size
 DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0  # s; AllocSettings.request_head_timeout
 
+#: The paths counted under their own name in ``AllocSite.requests``; any
+#: other is counted as ``b"other"``, so the counts stay bounded whatever
+#: clients ask for.
+COUNTED_PATHS = frozenset({b"/", b"/push", b"/health", b"/metrics", b"/index.html",
+                           b"/openapi.json"})
+OTHER_PATH = b"other"
+
 
 class LimitedRequest(Request):
     """A Request that refuses a body over ``site.max_request_size`` before buffering it.
@@ -43,6 +52,7 @@ class LimitedRequest(Request):
 
     _refused = False
     _received = 0
+    received_at = 0.0  # perf_counter() when the whole request was in
 
     def gotLength(self, length: int | None) -> None:
         if length:  # 0 (no body) skips the limit lookup: GET / stays cheap
@@ -69,11 +79,13 @@ class LimitedRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
             return  # answered already; the body's end must not start a render
+        self.received_at = perf_counter()  # for the GET / latency (AllocSite.log)
         super().requestReceived(command, path, version)
 
     def _refuse(self) -> None:
         self._refused = True
         channel = self.channel
+        channel.site.body_refusals += 1
         limit = channel.site.max_request_size
         # A final answer replaces the "100 Continue" twisted.web would send
         # next (it checks this header right after gotLength).
@@ -251,6 +263,11 @@ class AllocSite(Site):
         self.max_request_size = max_request_size
         self.request_head_timeout = request_head_timeout
         self.head_timeouts = 0  # connections dropped for a late request head
+        self.body_refusals = 0  # requests refused (413) from their body's size, unread
+        # Answered requests by (path, status); path is one of COUNTED_PATHS or OTHER_PATH.
+        self.requests: dict[tuple[bytes, int], int] = {}
+        # Called with the seconds from a GET /'s complete receipt to its answer.
+        self.observe_root: Callable[[float], None] | None = None
         self.channels: set[TrackedChannel] = set()  # open HTTP connections
 
     def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
@@ -295,6 +312,18 @@ class AllocSite(Site):
         return done
 
     def log(self, request: Any) -> None:
+        # Request.finish calls this once per answered request: the place to
+        # count them, at the cost of a few dict operations.
+        path = request.path
+        if path not in COUNTED_PATHS:
+            path = OTHER_PATH
+        key = (path, request.code)
+        counts = self.requests
+        counts[key] = counts.get(key, 0) + 1
+        if path == b"/" and request.method == b"GET":
+            observe = self.observe_root
+            if observe is not None:
+                observe(perf_counter() - request.received_at)
         if self._access_log_on:
             super().log(request)
 

@@ -1,0 +1,304 @@
+"""``GET /metrics``: the daemon's Prometheus metrics (``prometheus-client``).
+
+Each daemon has its own :class:`~prometheus_client.CollectorRegistry` (never
+the process-wide one: tests run several daemons in one process). Most
+metrics are read from the daemon's state when scraped, by
+:class:`StateCollector`: the request path pays nothing for them, and a
+labelled series (a connection server, a gateway) is there exactly while its
+subject is, so churn in ZooKeeper cannot make the output grow. The request
+path pays for three histograms only (``GET /`` latency, push latency,
+refresh duration, each a handful of additions) and for a dict increment per
+answered request (``AllocSite.requests``). README.md ("Metrics") documents
+every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from mpush.web.errors import json_error, method_not_allowed
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.encode()  # text/plain; version=0.0.4; charset=utf-8
+PREFIX = "mpush_alloc_"
+#: ZooKeeper states, each a series of ``mpush_alloc_zookeeper_state``
+#: (1 for the current one); a state not listed here gets a series while current.
+ZK_STATES = ("connected", "suspended", "lost", "stopped")
+_ALLOWED = (b"GET", b"HEAD")
+
+# Buckets, in seconds. GET / is answered in ~0.1 ms in-process.
+ROOT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 1.0)
+PUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0)
+REFRESH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+
+
+# -- what is read (structural types; the real objects are in tap.makeService) --
+
+
+class SiteState(Protocol):
+    requests: dict[tuple[bytes, int], int]
+    head_timeouts: int
+    body_refusals: int
+    channels: Any  # a sized collection of open connections
+
+
+class ServerLike(Protocol):
+    address: str
+    online: float
+    allocated: int
+
+
+class PolicyLike(Protocol):
+    def describe(self) -> Sequence[ServerLike]: ...
+
+
+class RefresherLike(Protocol):
+    refreshes: int
+    failures: int
+    stale: bool
+
+
+class PushLike(Protocol):
+    outcomes: dict[str, int]
+    inflight: int
+
+
+class GatewaysLike(Protocol):
+    def status(self) -> Mapping[str, Mapping[str, int]]: ...
+
+
+class ZkLike(Protocol):
+    state: str
+
+    def connection_servers(self) -> Mapping[str, Any]: ...
+    def gateway_servers(self) -> Mapping[str, Any]: ...
+
+
+class RedisLike(Protocol):
+    healthy: bool
+
+
+# -- the collector ------------------------------------------------------------
+
+
+class StateCollector:
+    """Reads the daemon's state at scrape time; every part is optional."""
+
+    def __init__(self, *, site: SiteState | None = None, policy: PolicyLike | None = None,
+                 refresher: RefresherLike | None = None, push: PushLike | None = None,
+                 gateways: GatewaysLike | None = None, zk: ZkLike | None = None,
+                 redis: RedisLike | None = None,
+                 draining: Callable[[], bool] | None = None) -> None:
+        self.site = site
+        self.policy = policy
+        self.refresher = refresher
+        self.push = push
+        self.gateways = gateways
+        self.zk = zk
+        self.redis = redis
+        self.draining = draining
+
+    def collect(self) -> Iterator[Metric]:
+        if self.site is not None:
+            yield from self._site(self.site)
+        if self.policy is not None:
+            yield from self._policy(self.policy)
+        if self.refresher is not None:
+            yield from self._refresher(self.refresher)
+        if self.push is not None:
+            yield from self._push(self.push)
+        if self.gateways is not None:
+            yield from self._gateways(self.gateways)
+        if self.zk is not None:
+            yield from self._zk(self.zk)
+        if self.redis is not None:
+            yield GaugeMetricFamily(PREFIX + "redis_up",
+                                    "1 while Redis answers (the last probe or call worked)",
+                                    value=1 if self.redis.healthy else 0)
+        if self.draining is not None:
+            yield GaugeMetricFamily(PREFIX + "draining", "1 once the daemon is stopping",
+                                    value=1 if self.draining() else 0)
+
+    def _site(self, site: SiteState) -> Iterator[Metric]:
+        requests = CounterMetricFamily(PREFIX + "http_requests",
+                                       "HTTP requests answered, by path and status",
+                                       labels=["path", "status"])
+        for (path, status), n in sorted(site.requests.items()):
+            requests.add_metric([path.decode("ascii", "replace"), str(status)], n)
+        yield requests
+        refused = CounterMetricFamily(PREFIX + "http_refused",
+                                      "Requests refused before any path was read, by reason",
+                                      labels=["reason"])
+        refused.add_metric(["head_timeout"], site.head_timeouts)
+        refused.add_metric(["body_too_large"], site.body_refusals)
+        yield refused
+        yield GaugeMetricFamily(PREFIX + "http_connections", "Open HTTP connections",
+                                value=len(site.channels))
+
+    def _policy(self, policy: PolicyLike) -> Iterator[Metric]:
+        servers = policy.describe()
+        yield GaugeMetricFamily(PREFIX + "servers",
+                                "Connection servers in the allocation list", value=len(servers))
+        allocations = CounterMetricFamily(
+            PREFIX + "allocations",
+            "GET / answers that listed this server first, since it joined the list",
+            labels=["server"])
+        online = GaugeMetricFamily(PREFIX + "server_online",
+                                   "Online users of this server at the last refresh (its"
+                                   " share of its IP's count)", labels=["server"])
+        for s in servers:
+            allocations.add_metric([s.address], s.allocated)
+            online.add_metric([s.address], s.online)
+        yield allocations
+        yield online
+
+    def _refresher(self, refresher: RefresherLike) -> Iterator[Metric]:
+        yield CounterMetricFamily(PREFIX + "refreshes", "Refreshes of the allocation list done",
+                                  value=refresher.refreshes)
+        yield CounterMetricFamily(PREFIX + "refresh_failures",
+                                  "Refreshes whose online counts could not be read",
+                                  value=refresher.failures)
+        yield GaugeMetricFamily(PREFIX + "servers_stale",
+                                "1 while serving a list ZooKeeper no longer shows",
+                                value=1 if refresher.stale else 0)
+
+    def _push(self, push: PushLike) -> Iterator[Metric]:
+        outcomes = CounterMetricFamily(PREFIX + "push_outcomes",
+                                       "Push outcomes answered, by result (one per target;"
+                                       " a broadcast: one per gateway)", labels=["result"])
+        for result, n in push.outcomes.items():
+            outcomes.add_metric([result], n)
+        yield outcomes
+        yield GaugeMetricFamily(PREFIX + "push_inflight",
+                                "User pushes (a broadcast: 1) whose outcome is not known yet",
+                                value=push.inflight)
+
+    def _gateways(self, gateways: GatewaysLike) -> Iterator[Metric]:
+        status = gateways.status()
+        labels = ["gateway"]
+        connected = GaugeMetricFamily(PREFIX + "gateway_connections",
+                                      "Connected connections to this gateway server", labels=labels)
+        configured = GaugeMetricFamily(PREFIX + "gateway_configured_connections",
+                                       "Connections kept to this gateway server when all is"
+                                       " well", labels=labels)
+        pending = GaugeMetricFamily(PREFIX + "gateway_pending_requests",
+                                    "Requests sent to this gateway server awaiting an answer",
+                                    labels=labels)
+        totals = {"connected": 0, "configured": 0, "pending": 0}
+        up = 0
+        for address, s in status.items():
+            c, k, p = int(s.get("connected", 0)), int(s.get("configured", 0)), \
+                int(s.get("pending", 0))
+            connected.add_metric([address], c)
+            configured.add_metric([address], k)
+            pending.add_metric([address], p)
+            totals["connected"] += c
+            totals["configured"] += k
+            totals["pending"] += p
+            up += c > 0
+        yield connected
+        yield configured
+        yield pending
+        yield GaugeMetricFamily(PREFIX + "gateways_known", "Gateway servers known",
+                                value=len(status))
+        yield GaugeMetricFamily(PREFIX + "gateways_connected",
+                                "Gateway servers with at least one connected connection",
+                                value=up)
+        yield GaugeMetricFamily(PREFIX + "gateways_connections",
+                                "Connected gateway connections, all servers",
+                                value=totals["connected"])
+        yield GaugeMetricFamily(PREFIX + "gateways_pending_requests",
+                                "Gateway requests awaiting an answer, all servers",
+                                value=totals["pending"])
+
+    def _zk(self, zk: ZkLike) -> Iterator[Metric]:
+        state = GaugeMetricFamily(PREFIX + "zookeeper_state",
+                                  "1 for the ZooKeeper session's current state, 0 for the"
+                                  " others", labels=["state"])
+        current = zk.state
+        for name in ZK_STATES if current in ZK_STATES else (*ZK_STATES, current):
+            state.add_metric([name], 1 if name == current else 0)
+        yield state
+        yield GaugeMetricFamily(PREFIX + "zookeeper_connection_servers",
+                                "Connection server nodes in the ZooKeeper view",
+                                value=len(zk.connection_servers()))
+        yield GaugeMetricFamily(PREFIX + "zookeeper_gateway_servers",
+                                "Gateway server nodes in the ZooKeeper view",
+                                value=len(zk.gateway_servers()))
+
+
+# -- the daemon's metrics -----------------------------------------------------
+
+
+class Metrics:
+    """A daemon's registry: its :class:`StateCollector` and three histograms.
+
+    Hook the histograms in with :meth:`attach`; serve with
+    :class:`MetricsResource`.
+    """
+
+    def __init__(self, collector: StateCollector | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = collector or StateCollector()
+        self.registry.register(self.collector)  # type: ignore[arg-type]
+        self.root_latency = Histogram(
+            PREFIX + "root_request_duration_seconds",
+            "GET / from the complete request to its answer (in the daemon)",
+            buckets=ROOT_BUCKETS, registry=self.registry)
+        self.push_latency = Histogram(
+            PREFIX + "push_duration_seconds",
+            "From a push's start to each target's outcome (forced timeouts at shutdown"
+            " not included)", buckets=PUSH_BUCKETS, registry=self.registry)
+        self.refresh_duration = Histogram(
+            PREFIX + "refresh_duration_seconds",
+            "One refresh of the allocation list (ZooKeeper view and Redis counts)",
+            buckets=REFRESH_BUCKETS, registry=self.registry)
+
+    def attach(self, *, site: Any = None, push: Any = None, refresher: Any = None) -> None:
+        """Sets the observe hooks of the objects given (and reads them at scrape time)."""
+        if site is not None:
+            site.observe_root = self.root_latency.observe
+            self.collector.site = site
+        if push is not None:
+            push.observe_push = self.push_latency.observe
+            self.collector.push = push
+        if refresher is not None:
+            refresher.on_refreshed = self.refresh_duration.observe
+            self.collector.refresher = refresher
+
+    def exposition(self) -> bytes:
+        """The Prometheus text (format 0.0.4)."""
+        return generate_latest(self.registry)
+
+
+class MetricsResource(Resource):
+    """Leaf at ``/metrics``: ``GET``/``HEAD``, ``text/plain; version=0.0.4``."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def render(self, request: Request) -> bytes:
+        if request.postpath:
+            path = request.path.decode("utf-8", "replace")
+            return json_error(request, 404, f"no resource at {path}")
+        if request.method not in _ALLOWED:
+            return method_not_allowed(request, _ALLOWED)
+        body = self._metrics.exposition()
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        request.setHeader(b"cache-control", b"no-store")
+        if request.method == b"HEAD":
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
+        return body
