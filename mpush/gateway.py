@@ -180,6 +180,9 @@ class GatewayProtocol(Protocol):
         self._usable = False  # made, not lost, stream in sync, not being closed
         self._broken = False  # a protocol error was seen: ignore further bytes
         self._lost = False
+        # Requests ended by our timer since the last frame from the server:
+        # above 0, the server is not answering (frozen, overloaded).
+        self.unanswered = 0
 
     # -- state -----------------------------------------------------------
 
@@ -245,6 +248,7 @@ class GatewayProtocol(Protocol):
 
     def _expire(self, entry: _Pending, timeout: float) -> None:
         entry.timer = None  # it is firing: nothing to cancel
+        self.unanswered += 1
         self._finish(entry, self._reply(TIMEOUT, detail=f"no answer within {timeout:g} s"))
 
     def _finish(self, entry: _Pending, reply: GatewayReply) -> None:
@@ -303,6 +307,8 @@ class GatewayProtocol(Protocol):
             # The answers complete before the bad bytes still count: the
             # outcome must not depend on how TCP split the stream.
             error, packets = e, list(e.decoded)
+        if packets:
+            self.unanswered = 0  # it speaks again
         for packet in packets:
             if self._broken:
                 return
@@ -499,7 +505,8 @@ class GatewayPool(Service):
         return server is not None and bool(server.connected())
 
     def status(self) -> dict[str, dict[str, int]]:
-        """Per address: connected and configured connections, pending requests."""
+        """Per address: connected and configured connections, pending requests,
+        connections not answering (their last requests timed out)."""
         out: dict[str, dict[str, int]] = {}
         for address, server in sorted(self._servers.items()):
             out[address] = {
@@ -507,6 +514,9 @@ class GatewayPool(Service):
                 "configured": len(server.slots),
                 "pending": sum(s.protocol.pending_count for s in server.slots
                                if s.protocol is not None),
+                # Connections whose last requests timed out with no frame since.
+                "unanswering": sum(1 for s in server.slots
+                                   if s.protocol is not None and s.protocol.unanswered > 0),
             }
         return out
 

@@ -451,7 +451,8 @@ def test_pool_opens_n_connections_and_round_robins(servers: list[FakeGatewayFact
         yield wait_for(lambda: pool.status().get(gw.address, {}).get("connected") == 3,
                        5, "3 connections")
         assert pool.addresses() == [gw.address] and pool.is_connected(gw.address)
-        assert pool.status() == {gw.address: {"connected": 3, "configured": 3, "pending": 0}}
+        assert pool.status() == {gw.address: {"connected": 3, "configured": 3, "pending": 0,
+                                               "unanswering": 0}}
         assert len(gw.conns) == 3
         ds = [pool.request(gw.address, build(), 5.0) for _ in range(6)]
         replies = []

@@ -230,6 +230,11 @@ def _break_gateway_partial(f: Fakes) -> None:
     f.gateways.servers["10.0.0.6:3001"]["connected"] = 1
 
 
+def _break_gateway_silent(f: Fakes) -> None:
+    # Connected, but its last requests timed out (frozen): GatewayPool.status.
+    f.gateways.servers["10.0.0.6:3001"]["unanswering"] = 1
+
+
 def _break_no_gateway(f: Fakes) -> None:
     f.gateways.servers = {}
     f.zk.gs = {}
@@ -245,6 +250,7 @@ def _break_no_gateway(f: Fakes) -> None:
     (_break_stale, "connection server list stale"),
     (_break_gateway_down, "gateway servers not connected: 1 of 2"),
     (_break_gateway_partial, "gateway servers partly connected: 1 of 2"),
+    (_break_gateway_silent, "gateway servers not answering: 1 of 2"),
     (_break_no_gateway, "no gateway server known"),
 ])
 def test_impaired_dependency_is_200_degraded_with_its_reason(breakage: Any, reason: str) -> None:

@@ -223,10 +223,11 @@ class HealthResource(Resource):
         }
 
     def _gateways_part(self, degraded: list[str]) -> dict[str, Any]:
+        status = self._gateways.status()
         servers = {address: {"connected": int(s.get("connected", 0)),
                              "configured": int(s.get("configured", 0)),
                              "pending": int(s.get("pending", 0))}
-                   for address, s in self._gateways.status().items()}
+                   for address, s in status.items()}
         down = sum(1 for s in servers.values() if s["connected"] == 0)
         partial = sum(1 for s in servers.values() if 0 < s["connected"] < s["configured"])
         known = len(servers)
@@ -238,6 +239,11 @@ class HealthResource(Resource):
             degraded.append(f"gateway servers not connected: {down} of {known}")
         if partial:
             degraded.append(f"gateway servers partly connected: {partial} of {known}")
+        # A frozen or overloaded server keeps its connections: only its
+        # timeouts tell (reset by its next answer). Absent from fakes: 0.
+        silent = sum(1 for s in status.values() if int(s.get("unanswering", 0)) > 0)
+        if silent:
+            degraded.append(f"gateway servers not answering: {silent} of {known}")
         return {
             "known": known,
             "connected": known - down,
