@@ -111,6 +111,9 @@ OUTCOMES: Final = frozenset({OK, ERROR, TIMEOUT, UNAVAILABLE, LOST})
 
 #: Smallest receive limit for a reply body (see the module docstring).
 REPLY_LIMIT_FLOOR: Final = 64 * 1024
+#: How long a gateway server's connections outlive its ZooKeeper node: the
+#: Java server re-creates its node within milliseconds after a reconnect.
+DEFAULT_REMOVAL_GRACE: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -452,6 +455,7 @@ class _Server:
         self.state = "connecting"  # -> "up" | "down"
         self.closed = False
         self.rr = 0  # round-robin cursor over slots
+        self.linger: IDelayedCall | None = None  # pending close after its node left
 
     def connected(self) -> list[GatewayProtocol]:
         return [s.protocol for s in self.slots if s.protocol is not None and s.protocol.ready]
@@ -470,6 +474,7 @@ class GatewayPool(Service):
         max_pending_per_connection: int = 10_000,
         reactor: Any = None,
         retry_policy: Callable[[int], float] | None = None,
+        removal_grace: float = DEFAULT_REMOVAL_GRACE,
     ) -> None:
         if connections_per_server < 1:
             raise ValueError(f"connections_per_server must be >= 1, not {connections_per_server}")
@@ -489,6 +494,9 @@ class GatewayPool(Service):
         self.max_pending_per_connection = max_pending_per_connection
         self.max_reply_size = max(max_packet_size, REPLY_LIMIT_FLOOR)
         self._retry_policy = retry_policy or default_retry_policy()
+        if not removal_grace >= 0:
+            raise ValueError(f"removal_grace must be >= 0, not {removal_grace}")
+        self.removal_grace = removal_grace
         self._servers: dict[str, _Server] = {}
         self._node_address: dict[str, str] = {}  # ZooKeeper node name -> address
         self._closing: set[Deferred[Any]] = set()  # stops of removed servers' services
@@ -613,6 +621,13 @@ class GatewayPool(Service):
         server = self._servers.get(address)
         if server is None:
             server = self._open_server(address, node.host, node.port)
+        elif server.linger is not None:
+            # Its node came back (a Java server re-registers after every
+            # ZooKeeper reconnect): keep the connections and what is pending.
+            server.linger.cancel()
+            server.linger = None
+            log.info("gateway server {gateway}: back in ZooKeeper; connections kept",
+                     gateway=address)
         server.names.add(node.name)
 
     def _drop_node(self, name: str) -> None:
@@ -622,7 +637,20 @@ class GatewayPool(Service):
             return
         server.names.discard(name)
         if not server.names:
-            # Another node with the same address keeps the connections.
+            # (Another node with the same address keeps the connections.)
+            if self.removal_grace > 0:
+                # The Java server deletes and re-creates its node on every
+                # ZooKeeper reconnect: closing at once would fail what is in
+                # flight for a blip. Close only if the node stays away.
+                if server.linger is None:
+                    server.linger = self._reactor.callLater(
+                        self.removal_grace, self._linger_over, server)
+            else:
+                self._close_server(server, "gateway server removed from ZooKeeper")
+
+    def _linger_over(self, server: _Server) -> None:
+        server.linger = None
+        if not server.names and not server.closed:
             self._close_server(server, "gateway server removed from ZooKeeper")
 
     # -- connections ---------------------------------------------------------
@@ -700,6 +728,9 @@ class GatewayPool(Service):
                      gateway=server.address, why=failure.getErrorMessage())
 
     def _close_server(self, server: _Server, why: str) -> None:
+        if server.linger is not None:
+            server.linger.cancel()
+            server.linger = None
         server.closed = True
         if self._servers.get(server.address) is server:
             del self._servers[server.address]

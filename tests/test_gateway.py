@@ -420,6 +420,7 @@ def sleep(seconds: float) -> Deferred[None]:
 def make_pool(view: FakeView, **kw: Any) -> GatewayPool:
     kw.setdefault("retry_policy", lambda attempt: 0.05)
     kw.setdefault("connect_timeout", 2.0)
+    kw.setdefault("removal_grace", 0.0)  # most tests: a removal closes at once
     return GatewayPool(view, **kw)
 
 
@@ -615,6 +616,36 @@ def test_removed_server_fails_pending_at_once(servers: list[FakeGatewayFactory])
         accepted = gw.accepted
         yield sleep(0.3)
         assert gw.accepted == accepted  # and no reconnect
+    finally:
+        yield pool.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_node_back_within_the_grace_keeps_connections_and_pending(
+        servers: list[FakeGatewayFactory]) -> Any:
+    gw = gateway(servers)
+    gw.mode = "silent"
+    view = FakeView()
+    view.put("n1", gw.address)
+    pool = make_pool(view, removal_grace=0.3)
+    pool.startService()
+    try:
+        yield wait_for(lambda: pool.is_connected(gw.address), 5, "connected")
+        accepted = gw.accepted
+        d = pool.request(gw.address, build(), 10.0)
+        # The Java server re-registers after a ZooKeeper reconnect: the node
+        # goes and comes back under a new name, same address.
+        view.remove("n1")
+        view.put("n2", gw.address)
+        yield sleep(0.5)
+        assert not d.called, "the pending request survives the blip"
+        assert pool.is_connected(gw.address) and gw.accepted == accepted
+        # Gone for good: closed once the grace is over, pending ends "lost".
+        view.remove("n2")
+        assert not d.called
+        reply = yield d
+        assert reply.outcome == "lost"
+        assert pool.addresses() == []
     finally:
         yield pool.stopService()
 
