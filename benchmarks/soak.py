@@ -141,8 +141,14 @@ class Pool:
 
     async def _acquire(self) -> Connection:
         await self._slots.acquire()
-        if self.idle:
-            return self.idle.pop()
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.reader.at_eof():
+                return conn
+            # The server closed it while idle (twisted.web's idle timeout,
+            # 60 s): a client must not send on it, as browsers don't.
+            conn.close()
+            self.open -= 1
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         except OSError as e:
