@@ -17,16 +17,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from mpush import logbridge
 from mpush.alloc import BalancePolicy, Candidate, Refresher
 from mpush.config import ConfigError, load_settings
 from mpush.metrics import Metrics, MetricsResource, StateCollector
-from mpush.service import OrderedService
-from mpush.tap import AllocDaemon, Options, makeService
-from mpush.testing.daemon import free_port, write_config
-from mpush.testing.fakenode import FakeNode
 from mpush.testing.redis import RedisServer
-from mpush.testing.web import post_json, request, sleep, until
+from mpush.testing.stack import Stack, running_stack
+from mpush.testing.web import post_json, request, sleep
 from mpush.testing.zookeeper import ZooKeeperServer
 from mpush.web.alloc import RootResource
 from mpush.web.server import AllocSite
@@ -350,53 +346,13 @@ def test_admin_port_config(tmp_path: Path) -> None:
 # ------------------------------------------------------------ the daemon
 
 
-@dataclass
-class Stack:
-    daemon: AllocDaemon
-    port: int
-    admin_port: int | None
-    make_node: Callable[..., FakeNode]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def node(self) -> FakeNode:
-        node = self.make_node()
-        pool = self.daemon.getServiceNamed("gateways")
-        await until(lambda: pool.is_connected(node.address), what=f"gateway {node.address}")
-        return node
-
-
 def stack_fixture(admin: bool) -> Any:
     @pytest_twisted.async_yield_fixture
     async def fixture(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
                       redis_server: RedisServer) -> AsyncIterator[Stack]:
-        port = free_port()
-        admin_port = free_port() if admin else None
-        config = write_config(
-            tmp_path / "mpush.conf", port=port, zk=zk_server.connect_string,
-            namespace=zk_namespace, redis_nodes=[f"127.0.0.1:{redis_server.port}"],
-            alloc_extra="" if admin_port is None else f"admin-port = {admin_port}")
-        options = Options()
-        options.parseOptions(["--config", str(config)])
-        daemon = makeService(options)
-        nodes: list[FakeNode] = []
-
-        def make_node() -> FakeNode:
-            node = FakeNode(("127.0.0.1", redis_server.port), zk_server.connect_string,
-                            namespace=zk_namespace)
-            nodes.append(node)
-            return node.start()
-
-        await OrderedService.startService(daemon)
-        try:
-            yield Stack(daemon, port, admin_port, make_node)
-        finally:
-            await daemon.stopService()
-            for node in nodes:
-                await node.stop()
-            logbridge.uninstall("")
+        async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
+                                 redis_server.port, admin=admin) as running:
+            yield running
 
     return fixture
 

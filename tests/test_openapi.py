@@ -19,8 +19,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.web.http_headers import Headers
 
-from mpush import logbridge
-from mpush.service import OrderedService
-from mpush.tap import AllocDaemon, Options, makeService
-from mpush.testing.daemon import free_port, write_config
-from mpush.testing.fakenode import FakeNode
 from mpush.testing.redis import RedisServer
+from mpush.testing.stack import Stack, running_stack
 from mpush.testing.web import request, sleep, until
 from mpush.testing.zookeeper import ZooKeeperServer
 from mpush.web.openapi import METHODS, OPENAPI_VERSION, build_document
@@ -254,55 +249,6 @@ def test_the_validator_can_say_no() -> None:
 # ------------------------------------------------------------ the daemon
 
 
-class Stack:
-    def __init__(self, daemon: AllocDaemon, port: int,
-                 make_node: Callable[..., FakeNode]) -> None:
-        self.daemon = daemon
-        self.port = port
-        self.make_node = make_node
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def node(self) -> FakeNode:
-        node = self.make_node()
-        pool = self.daemon.getServiceNamed("gateways")
-        await until(lambda: pool.is_connected(node.address), timeout=15,
-                    what=f"gateway {node.address}")
-        return node
-
-
-@asynccontextmanager
-async def running_stack(directory: Path, zk_server: ZooKeeperServer, namespace: str,
-                        redis_server: RedisServer, alloc_extra: str) -> AsyncIterator[Stack]:
-    """As tests/test_push_e2e.py's ``stack`` fixture, with extra alloc settings."""
-    directory.mkdir()
-    port = free_port()
-    config = write_config(directory / "mpush.conf", port=port, zk=zk_server.connect_string,
-                          namespace=namespace, redis_nodes=[f"127.0.0.1:{redis_server.port}"],
-                          alloc_extra=alloc_extra)
-    options = Options()
-    options.parseOptions(["--config", str(config)])
-    daemon = makeService(options)
-    nodes: list[FakeNode] = []
-
-    def make_node(**kw: Any) -> FakeNode:
-        node = FakeNode(("127.0.0.1", redis_server.port), zk_server.connect_string,
-                        namespace=namespace, **kw)
-        nodes.append(node)
-        return node.start()
-
-    await OrderedService.startService(daemon)
-    try:
-        yield Stack(daemon, port, make_node)
-    finally:
-        await daemon.stopService()
-        for node in nodes:
-            await node.stop()
-        logbridge.uninstall("")
-
-
 class Answer:
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status = status
@@ -513,11 +459,13 @@ async def test_real_answers_match_the_document_and_cover_it(
     check = Checker()
     limits = ("request-head-timeout = 1s\n    max-users-per-push = 2\n"
               "    max-inflight-pushes = 2")
-    async with running_stack(tmp_path / "open", zk_server, zk_namespace + "-open",
-                             redis_server, limits) as stack:
+    async with running_stack(tmp_path / "open", zk_server.connect_string,
+                             zk_namespace + "-open", redis_server.port,
+                             alloc_extra=limits) as stack:
         await open_access_requests(stack, check)
-    async with running_stack(tmp_path / "token", zk_server, zk_namespace + "-token",
-                             redis_server, f'push-token = "{TOKEN}"') as stack:
+    async with running_stack(tmp_path / "token", zk_server.connect_string,
+                             zk_namespace + "-token", redis_server.port,
+                             alloc_extra=f'push-token = "{TOKEN}"') as stack:
         await token_requests(stack, check)
 
     declared = {(path, method, status) for path, method, op in operations()

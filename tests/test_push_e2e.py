@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,69 +14,21 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
-from mpush import logbridge
 from mpush.protocol import CMD_GATEWAY_PUSH, FLAG_AUTO_ACK
-from mpush.service import OrderedService
-from mpush.tap import AllocDaemon, Options, makeService
-from mpush.testing.daemon import free_port, write_config
-from mpush.testing.fakenode import FakeNode
 from mpush.testing.redis import RedisServer
-from mpush.testing.web import post_json, request, until
+from mpush.testing.stack import Stack, running_stack
+from mpush.testing.web import request, until
 from mpush.testing.zookeeper import ZooKeeperServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
-@dataclass
-class Stack:
-    daemon: AllocDaemon
-    port: int
-    make_node: Callable[..., FakeNode]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def push(self, payload: Any, **headers: str) -> tuple[int, Any]:
-        return await post_json(self.url + "/push", payload, headers)
-
-    async def node(self, **kw: Any) -> FakeNode:
-        """A fake node, registered, with the daemon connected to its gateway."""
-        node = self.make_node(**kw)
-        pool = self.daemon.getServiceNamed("gateways")
-        await until(lambda: pool.is_connected(node.address), what=f"gateway {node.address}")
-        return node
-
-
 @pytest_twisted.async_yield_fixture
 async def stack(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
                 redis_server: RedisServer) -> AsyncIterator[Stack]:
-    port = free_port()
-    config = write_config(tmp_path / "mpush.conf", port=port, zk=zk_server.connect_string,
-                          namespace=zk_namespace,
-                          redis_nodes=[f"127.0.0.1:{redis_server.port}"])
-    options = Options()
-    options.parseOptions(["--config", str(config)])
-    daemon = makeService(options)
-    nodes: list[FakeNode] = []
-
-    def make_node(**kw: Any) -> FakeNode:
-        node = FakeNode(("127.0.0.1", redis_server.port), zk_server.connect_string,
-                        namespace=zk_namespace, **kw)
-        nodes.append(node)
-        return node.start()
-
-    # The plain ordered start: AllocDaemon's own would stop the reactor (and
-    # so the test run) on a failed start, and freeze the test process's GC.
-    await OrderedService.startService(daemon)
-    try:
-        yield Stack(daemon, port, make_node)
-    finally:
-        await daemon.stopService()
-        for node in nodes:
-            await node.stop()
-        # makeService bridged stdlib logging into twisted's; undo for pytest.
-        logbridge.uninstall("")
+    async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
+                             redis_server.port) as running:
+        yield running
 
 
 def summary(answer: dict[str, Any]) -> dict[str, int]:
