@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from mpush.testing.daemon import Daemon, free_port, write_config
-from mpush.testing.redis import RedisServer
-from mpush.testing.registry import NodeRegistrar
-from mpush.testing.zookeeper import ZooKeeperServer
+from tests.harness.daemon import Daemon, free_port, write_config
+from tests.harness.redis import RedisServer
+from tests.harness.registry import NodeRegistrar
+from tests.harness.zookeeper import ZooKeeperServer
 
 SERVERS = 50
 
@@ -68,9 +68,9 @@ def server_side_latency(requests: int = 50_000) -> None:
     from twisted.internet.address import IPv4Address
     from twisted.internet.testing import StringTransport
 
-    from mpush.alloc import BalancePolicy, Candidate
-    from mpush.web.alloc import RootResource
-    from mpush.web.server import AllocSite
+    from mpush.balance import BalancePolicy, Candidate
+    from mpush.web.root import RootResource
+    from mpush.web.site import AllocSite
 
     policy = BalancePolicy()
     policy.set_servers([Candidate(f"10.9.0.{i}:3000", f"10.9.0.{i}") for i in range(1, 51)])

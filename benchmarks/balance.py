@@ -25,15 +25,15 @@ from twisted.internet.task import Clock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mpush.alloc import (
+from mpush.balance import (
     JAVA_REFRESH_INTERVAL,
     AllocPolicy,
     BalancePolicy,
     Candidate,
     JavaPolicy,
-    Refresher,
 )
 from mpush.config import AllocSettings
+from mpush.services.refresher import Refresher
 
 # Ours refreshes at the default of mp.alloc.refresh-interval.
 OUR_INTERVAL = float(AllocSettings.refresh_interval)

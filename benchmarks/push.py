@@ -1,7 +1,7 @@
 """Measure single-user pushes against a fake mpush gateway in its own process.
 
 Starts ZooKeeper and Redis on loopback and one fake mpush node
-(``python -m mpush.testing.fakenode``: a gateway server speaking the real
+(``python -m tests.harness.fakenode``: a gateway server speaking the real
 wire format) with ``--users`` users online (routes in Redis). Then:
 
 1. **Library API**: ``PushClient`` with a real ``GatewayPool``, ``ZkWatcher``
@@ -50,10 +50,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mpush.testing.daemon import Daemon, free_port, write_config
-from mpush.testing.fakenode import FakeNodeProcess
-from mpush.testing.redis import RedisServer
-from mpush.testing.zookeeper import ZooKeeperServer
+from tests.harness.daemon import Daemon, free_port, write_config
+from tests.harness.fakenode import FakeNodeProcess
+from tests.harness.redis import RedisServer
+from tests.harness.zookeeper import ZooKeeperServer
 
 CONTENT = b"hi"
 PREFIX = "u"
@@ -145,11 +145,11 @@ def library_phase(config: Path, gateway: str, users: int, args: argparse.Namespa
     from twisted.internet.defer import ensureDeferred, maybeDeferred
     from twisted.internet.task import deferLater
 
-    from mpush.cache import RedisService
+    from mpush.cluster.gateways import GatewayPool
+    from mpush.cluster.redis import RedisService
+    from mpush.cluster.zookeeper import ZkWatcher
     from mpush.config import load_settings
-    from mpush.gateway import GatewayPool
-    from mpush.push import PushClient
-    from mpush.zk import ZkWatcher
+    from mpush.services.pusher import PushClient
 
     out: dict[str, Any] = {}
     user_ids = [f"{PREFIX}{i}" for i in range(users)]

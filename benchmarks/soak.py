@@ -1,7 +1,7 @@
 """Soak the real daemon: paced ``GET /`` and pushes while connection servers churn.
 
 Starts ZooKeeper and Redis on loopback, one fake mpush node
-(``python -m mpush.testing.fakenode``: gateway server, its own cs node,
+(``python -m tests.harness.fakenode``: gateway server, its own cs node,
 ``--users`` users online in Redis) and ``--stable`` more connection servers
 registered the Java way (``NodeRegistrar``) with online counts in Redis. Runs
 ``twistd -n mpush-alloc`` in a subprocess, warms its route cache with one push
@@ -49,11 +49,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mpush.testing.daemon import Daemon, free_port, write_config
-from mpush.testing.fakenode import FakeNodeProcess
-from mpush.testing.redis import RedisServer
-from mpush.testing.registry import NodeRegistrar
-from mpush.testing.zookeeper import ZooKeeperServer
+from tests.harness.daemon import Daemon, free_port, write_config
+from tests.harness.fakenode import FakeNodeProcess
+from tests.harness.redis import RedisServer
+from tests.harness.registry import NodeRegistrar
+from tests.harness.zookeeper import ZooKeeperServer
 
 PREFIX = "u"
 RSS_TOLERANCE = 0.05

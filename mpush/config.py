@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 from pyhocon import ConfigFactory, ConfigTree
 from pyhocon.config_tree import ConfigSubstitution, ConfigValues, NoneValue
 
-from mpush.alloc import DEFAULT_CHANGE_DELAY, DEFAULT_REFRESH_INTERVAL
+from mpush.services.refresher import DEFAULT_CHANGE_DELAY, DEFAULT_REFRESH_INTERVAL
 
 __all__ = [
     "AllocSettings",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mpush.testing.redis import RedisCluster, RedisSentinel, RedisServer
+from tests.harness.redis import RedisCluster, RedisSentinel, RedisServer
 
 REDIS_TEST_PASSWORD = "t0p-s3cret-redis-pw"
 

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from mpush.testing.registry import NodeRegistrar
-from mpush.testing.zookeeper import CLASSPATH_JARS, JAVA_DIR, ZooKeeperServer
+from tests.harness.registry import NodeRegistrar
+from tests.harness.zookeeper import CLASSPATH_JARS, JAVA_DIR, ZooKeeperServer
 
 
 def _zookeeper_missing() -> str | None:
@@ -124,7 +124,7 @@ def make_zk_watcher(zk_settings: Callable[..., Any]) -> Iterator[Callable[..., A
 
     Returns a ZkWatcher, started unless ``start=False``; stopped at teardown.
     """
-    from mpush.zk import ZkWatcher
+    from mpush.cluster.zookeeper import ZkWatcher
 
     made: list[ZkWatcher] = []
 

@@ -1,4 +1,4 @@
-"""Unit tests of mpush.alloc: the pure policies and the Refresher on a Clock."""
+"""Unit tests of mpush.services.refresher: the pure policies and the Refresher on a Clock."""
 
 from __future__ import annotations
 
@@ -13,13 +13,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
-from mpush.alloc import (
-    DEFAULT_REFRESH_INTERVAL,
-    BalancePolicy,
-    Candidate,
-    JavaPolicy,
-    Refresher,
-)
+from mpush.balance import BalancePolicy, Candidate, JavaPolicy
+from mpush.services.refresher import DEFAULT_REFRESH_INTERVAL, Refresher
 
 # ---------------------------------------------------------------- helpers
 
@@ -45,7 +40,7 @@ def addresses(policy: Any) -> list[str]:
 
 @dataclass(frozen=True)
 class Node:
-    """Stands in for mpush.zk.ServerNode."""
+    """Stands in for mpush.cluster.zookeeper.ServerNode."""
 
     name: str
     host: str
@@ -62,7 +57,7 @@ class Node:
 
 
 class View:
-    """Stands in for mpush.zk.ZkWatcher."""
+    """Stands in for mpush.cluster.zookeeper.ZkWatcher."""
 
     def __init__(self, *nodes: Node) -> None:
         self.nodes = {n.name: n for n in nodes}
@@ -88,7 +83,7 @@ class View:
 
 
 class Cache:
-    """Stands in for mpush.cache.RedisService. ``manual`` leaves each call's
+    """Stands in for mpush.cluster.redis.RedisService. ``manual`` leaves each call's
     Deferred to the test; ``error`` fails calls."""
 
     def __init__(self, counts: Mapping[str, int] | None = None) -> None:
@@ -112,11 +107,11 @@ class Cache:
 
 @pytest.fixture
 def logged() -> Iterator[list[str]]:
-    """Formatted twisted.logger events of mpush.alloc."""
+    """Formatted twisted.logger events of mpush.services.refresher."""
     events: list[str] = []
 
     def observe(event: LogEvent) -> None:
-        if event.get("log_namespace", "").startswith("mpush.alloc"):
+        if event.get("log_namespace", "").startswith("mpush.services.refresher"):
             events.append(formatEvent(event))
 
     globalLogPublisher.addObserver(observe)

@@ -15,9 +15,10 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
-from mpush.cache import RedisAuthError, RedisService, RedisUnavailable
-from mpush.rediscluster import key_slot
-from mpush.testing.redis import (
+from mpush.cluster.redis import RedisAuthError, RedisService, RedisUnavailable
+from mpush.cluster.redis_cluster import key_slot
+from tests.fixtures_redis import REDIS_TEST_PASSWORD
+from tests.harness.redis import (
     RedisCluster,
     RedisReplyError,
     RedisSentinel,
@@ -27,7 +28,6 @@ from mpush.testing.redis import (
     parse_info,
     wait_for,
 )
-from tests.fixtures_redis import REDIS_TEST_PASSWORD
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ def log_events() -> Iterator[list[dict[str, Any]]]:
 
 
 def cache_messages(events: list[dict[str, Any]]) -> list[str]:
-    return [formatEvent(e) for e in events if e.get("log_namespace") == "mpush.cache"]
+    return [formatEvent(e) for e in events if e.get("log_namespace") == "mpush.cluster.redis"]
 
 
 async def sleep(seconds: float) -> None:

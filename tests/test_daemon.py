@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mpush.testing.daemon import BIN, Daemon, free_port, write_config
-from mpush.testing.redis import RedisServer
-from mpush.testing.registry import NodeRegistrar
-from mpush.testing.zookeeper import ZooKeeperServer
+from tests.harness.daemon import BIN, Daemon, free_port, write_config
+from tests.harness.redis import RedisServer
+from tests.harness.registry import NodeRegistrar
+from tests.harness.zookeeper import ZooKeeperServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from mpush.testing.daemon import Daemon, free_port, write_config
-from mpush.testing.fakenode import FakeNodeProcess
-from mpush.testing.redis import RedisServer
-from mpush.testing.zookeeper import ZooKeeperServer
+from tests.harness.daemon import Daemon, free_port, write_config
+from tests.harness.fakenode import FakeNodeProcess
+from tests.harness.redis import RedisServer
+from tests.harness.zookeeper import ZooKeeperServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

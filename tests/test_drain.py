@@ -1,4 +1,4 @@
-"""The graceful drain at stop (mpush.drain), on a task.Clock.
+"""The graceful drain at stop (mpush.services.drain), on a task.Clock.
 
 The real PushResource, PushClient and AllocSite with a fake gateway pool
 and fake Redis: raw HTTP over StringTransports, time moved by hand.
@@ -19,14 +19,14 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from mpush.drain import Drain
-from mpush.gateway import GatewayReply
-from mpush.push import STOPPING, PushClient
-from mpush.service import OrderedService
-from mpush.tap import AllocDaemon
-from mpush.web.alloc import RootResource
+from mpush.cluster.gateways import GatewayReply
+from mpush.daemon.tap import AllocDaemon
+from mpush.services.drain import Drain
+from mpush.services.ordered import OrderedService
+from mpush.services.pusher import STOPPING, PushClient
 from mpush.web.push import PushResource
-from mpush.web.server import AllocSite
+from mpush.web.root import RootResource
+from mpush.web.site import AllocSite
 from tests.test_push import FakeCache, loc
 from tests.test_web_push import Exchange, FixedAllocator, connect, http_post, split
 

@@ -1,4 +1,4 @@
-"""The fake mpush node (mpush.testing.fakenode) against real ZooKeeper, Redis and TCP.
+"""The fake mpush node (tests.harness.fakenode) against real ZooKeeper, Redis and TCP.
 
 What it must look like is what the Java mpush server does (see the module
 docstring); these tests pin the bytes other tests will rely on.
@@ -26,7 +26,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from mpush.protocol import (
+from mpush.wire.codec import (
     CMD_ERROR,
     CMD_GATEWAY_KICK,
     CMD_GATEWAY_PUSH,
@@ -43,7 +43,7 @@ from mpush.protocol import (
     decode_reply,
     single_push_packet,
 )
-from mpush.testing.fakenode import (
+from tests.harness.fakenode import (
     GARBAGE_HEADER_LENGTH,
     FakeNode,
     FakeNodeProcess,
@@ -51,9 +51,9 @@ from mpush.testing.fakenode import (
     parse_behaviour,
     push_result_json,
 )
-from mpush.testing.redis import RedisServer
-from mpush.testing.registry import digest_acl_id
-from mpush.testing.zookeeper import ZooKeeperServer
+from tests.harness.redis import RedisServer
+from tests.harness.registry import digest_acl_id
+from tests.harness.zookeeper import ZooKeeperServer
 
 pytestmark = pytest.mark.timeout(30)
 

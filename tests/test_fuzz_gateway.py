@@ -35,8 +35,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from mpush.gateway import OUTCOMES, GatewayProtocol, GatewayReply
-from mpush.protocol import (
+from mpush.cluster.gateways import OUTCOMES, GatewayProtocol, GatewayReply
+from mpush.wire.codec import (
     CMD_ERROR,
     CMD_GATEWAY_PUSH,
     CMD_OK,

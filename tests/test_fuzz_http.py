@@ -46,11 +46,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from mpush.testing.daemon import Daemon, free_port, write_config
-from mpush.testing.fakenode import FakeNodeProcess
-from mpush.testing.redis import RedisServer
-from mpush.testing.zookeeper import ZooKeeperServer
 from mpush.web.openapi import build_document
+from tests.harness.daemon import Daemon, free_port, write_config
+from tests.harness.fakenode import FakeNodeProcess
+from tests.harness.redis import RedisServer
+from tests.harness.zookeeper import ZooKeeperServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

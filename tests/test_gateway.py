@@ -1,9 +1,9 @@
-"""Gateway connections (mpush.gateway).
+"""Gateway connections (mpush.cluster.gateways).
 
 Part 1 drives one GatewayProtocol by hand (StringTransport + Clock): fully
 deterministic. Part 2 runs a GatewayPool on the real reactor against a tiny
 fake gateway server on 127.0.0.1 (the full fake node lives in
-mpush.testing); every wait is bounded.
+tests.harness); every wait is bounded.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from mpush.gateway import REPLY_LIMIT_FLOOR, GatewayPool, GatewayProtocol, GatewayReply
-from mpush.protocol import (
+from mpush.cluster.gateways import REPLY_LIMIT_FLOOR, GatewayPool, GatewayProtocol, GatewayReply
+from mpush.cluster.zookeeper import ServerNode
+from mpush.wire.codec import (
     CMD_GATEWAY_PUSH,
     ERR_OFFLINE,
     ERROR_REASONS,
@@ -39,7 +40,6 @@ from mpush.protocol import (
     PacketTooLarge,
     single_push_packet,
 )
-from mpush.zk import ServerNode
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -20,23 +20,23 @@ import pytest_twisted
 from twisted.internet import reactor, task, threads
 from twisted.web.http import HTTPChannel
 
-from mpush import logbridge
+from mpush.cluster import kazoo_logs as logbridge
 from mpush.config import AllocSettings, load_settings
-from mpush.protocol import PacketTooLarge
-from mpush.tap import Options, makeService
-from mpush.testing.daemon import write_config
-from mpush.web.alloc import RootResource
+from mpush.daemon.tap import Options, makeService
 from mpush.web.push import (
     DEFAULT_MAX_INFLIGHT_PUSHES,
     DEFAULT_MAX_USERS_PER_PUSH,
     PushResource,
 )
-from mpush.web.server import (
+from mpush.web.root import RootResource
+from mpush.web.site import (
     DEFAULT_REQUEST_HEAD_TIMEOUT,
     AllocSite,
     HeadDeadlineChannel,
     TrackedChannel,
 )
+from mpush.wire.codec import PacketTooLarge
+from tests.harness.daemon import write_config
 from tests.test_web_push import (
     Exchange,
     FakePushClient,

@@ -1,5 +1,5 @@
 """Logs an operator can use: JSON lines (``twistd --logger
-mpush.logs.json_observer``), secrets never written, one line per state change.
+mpush.daemon.logs.json_observer``), secrets never written, one line per state change.
 
 The unit tests check the JSON shape; the daemon tests run ``twistd
 mpush-alloc`` against real ZooKeeper and Redis servers, once per format.
@@ -21,12 +21,12 @@ import pytest
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 
-from mpush.logs import FIXED_KEYS, event_as_dict, event_as_json_line, json_file_observer
-from mpush.testing.daemon import BIN, Daemon, free_port, write_config
-from mpush.testing.redis import RedisServer
-from mpush.testing.registry import NodeRegistrar
-from mpush.testing.zookeeper import ZooKeeperServer
+from mpush.daemon.logs import FIXED_KEYS, event_as_dict, event_as_json_line, json_file_observer
 from tests.fixtures_redis import REDIS_TEST_PASSWORD
+from tests.harness.daemon import BIN, Daemon, free_port, write_config
+from tests.harness.redis import RedisServer
+from tests.harness.registry import NodeRegistrar
+from tests.harness.zookeeper import ZooKeeperServer
 
 PUSH_TOKEN = "pUsh-T0ken-4f9a2c7e81b3"
 ZK_DIGEST = "s3cret-digest-7d1e"
@@ -165,7 +165,7 @@ def test_secrets_never_logged_and_redis_changes_logged_once(
         namespace=zk_namespace, redis_nodes=[f"127.0.0.1:{protected_redis.port}"],
         redis_password=REDIS_TEST_PASSWORD, zk_digest=ZK_DIGEST,
         alloc_extra=f'push-token = "{PUSH_TOKEN}"\n    access-log = "{access_log}"')
-    extra = ("--logger", "mpush.logs.json_observer") if fmt == "json" else ()
+    extra = ("--logger", "mpush.daemon.logs.json_observer") if fmt == "json" else ()
     daemon = LoggingDaemon(tmp_path, config, port=port, twistd_args=extra)
     made_daemons.append(daemon)
     daemon.start()
@@ -203,7 +203,7 @@ def test_secrets_never_logged_and_redis_changes_logged_once(
         assert all(isinstance(e, dict) and set(FIXED_KEYS[:3]) | {"text"} <= e.keys()
                    for e in events)
         texts = [e["text"] for e in events]
-        assert any(e["namespace"] == "mpush.cache" and e["level"] == "warn"
+        assert any(e["namespace"] == "mpush.cluster.redis" and e["level"] == "warn"
                    and e.get("mode") == "single" for e in events)
     else:
         texts = log.splitlines()

@@ -17,15 +17,17 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from mpush.alloc import BalancePolicy, Candidate, Refresher
+from mpush.balance import BalancePolicy, Candidate
 from mpush.config import ConfigError, load_settings
-from mpush.metrics import Metrics, MetricsResource, StateCollector
-from mpush.testing.redis import RedisServer
-from mpush.testing.stack import Stack, running_stack
-from mpush.testing.web import post_json, request, sleep
-from mpush.testing.zookeeper import ZooKeeperServer
-from mpush.web.alloc import RootResource
-from mpush.web.server import AllocSite
+from mpush.daemon.metrics import Metrics, StateCollector
+from mpush.services.refresher import Refresher
+from mpush.web.metrics import MetricsResource
+from mpush.web.root import RootResource
+from mpush.web.site import AllocSite
+from tests.harness.redis import RedisServer
+from tests.harness.stack import Stack, running_stack
+from tests.harness.web import post_json, request, sleep
+from tests.harness.zookeeper import ZooKeeperServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -29,11 +29,11 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.web.http_headers import Headers
 
-from mpush.testing.redis import RedisServer
-from mpush.testing.stack import Stack, running_stack
-from mpush.testing.web import request, sleep, until
-from mpush.testing.zookeeper import ZooKeeperServer
 from mpush.web.openapi import METHODS, OPENAPI_VERSION, build_document
+from tests.harness.redis import RedisServer
+from tests.harness.stack import Stack, running_stack
+from tests.harness.web import request, sleep, until
+from tests.harness.zookeeper import ZooKeeperServer
 
 Json = dict[str, Any]
 

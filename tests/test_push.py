@@ -1,4 +1,4 @@
-"""Unit tests of mpush.push: PushClient on a fake gateway pool and a fake Redis.
+"""Unit tests of mpush.services.pusher: PushClient on a fake gateway pool and a fake Redis.
 
 The fake pool keeps the GatewayPool contract (docs/INTERNALS.md): every
 request ends exactly once, with a scripted reply or its own timer, both on a
@@ -21,22 +21,22 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from mpush.protocol import (
-    CMD_GATEWAY_PUSH,
-    FLAG_BIZ_ACK,
-    GatewayPush,
-    Packet,
-    PacketDecoder,
-    PacketTooLarge,
-)
-from mpush.push import (
+from mpush.routes import parse_routes
+from mpush.services.pusher import (
     FAILURE,
     OFFLINE,
     SUCCESS,
     TIMEOUT,
     PushClient,
     PushResult,
-    parse_routes,
+)
+from mpush.wire.codec import (
+    CMD_GATEWAY_PUSH,
+    FLAG_BIZ_ACK,
+    GatewayPush,
+    Packet,
+    PacketDecoder,
+    PacketTooLarge,
 )
 
 A = "10.0.0.5:3001"

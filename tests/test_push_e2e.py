@@ -14,11 +14,11 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
-from mpush.protocol import CMD_GATEWAY_PUSH, FLAG_AUTO_ACK
-from mpush.testing.redis import RedisServer
-from mpush.testing.stack import Stack, running_stack
-from mpush.testing.web import request, until
-from mpush.testing.zookeeper import ZooKeeperServer
+from mpush.wire.codec import CMD_GATEWAY_PUSH, FLAG_AUTO_ACK
+from tests.harness.redis import RedisServer
+from tests.harness.stack import Stack, running_stack
+from tests.harness.web import request, until
+from tests.harness.zookeeper import ZooKeeperServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

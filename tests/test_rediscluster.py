@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from txredisapi import ConnectionError as RedisConnectionError
 from txredisapi import ResponseError
 
-from mpush.rediscluster import (
+from mpush.cluster.redis_cluster import (
     SLOTS,
     ClusterRouter,
     ClusterUnavailable,

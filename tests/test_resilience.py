@@ -13,7 +13,7 @@ mode, against real servers.
 Some tests run ``twistd mpush-alloc`` as a child process (what an operator
 runs); the ones that need the daemon's insides (its ZooKeeper session, its
 slot map) run the same service tree in this process, built by
-``mpush.tap.makeService`` from a config file. Every wait is bounded.
+``mpush.daemon.tap.makeService`` from a config file. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -37,16 +37,16 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 
-from mpush import logbridge
-from mpush.rediscluster import key_slot
-from mpush.service import OrderedService
-from mpush.tap import AllocDaemon, Options, makeService
-from mpush.testing.daemon import Daemon, free_port, write_config
-from mpush.testing.redis import RedisCluster, RedisSentinel, RedisServer
-from mpush.testing.registry import NodeRegistrar
-from mpush.testing.zkfaults import CuttableProxy, expire_session
-from mpush.testing.zookeeper import ZooKeeperServer
+from mpush.cluster import kazoo_logs as logbridge
+from mpush.cluster.redis_cluster import key_slot
+from mpush.daemon.tap import AllocDaemon, Options, makeService
+from mpush.services.ordered import OrderedService
 from tests.fixtures_redis import REDIS_TEST_PASSWORD
+from tests.harness.daemon import Daemon, free_port, write_config
+from tests.harness.redis import RedisCluster, RedisSentinel, RedisServer
+from tests.harness.registry import NodeRegistrar
+from tests.harness.zkfaults import CuttableProxy, expire_session
+from tests.harness.zookeeper import ZooKeeperServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

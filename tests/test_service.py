@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 
-from mpush.service import OrderedService, StartError
+from mpush.services.ordered import OrderedService, StartError
 
 
 class Recorder(Service):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from mpush import logbridge
-from mpush.tap import AllocDaemon, Options, makeService
-from mpush.testing.daemon import write_config
+from mpush.cluster import kazoo_logs as logbridge
+from mpush.daemon.tap import AllocDaemon, Options, makeService
+from tests.harness.daemon import write_config
 
 
 def test_make_service_opens_nothing_and_orders_the_children(tmp_path: Path) -> None:

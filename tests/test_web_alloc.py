@@ -5,8 +5,8 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from mpush.web.alloc import RootResource
-from mpush.web.server import AllocSite
+from mpush.web.root import RootResource
+from mpush.web.site import AllocSite
 
 
 class FixedAllocator:

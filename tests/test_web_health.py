@@ -17,18 +17,18 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from mpush import logbridge
-from mpush.service import OrderedService
-from mpush.tap import AllocDaemon, Options, makeService
-from mpush.testing.daemon import free_port, write_config
-from mpush.testing.fakenode import FakeNode
-from mpush.testing.redis import RedisServer
-from mpush.testing.web import request as http_request
-from mpush.testing.web import sleep
-from mpush.testing.zookeeper import ZooKeeperServer
-from mpush.web.alloc import RootResource
+from mpush.cluster import kazoo_logs as logbridge
+from mpush.daemon.tap import AllocDaemon, Options, makeService
+from mpush.services.ordered import OrderedService
 from mpush.web.health import HealthResource
-from mpush.web.server import AllocSite
+from mpush.web.root import RootResource
+from mpush.web.site import AllocSite
+from tests.harness.daemon import free_port, write_config
+from tests.harness.fakenode import FakeNode
+from tests.harness.redis import RedisServer
+from tests.harness.web import request as http_request
+from tests.harness.web import sleep
+from tests.harness.zookeeper import ZooKeeperServer
 
 SECRET = "pw-Zq81-never-shown"
 
@@ -441,7 +441,7 @@ async def test_redis_stop_shows_degraded_while_get_root_serves_then_recovers(
             last.update(doc, code=code)
             return doc["status"] == status and (reason is None or reason in doc["reasons"])
 
-        # mpush.testing.web.until() takes a sync predicate: this one awaits.
+        # tests.harness.web.until() takes a sync predicate: this one awaits.
         await _poll(check, timeout, f"/health {status} {reason or ''} (last: {last})")
 
     await reaches("ok", 15.0)

@@ -22,11 +22,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 
-from mpush.protocol import PacketTooLarge, java_alloc_content
-from mpush.web.alloc import RootResource
 from mpush.web.page import PageResource, load_page
 from mpush.web.push import PushResource
-from mpush.web.server import AllocSite
+from mpush.web.root import RootResource
+from mpush.web.site import AllocSite
+from mpush.wire.codec import PacketTooLarge, java_alloc_content
 
 TOKEN = "t0ken-for-tests-0123456789"
 LIMIT = 2048
@@ -34,7 +34,7 @@ LIMIT = 2048
 
 @dataclass(frozen=True)
 class FakeResult:
-    """Shaped like mpush.push.PushResult."""
+    """Shaped like mpush.services.pusher.PushResult."""
 
     user_id: str | None
     client_type: int | None

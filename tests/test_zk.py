@@ -1,7 +1,7 @@
-"""The ZooKeeper view (mpush.zk) against a real ZooKeeper, Java-style nodes.
+"""The ZooKeeper view (mpush.cluster.zookeeper) against a real ZooKeeper, Java-style nodes.
 
 Nodes are registered the way the Java mpush server registers them
-(mpush.testing.registry): ephemeral, fastjson JSON, digest ACL. Every wait
+(tests.harness.registry): ephemeral, fastjson JSON, digest ACL. Every wait
 is bounded; outages are real (the JVM is stopped, the session expired).
 """
 
@@ -25,10 +25,10 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, globalLogPublisher
 
-from mpush.testing.registry import NodeRegistrar, digest_acl_id, node_json
-from mpush.testing.zkfaults import CuttableProxy, expire_session
-from mpush.testing.zookeeper import ZooKeeperServer
-from mpush.zk import NodeDataError, ServerNode, ZkWatcher
+from mpush.cluster.zookeeper import NodeDataError, ServerNode, ZkWatcher
+from tests.harness.registry import NodeRegistrar, digest_acl_id, node_json
+from tests.harness.zkfaults import CuttableProxy, expire_session
+from tests.harness.zookeeper import ZooKeeperServer
 
 JAVA_ACL_ID = "mpush:IoF5XrL443rOdy6w434vrj+58TQ="
 

@@ -35,7 +35,7 @@ UNAVAILABLE = "unavailable"
 
 
 class ZkState(Protocol):
-    """What is read of :class:`mpush.zk.ZkWatcher`."""
+    """What is read of :class:`mpush.cluster.zookeeper.ZkWatcher`."""
 
     state: str
     session_id: int | None
@@ -46,7 +46,7 @@ class ZkState(Protocol):
 
 
 class RedisState(Protocol):
-    """What is read of :class:`mpush.cache.RedisService`. ``password`` is
+    """What is read of :class:`mpush.cluster.redis.RedisService`. ``password`` is
     read only to scrub it from error texts, should one ever carry it."""
 
     mode: str
@@ -56,13 +56,13 @@ class RedisState(Protocol):
 
 
 class GatewayState(Protocol):
-    """What is read of :class:`mpush.gateway.GatewayPool`."""
+    """What is read of :class:`mpush.cluster.gateways.GatewayPool`."""
 
     def status(self) -> Mapping[str, Mapping[str, int]]: ...
 
 
 class RefreshState(Protocol):
-    """What is read of :class:`mpush.alloc.Refresher`."""
+    """What is read of :class:`mpush.services.refresher.Refresher`."""
 
     last_success: float | None
     last_error: str | None
@@ -71,7 +71,7 @@ class RefreshState(Protocol):
 
 
 class PolicyState(Protocol):
-    """What is read of the allocation policy (:class:`mpush.alloc.BalancePolicy`)."""
+    """What is read of the allocation policy (:class:`mpush.services.refresher.BalancePolicy`)."""
 
     @property
     def body(self) -> bytes | None: ...

@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from mpush.protocol import PacketTooLarge, java_alloc_content
 from mpush.web.errors import json_error, method_not_allowed
+from mpush.wire.codec import PacketTooLarge, java_alloc_content
 
 __all__ = [
     "DEFAULT_MAX_INFLIGHT_PUSHES",
@@ -61,7 +61,7 @@ _JSON = b"application/json"
 
 
 class PushOutcome(Protocol):
-    """What ``mpush.push.PushResult`` carries (read by attribute)."""
+    """What ``mpush.services.pusher.PushResult`` carries (read by attribute)."""
 
     @property
     def user_id(self) -> str | None: ...
@@ -76,7 +76,7 @@ class PushOutcome(Protocol):
 
 
 class Pusher(Protocol):
-    """What the resource needs of ``mpush.push.PushClient``."""
+    """What the resource needs of ``mpush.services.pusher.PushClient``."""
 
     def push(self, user_ids: Sequence[str], content: bytes, *, ack: str = ...,
              timeout_ms: int = ..., tags: Sequence[str] | None = ...,
@@ -348,7 +348,7 @@ def _is_ip_or_localhost(host: str) -> bool:
 class PushResource(Resource):
     """``POST /push``; answers once every outcome is known (NOT_DONE_YET).
 
-    ``client`` is an ``mpush.push.PushClient``; ``token`` the push token
+    ``client`` is an ``mpush.services.pusher.PushClient``; ``token`` the push token
     (``mp.alloc.push-token``), ``allow`` the networks that may push without
     one (``mp.alloc.push-allow``); ``push_timeout`` (s) the default wait of a
     single-user push (a broadcast's default is the client's own).

@@ -1,7 +1,7 @@
 """twistd plugin entry for ``twistd mpush-alloc``.
 
 Kept tiny on purpose: twistd imports every plugin module to list them, so the
-real work (``mpush.tap``) is imported only when this plugin is chosen.
+real work (``mpush.daemon.tap``) is imported only when this plugin is chosen.
 """
 
 from twisted.application.service import IServiceMaker
@@ -16,12 +16,12 @@ class _MpushAllocMaker:
 
     @property
     def options(self):
-        from mpush.tap import Options
+        from mpush.daemon.tap import Options
 
         return Options
 
     def makeService(self, options):
-        from mpush.tap import makeService
+        from mpush.daemon.tap import makeService
 
         return makeService(options)
 

@@ -1,4 +1,4 @@
-"""The web listener: a ``twisted.web`` Site on http or https."""
+"""The ``twisted.web`` Site: bounded requests, head deadlines, per-path counts."""
 
 from __future__ import annotations
 
@@ -8,25 +8,14 @@ from io import BytesIO
 from time import perf_counter
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-)
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IListeningPort,
     IReactorTime,
-    IStreamServerEndpoint,
 )
-from twisted.logger import Logger
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
-
-from mpush import tls
 
 DEFAULT_MAX_REQUEST_SIZE = 65536  # bytes; AllocSettings.max_request_size
 DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0  # s; AllocSettings.request_head_timeout
@@ -326,62 +315,3 @@ class AllocSite(Site):
                 observe(perf_counter() - request.received_at)
         if self._access_log_on:
             super().log(request)
-
-
-class WebService(Service):
-    """Listens in ``startService``; stops listening first on shutdown."""
-
-    log = Logger()
-
-    def __init__(self, site: Site, port: int, interface: str = "0.0.0.0",
-                 protocol: str = "http", tls_cert: str | None = None,
-                 tls_key: str | None = None, data_dir: str = ".",
-                 reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
-        self._reactor = reactor
-        self.site = site
-        self.port = port
-        self.interface = interface
-        self.protocol = protocol
-        self.tls_cert = tls_cert
-        self.tls_key = tls_key
-        self.data_dir = data_dir
-        self.listening: IListeningPort | None = None
-
-    def _endpoint(self) -> IStreamServerEndpoint:
-        if self.protocol == "https":
-            cert, key = self.tls_cert, self.tls_key
-            if cert is None or key is None:
-                cert_path, key_path, created = tls.ensure_self_signed(self.data_dir)
-                cert, key = str(cert_path), str(key_path)
-                self.log.info("https: {what} self-signed certificate {cert}",
-                              what="generated" if created else "using", cert=cert)
-            options = tls.server_options(cert, key)
-            return SSL4ServerEndpoint(self._reactor, self.port, options,
-                                      interface=self.interface)
-        if ":" in self.interface:
-            return TCP6ServerEndpoint(self._reactor, self.port, interface=self.interface)
-        return TCP4ServerEndpoint(self._reactor, self.port, interface=self.interface)
-
-    def startService(self) -> Deferred[None]:
-        Service.startService(self)
-        d = self._endpoint().listen(self.site)
-
-        def listening(port: IListeningPort) -> None:
-            self.listening = port
-            address = port.getHost()
-            self.log.info("{protocol} listening on {host}:{port}",
-                          protocol=self.protocol, host=address.host, port=address.port)
-
-        d.addCallback(listening)
-        return d
-
-    def stopService(self) -> Deferred[None]:
-        Service.stopService(self)
-        port, self.listening = self.listening, None
-        if port is None:
-            return succeed(None)
-        return port.stopListening()  # type: ignore[return-value]

@@ -1,6 +1,6 @@
 """The daemon's whole service tree in the test process, with fake mpush nodes.
 
-Built by ``mpush.tap.makeService`` from a config file, against real
+Built by ``mpush.daemon.tap.makeService`` from a config file, against real
 ZooKeeper and Redis servers; for tests that need the daemon's insides or
 run under pytest-twisted's reactor.
 """
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mpush import logbridge
-from mpush.service import OrderedService
-from mpush.tap import AllocDaemon, Options, makeService
-from mpush.testing.daemon import free_port, write_config
-from mpush.testing.fakenode import FakeNode
-from mpush.testing.web import post_json, until
+from mpush.cluster import kazoo_logs as logbridge
+from mpush.daemon.tap import AllocDaemon, Options, makeService
+from mpush.services.ordered import OrderedService
+from tests.harness.daemon import free_port, write_config
+from tests.harness.fakenode import FakeNode
+from tests.harness.web import post_json, until
 
 _DEFAULT = object()
 

@@ -17,7 +17,7 @@ _TEXT = b"text/plain; charset=utf-8"
 
 
 class Allocator(Protocol):
-    """What the root resource needs of the policy (``mpush.alloc``)."""
+    """What the root resource needs of the policy (``mpush.services.refresher``)."""
 
     def allocate(self) -> bytes | None: ...
 

@@ -1,4 +1,4 @@
-"""JSON log lines for log shippers: ``twistd --logger mpush.logs.json_observer``.
+"""JSON log lines for log shippers: ``twistd --logger mpush.daemon.logs.json_observer``.
 
 twistd builds its log observer itself (before the reactor runs, after
 ``makeService``); its ``--logger`` option names a factory that it calls with
@@ -8,7 +8,7 @@ twistd's own text observer would have written (``--logfile FILE``, with the
 ``--logfile -``), one JSON object per line::
 
     {"time": "2024-05-01T12:00:00.123Z", "level": "warn",
-     "namespace": "mpush.cache", "system": "-",
+     "namespace": "mpush.cluster.redis", "system": "-",
      "text": "Redis (single) unavailable: connection refused",
      "mode": "single", "error": "connection refused"}
 
@@ -103,7 +103,8 @@ def event_as_json_line(event: LogEvent) -> str:
         text = json.dumps(event_as_dict(event), ensure_ascii=True, allow_nan=False)
     except Exception as e:  # never lose an event to a serialisation problem
         text = json.dumps({"time": _stamp(None), "level": "error",
-                           "namespace": "mpush.logs", "text": f"unserialisable event: {e!r}"})
+                           "namespace": "mpush.daemon.logs",
+                           "text": f"unserialisable event: {e!r}"})
     return text + "\n"
 
 
@@ -135,7 +136,7 @@ def twistd_log_file() -> IO[Any]:
     if app_logger is None:
         return sys.stdout
     if getattr(app_logger, "_syslog", False):
-        raise SystemExit("mpush-alloc: --logger mpush.logs.json_observer cannot be "
+        raise SystemExit("mpush-alloc: --logger mpush.daemon.logs.json_observer cannot be "
                          "combined with --syslog")
     # twistd's text observer for these options: it opens the log file (or
     # refuses stdout for a daemon) and installs the SIGUSR1 rotation.

@@ -1,4 +1,4 @@
-"""A local mpush stack to try the daemon on: ``python -m mpush.testing.demo``.
+"""A local mpush stack to try the daemon on (``scripts/run-local`` runs it).
 
 Starts ZooKeeper and Redis on loopback (the ports of the config file),
 registers demo connection servers the way the Java mpush server does
@@ -17,11 +17,11 @@ from pathlib import Path
 from types import FrameType
 
 from mpush.config import load_settings
-from mpush.testing.daemon import BIN
-from mpush.testing.fakenode import FakeNodeProcess
-from mpush.testing.redis import RedisServer
-from mpush.testing.registry import NodeRegistrar
-from mpush.testing.zookeeper import ZooKeeperServer
+from tests.harness.daemon import BIN
+from tests.harness.fakenode import FakeNodeProcess
+from tests.harness.redis import RedisServer
+from tests.harness.registry import NodeRegistrar
+from tests.harness.zookeeper import ZooKeeperServer
 
 # (host, port, weight, online users): what `GET /` will list, least loaded first.
 DEMO_SERVERS = [

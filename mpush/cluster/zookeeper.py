@@ -51,7 +51,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mpush import logbridge
+from mpush.cluster import kazoo_logs as logbridge
 
 __all__ = [
     "KINDS",

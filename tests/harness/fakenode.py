@@ -6,7 +6,7 @@ For tests, benchmarks and the local demo. What it reproduces, read from
 * **ZooKeeper** (``ServerBoot``): a connection server node
   ``{"attrs":{"weight":1},"host":..,"port":<cs port>}`` then a gateway
   node ``{"host":..,"port":<gateway port>}`` (no attrs), through
-  :class:`~mpush.testing.registry.NodeRegistrar` (digest ACL, ephemeral,
+  :class:`~tests.harness.registry.NodeRegistrar` (digest ACL, ephemeral,
   re-registered after every reconnect). Nothing listens on the cs port.
 * **Redis** (``RemoteRouterManager``, ``UserManager``, ``ClientLocation``):
   ``HSET mp:ur:<userId> <clientType> <ClientLocation.toJson()>`` with
@@ -27,7 +27,7 @@ In-process use needs a running reactor (pytest-twisted): :meth:`FakeNode.start`
 is synchronous (listen, register); :meth:`FakeNode.stop` / :meth:`FakeNode.kill`
 return Deferreds. ZooKeeper and Redis calls are blocking (loopback, short):
 fine for tests, never for daemon code. Sync code that cannot run the
-reactor uses :class:`FakeNodeProcess` (``python -m mpush.testing.fakenode``).
+reactor uses :class:`FakeNodeProcess` (``python -m tests.harness.fakenode``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 
-from mpush.protocol import (
+from mpush.wire.codec import (
     CMD_GATEWAY_PUSH,
     CMD_HEARTBEAT,
     CMD_OK,
@@ -80,8 +80,8 @@ from mpush.protocol import (
     client_type_of,
     fastjson_quote,
 )
-from mpush.testing.redis import SyncRedisClient
-from mpush.testing.registry import NodeRegistrar
+from tests.harness.redis import SyncRedisClient
+from tests.harness.registry import NodeRegistrar
 
 __all__ = [
     "BEHAVIOURS",
@@ -742,7 +742,7 @@ def _without_conn_id(location: str) -> str:
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m mpush.testing.fakenode",
+        prog="python -m tests.harness.fakenode",
         description="A fake mpush node (gateway server, ZooKeeper nodes, users in Redis). "
                     "Prints its gateway host:port on stdout when ready; runs until SIGTERM.")
     p.add_argument("--zk", help="ZooKeeper connect string (omit: register nothing)")
@@ -802,7 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class FakeNodeProcess:
-    """``python -m mpush.testing.fakenode`` as a child process, for sync code.
+    """``python -m tests.harness.fakenode`` as a child process, for sync code.
 
     ``start()`` returns once the node printed its address (bounded wait).
     """
@@ -810,7 +810,7 @@ class FakeNodeProcess:
     def __init__(self, zk: str | None = None, redis: str | tuple[str, int] | None = None, *,
                  namespace: str = "mpush", users: int = 0, user_prefix: str = "u",
                  port: int = 0, args: Sequence[str] = ()) -> None:
-        self.argv = [sys.executable, "-m", "mpush.testing.fakenode", "--port", str(port)]
+        self.argv = [sys.executable, "-m", "tests.harness.fakenode", "--port", str(port)]
         if zk is not None:
             self.argv += ["--zk", zk, "--namespace", namespace]
         if redis is not None:

@@ -9,7 +9,7 @@ In this order:
    refused; open ones are still served;
 3. pushes in flight get ``shutdown_grace`` seconds (``mp.alloc.shutdown-grace``)
    to finish; those still waiting for a gateway then end as ``timeout``
-   (:meth:`mpush.push.PushClient.expire_all`), and so every ``/push`` request
+   (:meth:`mpush.services.pusher.PushClient.expire_all`), and so every ``/push`` request
    gets its complete answer. From then on a new ``/push`` (on a kept-alive
    connection) is ``503``. A push stuck before its gateway request (a Redis
    lookup) gets ``settle`` seconds more, then its request is answered with
@@ -18,7 +18,7 @@ In this order:
    go out before the close; a client that stops reading is aborted after
    ``flush`` seconds): nothing is cut off half-sent when the reactor stops.
 
-Then :class:`mpush.tap.AllocDaemon` stops the services in reverse, and
+Then :class:`mpush.daemon.tap.AllocDaemon` stops the services in reverse, and
 twistd removes the pidfile. The whole drain is bounded:
 ``drain_delay + shutdown_grace + settle + flush`` seconds at most. It never
 fails: an error is logged and the stop goes on.
@@ -51,7 +51,7 @@ class HealthLike(Protocol):
 
 
 class ListenerLike(Protocol):
-    """What is used of :class:`mpush.web.server.WebService`."""
+    """What is used of :class:`mpush.web.site.WebService`."""
 
     listening: Any
 
@@ -71,13 +71,13 @@ class PushesLike(Protocol):
 
 
 class PusherLike(Protocol):
-    """What is used of :class:`mpush.push.PushClient`."""
+    """What is used of :class:`mpush.services.pusher.PushClient`."""
 
     def expire_all(self) -> int: ...
 
 
 class SiteLike(Protocol):
-    """What is used of :class:`mpush.web.server.AllocSite`."""
+    """What is used of :class:`mpush.web.site.AllocSite`."""
 
     def close_connections(self, wait: float) -> Deferred[tuple[int, int]]: ...
 
@@ -85,7 +85,7 @@ class SiteLike(Protocol):
 class Drain:
     """One drain; :meth:`run` may be called more than once (same Deferred's outcome)."""
 
-    log = Logger(namespace="mpush.drain")
+    log = Logger(namespace="mpush.services.drain")
 
     def __init__(self, *, health: HealthLike, listener: ListenerLike, pushes: PushesLike,
                  pusher: PusherLike, site: SiteLike, drain_delay: float,

@@ -19,18 +19,11 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from twisted.web.resource import Resource
-from twisted.web.server import Request
 
-from mpush.web.errors import json_error, method_not_allowed
-
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.encode()  # text/plain; version=0.0.4; charset=utf-8
 PREFIX = "mpush_alloc_"
 #: ZooKeeper states, each a series of ``mpush_alloc_zookeeper_state``
 #: (1 for the current one); a state not listed here gets a series while current.
 ZK_STATES = ("connected", "suspended", "lost", "stopped")
-_ALLOWED = (b"GET", b"HEAD")
 
 # Buckets, in seconds. GET / is answered in ~0.1 ms in-process.
 ROOT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -243,7 +236,7 @@ class Metrics:
     """A daemon's registry: its :class:`StateCollector` and three histograms.
 
     Hook the histograms in with :meth:`attach`; serve with
-    :class:`MetricsResource`.
+    :class:`mpush.web.metrics.MetricsResource`.
     """
 
     def __init__(self, collector: StateCollector | None = None) -> None:
@@ -278,27 +271,3 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text (format 0.0.4)."""
         return generate_latest(self.registry)
-
-
-class MetricsResource(Resource):
-    """Leaf at ``/metrics``: ``GET``/``HEAD``, ``text/plain; version=0.0.4``."""
-
-    isLeaf = True
-
-    def __init__(self, metrics: Metrics) -> None:
-        super().__init__()
-        self._metrics = metrics
-
-    def render(self, request: Request) -> bytes:
-        if request.postpath:
-            path = request.path.decode("utf-8", "replace")
-            return json_error(request, 404, f"no resource at {path}")
-        if request.method not in _ALLOWED:
-            return method_not_allowed(request, _ALLOWED)
-        body = self._metrics.exposition()
-        request.setHeader(b"content-type", CONTENT_TYPE)
-        request.setHeader(b"cache-control", b"no-store")
-        if request.method == b"HEAD":
-            request.setHeader(b"content-length", b"%d" % len(body))
-            return b""
-        return body

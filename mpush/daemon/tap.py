@@ -18,8 +18,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from mpush.config import ConfigError, Settings, load_settings
-from mpush.drain import Drain
-from mpush.service import OrderedService
+from mpush.services.drain import Drain
+from mpush.services.ordered import OrderedService
 
 
 class Options(usage.Options):
@@ -50,7 +50,7 @@ class Options(usage.Options):
 class AllocDaemon(OrderedService):
     """The root service; a failed start ends the process with status 1.
 
-    With a :class:`mpush.drain.Drain` (``drain``), a stop first drains
+    With a :class:`mpush.services.drain.Drain` (``drain``), a stop first drains
     (``/health`` 503, listener closed after the drain delay, pushes in flight
     answered within the grace), then stops the services in reverse.
     """
@@ -105,19 +105,22 @@ def _exit_failed() -> None:
 
 def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     # Imported here so that `twistd --help` stays light.
-    from mpush.alloc import BalancePolicy, Refresher
-    from mpush.cache import RedisService
-    from mpush.gateway import GatewayPool
-    from mpush.logbridge import bridge_stdlib_logging
-    from mpush.metrics import Metrics, MetricsResource, StateCollector
-    from mpush.push import PushClient
-    from mpush.web.alloc import AdminRoot, RootResource
+    from mpush.balance import BalancePolicy
+    from mpush.cluster.gateways import GatewayPool
+    from mpush.cluster.kazoo_logs import bridge_stdlib_logging
+    from mpush.cluster.redis import RedisService
+    from mpush.cluster.zookeeper import ZkWatcher
+    from mpush.daemon.listener import WebService
+    from mpush.daemon.metrics import Metrics, StateCollector
+    from mpush.services.pusher import PushClient
+    from mpush.services.refresher import Refresher
     from mpush.web.health import HealthResource
+    from mpush.web.metrics import MetricsResource
     from mpush.web.openapi import OpenApiResource
     from mpush.web.page import PageResource
     from mpush.web.push import PushResource
-    from mpush.web.server import AllocSite, WebService
-    from mpush.zk import ZkWatcher
+    from mpush.web.root import AdminRoot, RootResource
+    from mpush.web.site import AllocSite
 
     settings = options.settings
     bridge_stdlib_logging()

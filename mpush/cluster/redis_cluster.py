@@ -5,7 +5,7 @@ slot function, the slot map read from ``CLUSTER SLOTS``, and a router that
 sends each command to the master owning its key's slot and follows
 ``MOVED`` / ``ASK`` redirects. Connections themselves are not made here: the
 router is given a ``connection_for(address)`` callable (see
-:class:`mpush.cache.RedisConnection`), which keeps this module free of
+:class:`mpush.cluster.redis.RedisConnection`), which keeps this module free of
 sockets and easy to test.
 """
 
@@ -26,7 +26,7 @@ MAX_REDIRECTS = 5
 
 Address = tuple[str, int]
 
-log = Logger(namespace="mpush.rediscluster")
+log = Logger(namespace="mpush.cluster.redis_cluster")
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,318 @@
+"""The balance policy of ``GET /``: which connection server a client is told to use.
+
+Pure (no Twisted, no I/O): :class:`BalancePolicy` holds the ordered server
+list and the pre-rendered body; :class:`JavaPolicy` does what the Java alloc
+does, for comparison. :class:`mpush.services.refresher.Refresher` feeds them.
+
+How the Java ``mpusher/alloc`` (0.8.x ``AllocHandler``) does it, for
+reference: every 5 minutes and on every add/update/remove under
+``/cluster/cs`` it reads the cached nodes, takes ``attrs.public_ip`` (else
+``host``) as the address, ZCARDs ``mp:oul:<that ip>`` one key after another,
+sorts ascending by that count (a stable sort, so ties keep ZK order) and
+serves ``ip:port,ip:port``. It only replaces its list when ZK returns at least
+one node. Between refreshes it hands the same first server to every client:
+with a 5-minute period every new client herds onto one server.
+
+Our policy counts its own handouts between refreshes, so the head moves on as
+soon as it is no longer the least loaded (load = (online + handed out) /
+weight), and reconciles them exactly against fresh counts: the handed-out
+counts are snapshot when a refresh starts and that snapshot is subtracted
+when the fresh counts arrive.
+
+The policies are literal (``set_servers([])`` empties them); the rule "never
+go from servers to none" lives in the Refresher.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "JAVA_REFRESH_INTERVAL",
+    "AllocPolicy",
+    "BalancePolicy",
+    "Candidate",
+    "JavaPolicy",
+    "RefreshToken",
+    "ServerStatus",
+]
+
+#: The Java alloc's fixed period (``scheduleAtFixedRate(..., 5, MINUTES)``).
+JAVA_REFRESH_INTERVAL = 300.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One connection server as clients see it."""
+
+    address: str  # "ip:port", exactly as served; ip = the node's public host
+    ip: str  # the IP whose mp:oul:<ip> sorted set counts this server's users
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise ValueError(f"weight must be a finite number > 0, not {self.weight!r}")
+        if not self.address or not self.ip:
+            raise ValueError("address and ip must not be empty")
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    """What :meth:`begin_refresh` hands out: the IPs to count (``ips``) and
+    the handouts made so far, which the fresh counts will already include."""
+
+    seq: int
+    ips: tuple[str, ...]
+    handouts: Mapping[str, int]  # address -> handed out before the snapshot
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """Inspection view of one server (health pages, metrics, tests)."""
+
+    address: str
+    ip: str
+    weight: float
+    online: float  # this server's share of its IP's last known count
+    handed: int  # handed out since the last applied count
+    load: float  # (online + handed) / weight
+    allocated: int = 0  # handed out since it joined the list (only grows; metrics)
+
+
+class AllocPolicy(Protocol):
+    def set_servers(self, candidates: Iterable[Candidate]) -> None: ...
+    def begin_refresh(self) -> RefreshToken: ...
+    def apply_counts(self, token: RefreshToken, counts: Mapping[str, int]) -> bool: ...
+    def allocate(self) -> bytes | None: ...
+    @property
+    def body(self) -> bytes | None: ...
+    @property
+    def servers(self) -> tuple[Candidate, ...]: ...
+
+
+def _dedupe(candidates: Iterable[Candidate]) -> list[Candidate]:
+    # Two ZK nodes can name one address (a restarted server whose old
+    # ephemeral node has not expired yet): serve it once, first one wins.
+    seen: dict[str, Candidate] = {}
+    for c in candidates:
+        seen.setdefault(c.address, c)
+    return list(seen.values())
+
+
+def _count(value: Any) -> int:
+    # A count from Redis: anything odd (None, negative, garbage) counts as 0
+    # rather than poisoning the order.
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return n if n > 0 else 0
+
+
+class _Server:
+    __slots__ = ("address", "candidate", "encoded", "given", "handed", "ip", "online", "weight")
+
+    def __init__(self, candidate: Candidate) -> None:
+        self.candidate = candidate
+        self.address = candidate.address
+        self.ip = candidate.ip
+        self.weight = candidate.weight
+        self.encoded = candidate.address.encode("utf-8")
+        self.online = 0.0
+        self.handed = 0
+        self.given = 0  # handouts already inside an applied count (handed moves here)
+
+    def key(self) -> tuple[float, str]:
+        # The one place the load is computed, so every comparison sees the
+        # same float for the same state.
+        return ((self.online + self.handed) / self.weight, self.address)
+
+
+class BalancePolicy:
+    """Least loaded first, counting our own handouts between refreshes.
+
+    ``allocate()`` is O(log n) plus a small list move: after a handout only
+    the head's load grows, so only the head can move, and only down. The body
+    is re-rendered lazily, only when the order changed.
+    """
+
+    def __init__(self) -> None:
+        self._order: list[_Server] = []
+        self._keys: list[tuple[float, str]] = []  # parallel to _order, ascending
+        self._by_address: dict[str, _Server] = {}
+        self._ip_counts: dict[str, int] = {}  # last known ZCARD per IP
+        self._body: bytes | None = None
+        self._seq = 0  # seq of the latest begin_refresh; only that token applies
+
+    # -- feeding --------------------------------------------------------
+
+    def set_servers(self, candidates: Iterable[Candidate]) -> None:
+        """Replace the server set. Servers that stay keep their counts and
+        handouts. A new server gets its share of its IP's last known count,
+        or 0 when the IP is new: a freshly registered server is usually empty,
+        the refresh that follows a change corrects it within one Redis round
+        trip, and until then handout counting stops it from taking more than
+        its share."""
+        by_address: dict[str, _Server] = {}
+        for c in _dedupe(candidates):
+            s = self._by_address.get(c.address)
+            if s is None or s.ip != c.ip:
+                s = _Server(c)
+            else:
+                s.candidate, s.weight = c, c.weight
+            by_address[c.address] = s
+        self._by_address = by_address
+        self._split_counts(self._ip_counts.keys())
+        self._resort()
+
+    def begin_refresh(self) -> RefreshToken:
+        self._seq += 1
+        ips = tuple(sorted({s.ip for s in self._order}))
+        handouts = {s.address: s.handed for s in self._order if s.handed}
+        return RefreshToken(self._seq, ips, handouts)
+
+    def apply_counts(self, token: RefreshToken, counts: Mapping[str, int]) -> bool:
+        """Take fresh online counts (by IP) for the IPs of ``token``; an IP
+        missing from ``counts`` has 0 users. Handouts made before the token
+        are now inside the counts, so they are subtracted; later ones stay.
+        Returns False (and changes nothing) for a token that a later
+        :meth:`begin_refresh` superseded: its snapshot would be subtracted
+        twice."""
+        if token.seq != self._seq:
+            return False
+        self._seq += 1  # a token applies once
+        for address, n in token.handouts.items():
+            s = self._by_address.get(address)
+            if s is not None:
+                # max(): the server may have been removed and re-added since
+                # the snapshot, starting again from 0.
+                taken = min(n, s.handed)
+                s.handed -= taken
+                s.given += taken
+        for ip in token.ips:
+            self._ip_counts[ip] = _count(counts.get(ip, 0))
+        # Forget IPs no server uses any more, so the dict stays bounded.
+        live = {s.ip for s in self._by_address.values()}
+        for ip in [ip for ip in self._ip_counts if ip not in live]:
+            del self._ip_counts[ip]
+        self._split_counts(token.ips)
+        self._resort()
+        return True
+
+    def _split_counts(self, ips: Iterable[str]) -> None:
+        # mp:oul is keyed by IP only: servers sharing an IP share one count.
+        # Split it in proportion to weight, i.e. assume the group is already
+        # balanced the way we balance; handouts then spread inside the group.
+        groups: dict[str, list[_Server]] = {}
+        for s in self._by_address.values():
+            groups.setdefault(s.ip, []).append(s)
+        for ip in ips:
+            group = groups.get(ip)
+            total = self._ip_counts.get(ip)
+            if not group or total is None:
+                continue
+            wsum = sum(s.weight for s in group)
+            for s in group:
+                s.online = total * s.weight / wsum
+
+    def _resort(self) -> None:
+        order = sorted(self._by_address.values(), key=_Server.key)
+        self._order = order
+        self._keys = [s.key() for s in order]
+        self._body = None
+
+    # -- serving --------------------------------------------------------
+
+    def allocate(self) -> bytes | None:
+        """The body for one client; counts one handout to its first server."""
+        order = self._order
+        if not order:
+            return None
+        body = self._body
+        if body is None:
+            body = self._body = b",".join([s.encoded for s in order])
+        head = order[0]
+        head.handed += 1
+        key = ((head.online + head.handed) / head.weight, head.address)
+        keys = self._keys
+        if len(keys) > 1 and key > keys[1]:
+            del keys[0], order[0]
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
+            order.insert(i, head)
+            self._body = None
+        else:
+            keys[0] = key
+        return body
+
+    @property
+    def body(self) -> bytes | None:
+        """The current body, without counting a handout."""
+        if not self._order:
+            return None
+        if self._body is None:
+            self._body = b",".join([s.encoded for s in self._order])
+        return self._body
+
+    @property
+    def servers(self) -> tuple[Candidate, ...]:
+        return tuple(s.candidate for s in self._order)
+
+    def describe(self) -> list[ServerStatus]:
+        return [
+            ServerStatus(s.address, s.ip, s.weight, s.online, s.handed, k[0],
+                         s.given + s.handed)
+            for s, k in zip(self._order, self._keys, strict=True)
+        ]
+
+
+class JavaPolicy:
+    """The Java alloc's order, for comparison: ascending by the IP's online
+    count as of the last refresh (every server on an IP gets the whole IP's
+    count), ties in candidate order (Java's sort is stable); handouts are
+    not counted, so the head only changes at a refresh."""
+
+    def __init__(self) -> None:
+        self._candidates: list[Candidate] = []
+        self._ip_counts: dict[str, int] = {}
+        self._order: tuple[Candidate, ...] = ()
+        self._body: bytes | None = None
+        self._seq = 0
+
+    def set_servers(self, candidates: Iterable[Candidate]) -> None:
+        self._candidates = _dedupe(candidates)
+        self._resort()
+
+    def begin_refresh(self) -> RefreshToken:
+        self._seq += 1
+        return RefreshToken(self._seq, tuple(sorted({c.ip for c in self._candidates})), {})
+
+    def apply_counts(self, token: RefreshToken, counts: Mapping[str, int]) -> bool:
+        if token.seq != self._seq:
+            return False
+        self._seq += 1
+        for ip in token.ips:
+            self._ip_counts[ip] = _count(counts.get(ip, 0))
+        self._resort()
+        return True
+
+    def _resort(self) -> None:
+        self._order = tuple(sorted(self._candidates, key=lambda c: self._ip_counts.get(c.ip, 0)))
+        self._body = b",".join(c.address.encode("utf-8") for c in self._order) or None
+
+    def allocate(self) -> bytes | None:
+        return self._body
+
+    @property
+    def body(self) -> bytes | None:
+        return self._body
+
+    @property
+    def servers(self) -> tuple[Candidate, ...]:
+        return self._order
+
+

@@ -1,0 +1,319 @@
+"""The Refresher: feeds the balance policy from ZooKeeper and Redis.
+
+It reads the connection servers from the ZooKeeper view and their online
+counts from Redis, every ``refresh_interval`` and shortly after any change
+under ``/cluster/cs``, and hands the result to a policy of
+:mod:`mpush.balance`. It keeps the last list when the view has no servable
+node (never from servers to none) and flags itself ``stale``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mpush.balance import AllocPolicy, Candidate, RefreshToken
+
+__all__ = [
+    "DEFAULT_CHANGE_DELAY",
+    "DEFAULT_REFRESH_INTERVAL",
+    "Refresher",
+]
+
+#: Our default period of the count refresh (s); the same as mpush.config's
+#: default of ``mp.alloc.refresh-interval``. Handout counting makes the list
+#: right between refreshes; the refresh only corrects drift (disconnects,
+#: clients of other alloc instances, handouts that never connected).
+DEFAULT_REFRESH_INTERVAL = 30.0
+#: Default delay (s) between a /cluster/cs change and the refresh it causes,
+#: so a burst of changes (a cluster restart, a ZK resync) costs one refresh.
+#: Same as mpush.config's default of ``mp.alloc.change-delay``.
+DEFAULT_CHANGE_DELAY = 0.2
+
+
+# --------------------------------------------------------------------------
+# Refresher service
+# --------------------------------------------------------------------------
+
+
+class ServerNodeLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def public_host(self) -> str: ...
+    @property
+    def weight(self) -> float: ...
+
+
+class ViewLike(Protocol):
+    """What the Refresher needs of mpush.cluster.zookeeper.ZkWatcher."""
+
+    initialized: bool
+    state: str
+
+    def connection_servers(self) -> Mapping[str, ServerNodeLike]: ...
+    def add_listener(self, cb: Callable[[str, str, Any], None]) -> None: ...
+
+
+class CacheLike(Protocol):
+    """What the Refresher needs of mpush.cluster.redis.RedisService."""
+
+    def online_counts(self, ips: Iterable[str]) -> Deferred[dict[str, int]]: ...
+
+
+def _candidate_or_reason(node: ServerNodeLike) -> Candidate | str:
+    """A node as served to clients, or why it cannot be served."""
+    host = node.public_host
+    if not host:
+        return "it has no host"
+    if ":" in host:
+        # The Java client SDK splits each entry on ':' and drops any that does
+        # not give exactly two parts, so an IPv6 address would be silently
+        # lost, or worse, break the entries after it on older SDKs.
+        return f"its address {host!r} is IPv6, which the client SDK cannot parse"
+    port = node.port
+    if not isinstance(port, int) or not 0 < port < 65536:
+        return f"its port {port!r} is invalid"
+    weight = node.weight
+    if not (isinstance(weight, (int, float)) and weight > 0 and math.isfinite(weight)):
+        weight = 1.0  # the Java node default
+    return Candidate(f"{host}:{port}", host, float(weight))
+
+
+class Refresher(Service):
+    """Keeps the policy's list in step with ZooKeeper and Redis.
+
+    A refresh reads the view, sets the servers, then asks Redis for the
+    online counts. It runs every ``interval`` seconds and ``change_delay``
+    seconds after a change under /cluster/cs (a burst of changes gives one
+    refresh). Refreshes never overlap: one asked for while another is in
+    flight runs once right after it. Failures are logged on state changes,
+    never raised: the loop keeps running and the last order keeps serving.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        policy: AllocPolicy,
+        view: ViewLike,
+        cache: CacheLike,
+        interval: float = DEFAULT_REFRESH_INTERVAL,
+        change_delay: float = DEFAULT_CHANGE_DELAY,
+        reactor: Any = None,
+        timeout: float | None = None,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0, not {interval!r}")
+        if not change_delay >= 0:
+            raise ValueError(f"change_delay must be >= 0, not {change_delay!r}")
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.policy = policy
+        self._view = view
+        self._cache = cache
+        self._interval = interval
+        self._change_delay = change_delay
+        # Bound on one count fetch: RedisService promises to fail sooner, but
+        # a refresh that never ends would block every later one.
+        self._timeout = interval if timeout is None else timeout
+        self._reactor = reactor
+
+        self.last_success: float | None = None  # reactor time of the last applied counts
+        self.last_error: str | None = None  # why the last count fetch failed, None if it worked
+        self.stale = False  # serving a list the view no longer shows
+        self.refreshes = 0  # completed refreshes
+        self.failures = 0  # refreshes whose count fetch failed (or that raised)
+        # Called with each refresh's duration in seconds (reactor time): metrics.
+        self.on_refreshed: Callable[[float], None] | None = None
+        self._started = 0.0
+
+        self._loop: LoopingCall | None = None
+        self._pending_change: IDelayedCall | None = None
+        self._subscribed = False
+        self._busy = False
+        self._again = False
+        self._inflight: Deferred[Any] | None = None  # the count fetch, for cancelling
+        self._waiters: list[Deferred[None]] = []
+        self._unservable: set[tuple[str, str]] = set()  # (node name, reason) already logged
+
+    # -- lifecycle ------------------------------------------------------
+
+    def startService(self) -> None:
+        if self.running:
+            return
+        super().startService()
+        if not self._subscribed:
+            # ZkWatcher has no remove_listener: subscribe once, and ignore
+            # events while stopped.
+            self._view.add_listener(self._on_view_event)
+            self._subscribed = True
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self._reactor
+        # _tick never raises, so this Deferred only fires on stop.
+        self._loop.start(self._interval, now=True)
+
+    def stopService(self) -> None:
+        if not self.running:
+            return
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        if self._pending_change is not None and self._pending_change.active():
+            self._pending_change.cancel()
+        self._pending_change = None
+        self._again = False
+        if self._inflight is not None:
+            self._inflight.cancel()  # fires the chain now, with CancelledError
+
+    # -- triggers -------------------------------------------------------
+
+    def _tick(self) -> None:
+        # Not returning the Deferred: the loop must keep its period even
+        # when a refresh is slow; overlap is handled by refresh() itself.
+        self.refresh()
+
+    def _on_view_event(self, kind: str, event: str, node: Any) -> None:
+        if kind != "cs" or not self.running:
+            return
+        if self._pending_change is not None and self._pending_change.active():
+            return  # the scheduled refresh will read the view as it is then
+        self._pending_change = self._reactor.callLater(self._change_delay, self._on_change_due)
+
+    def _on_change_due(self) -> None:
+        self._pending_change = None
+        self.refresh()
+
+    def refresh(self) -> Deferred[None]:
+        """Refresh now, or once more right after the refresh in flight.
+        The Deferred fires (never fails) when that refresh is done."""
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        if self._busy:
+            self._again = True
+        else:
+            self._run()
+        return d
+
+    def _run(self) -> None:
+        self._busy = True
+        self._again = False
+        waiters, self._waiters = self._waiters, []
+        self._started = self._reactor.seconds()
+        d = maybeDeferred(self._refresh_once)
+        d.addErrback(self._unexpected)
+        d.addBoth(self._done, waiters)
+
+    def _unexpected(self, failure: Failure) -> None:
+        self.failures += 1
+        self.log.failure("unexpected error in refresh", failure)
+
+    def _done(self, _: object, waiters: list[Deferred[None]]) -> None:
+        self._busy = False
+        self.refreshes += 1
+        observe = self.on_refreshed
+        if observe is not None:
+            observe(max(0.0, self._reactor.seconds() - self._started))
+        for w in waiters:
+            w.callback(None)
+        if self._again and self.running:
+            self._run()
+        elif self._waiters:
+            # Stopped with callers still waiting: release them.
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                w.callback(None)
+
+    # -- one refresh ----------------------------------------------------
+
+    def _refresh_once(self) -> Deferred[None] | None:
+        nodes = self._view.connection_servers()
+        candidates = self._candidates(nodes)
+        if candidates:
+            if self.stale:
+                self.stale = False
+                self.log.info(
+                    "connection servers are back in ZooKeeper ({n}); list fresh again",
+                    n=len(candidates),
+                )
+            self.policy.set_servers(candidates)
+        elif self.policy.servers:
+            # The Java alloc never goes from servers to none: a client keeps
+            # trying the last list, which is better than "no server".
+            if not self.stale:
+                self.stale = True
+                self.log.warn(
+                    "no servable connection server in ZooKeeper ({n} nodes, view "
+                    "{state}); keeping the last list of {m} (stale)",
+                    n=len(nodes),
+                    state=getattr(self._view, "state", "?"),
+                    m=len(self.policy.servers),
+                )
+        else:
+            return None  # nothing known yet: GET / answers 503
+        token = self.policy.begin_refresh()
+        if not token.ips:
+            return None
+        d = maybeDeferred(self._cache.online_counts, list(token.ips))
+        d.addTimeout(self._timeout, self._reactor)
+        self._inflight = d
+        d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token,))
+        return d
+
+    def _candidates(self, nodes: Mapping[str, ServerNodeLike]) -> list[Candidate]:
+        out: list[Candidate] = []
+        seen: set[tuple[str, str]] = set()
+        for name in sorted(nodes):  # a stable order for equal loads
+            c = _candidate_or_reason(nodes[name])
+            if isinstance(c, Candidate):
+                out.append(c)
+                continue
+            seen.add((name, c))
+            if (name, c) not in self._unservable:
+                self.log.warn("connection server {name} left out: {reason}", name=name, reason=c)
+        # Forget nodes that went away, so one that comes back is logged again
+        # and the set stays bounded.
+        self._unservable = seen
+        return out
+
+    def _counts_ok(self, counts: Mapping[str, int], token: RefreshToken) -> None:
+        self._inflight = None
+        self.policy.apply_counts(token, counts)
+        self.last_success = self._reactor.seconds()
+        if self.last_error is not None:
+            self.log.info("online counts from Redis are back")
+            self.last_error = None
+
+    def _counts_failed(self, failure: Failure) -> None:
+        self._inflight = None
+        if not self.running:
+            return  # cancelled by stopService: not a Redis problem
+        self.failures += 1
+        if failure.check(defer.TimeoutError):
+            # addTimeout's own error reads "(1.0, 'Deferred')".
+            message = f"no answer within {self._timeout:g} s"
+        else:
+            message = failure.getErrorMessage() or failure.type.__name__
+        if self.last_error is None:
+            self.log.warn(
+                "cannot read online counts from Redis ({error}); keeping the last "
+                "known order and counting handouts",
+                error=message,
+            )
+        self.last_error = message
