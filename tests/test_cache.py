@@ -495,6 +495,10 @@ async def test_sentinel_failover_is_followed(
         "the replica to sync",
     )
     master.call("SET", "k", "v")
+    # Replication is asynchronous: a failover forced before the replica has
+    # the write loses it (seen under load: the replica's offset still 0). WAIT
+    # returns once the replica acknowledged it, so "v" must survive.
+    assert master.call("WAIT", 1, 10_000) == 1
     service = make_service(
         "sentinel", [redis_sentinel.address], REDIS_TEST_PASSWORD, sentinel_master="mymaster"
     )
