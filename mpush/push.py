@@ -46,6 +46,7 @@ from twisted.internet.defer import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.config.keys import default
 from mpush.protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     DEFAULT_TIMEOUT_MS,
@@ -100,7 +101,7 @@ DEFAULT_ROUTE_CACHE_SIZE: Final = 100_000
 DEFAULT_NEGATIVE_CACHE_SIZE: Final = 10_000
 #: A gateway answers a broadcast once it has pushed to all its users, at
 #: about 3,000 users/s (flow control): far longer than a single push.
-DEFAULT_BROADCAST_TIMEOUT: Final = 30.0
+DEFAULT_BROADCAST_TIMEOUT: Final[float] = default("mp.alloc.broadcast-timeout")
 
 # PushResult.result values (Java PushResult codes 1..4).
 SUCCESS: Final = "success"

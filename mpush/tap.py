@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from mpush.config import ConfigError, Settings, load_settings
+from mpush.config import DEFAULT_CONFIG_FILE, ConfigError, Settings, load_settings
 from mpush.drain import Drain
 from mpush.service import OrderedService
 
@@ -34,7 +34,7 @@ class Options(usage.Options):
         "re-raising SIGTERM (exit status 143 from a shell: a clean stop)."
     )
     optParameters = [
-        ["config", "c", "conf/mpush.conf", "The HOCON config file (Java alloc format)."],
+        ["config", "c", DEFAULT_CONFIG_FILE, "The HOCON config file (Java alloc format)."],
     ]
 
     settings: Settings

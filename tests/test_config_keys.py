@@ -75,6 +75,31 @@ def test_default_and_bounds_accessors() -> None:
         default("mp.no.such-key")
 
 
+def test_defaults_other_modules_take_are_the_tables() -> None:
+    """Modules keep their names for a default, but the value is the table's."""
+    from mpush import alloc, gateway, protocol, push
+    from mpush.web import push as web_push
+    from mpush.web import server
+
+    assert alloc.DEFAULT_REFRESH_INTERVAL == default("mp.alloc.refresh-interval")
+    assert alloc.DEFAULT_CHANGE_DELAY == default("mp.alloc.change-delay")
+    assert server.DEFAULT_MAX_REQUEST_SIZE == default("mp.alloc.max-request-size")
+    assert server.DEFAULT_REQUEST_HEAD_TIMEOUT == default("mp.alloc.request-head-timeout")
+    assert web_push.DEFAULT_PUSH_ALLOW == default("mp.alloc.push-allow")
+    assert web_push.MAX_TIMEOUT_MS == 86_400_000
+    assert protocol.DEFAULT_MAX_PACKET_SIZE == default("mp.core.max-packet-size")
+    assert protocol.DEFAULT_TIMEOUT_MS == 3000
+    assert push.DEFAULT_BROADCAST_TIMEOUT == default("mp.alloc.broadcast-timeout")
+    assert gateway.DEFAULT_CONNECT_TIMEOUT == default("mp.alloc.gateway-connect-timeout")
+
+
+def test_push_timeout_floor_is_the_push_clients() -> None:
+    """Two facts that must agree: the config's lowest push-timeout, the client's floor."""
+    from mpush.protocol import MIN_TIMEOUT_MS
+
+    assert bounds("mp.alloc.push-timeout")[0] * 1000 == MIN_TIMEOUT_MS
+
+
 @given(st.integers(min_value=1, max_value=2**45))
 def test_format_size_round_trips(count: int) -> None:
     assert parse_size(format_size(count)) == count
