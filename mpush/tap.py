@@ -27,7 +27,7 @@ class Options(usage.Options):
     longdesc = (
         "Serves an mpush cluster: GET / lists the connection servers (from "
         "ZooKeeper), least loaded first (online counts from Redis). The config "
-        "file is HOCON, in the Java alloc's format; see the README for its keys. "
+        "file is HOCON, in the Java alloc's format; docs/configuration.md lists its keys. "
         "On SIGTERM the daemon drains (/health 503 at once, the listener closes "
         "after mp.alloc.drain-delay, pushes in flight get mp.alloc.shutdown-grace), "
         "then the services stop in reverse order and twistd ends by "

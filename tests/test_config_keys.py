@@ -31,6 +31,7 @@ def test_importing_the_config_package_stays_pure() -> None:
         """
         import sys
         import mpush.config
+        import mpush.config.docs
         loaded = sorted(sys.modules)
         print("\\n".join(m for m in loaded if m.split(".")[0] in ("twisted", "mpush")))
         """

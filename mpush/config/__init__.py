@@ -10,7 +10,8 @@ The layers, bottom up: `errors` and `units` (durations, sizes); `hocon`
 (the text to a resolved tree, with the Java quirks); `reader`, `kinds` and
 `addresses` (one key's typed reading); `keys` (the table of every key: its
 default, bounds and meaning) and `checks` (rules across keys); `settings`
-(the dataclasses); `loader` (a file to Settings).
+(the dataclasses); `loader` (a file to Settings); `docs` (the operator's
+page, docs/configuration.md, from the table).
 """
 
 from mpush.config.errors import ConfigError
