@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from mpush.config import load_settings
+from mpush.config import DEFAULT_CONFIG_FILE, load_settings
 from tests.harness.daemon import BIN
 from tests.harness.fakenode import FakeNodeProcess
 from tests.harness.redis import RedisServer
@@ -54,7 +54,7 @@ def _single_port(address: str, what: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="conf/mpush.conf")
+    parser.add_argument("--config", default=DEFAULT_CONFIG_FILE)
     args = parser.parse_args(argv)
     settings = load_settings(args.config)
     _, zk_port = _single_port(settings.zk.server_address, "mp.zk.server-address")

@@ -73,6 +73,7 @@ from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mpush.config.keys import default
 from mpush.wire.codec import (
     CMD_GATEWAY_PUSH,
     DEFAULT_MAX_PACKET_SIZE,
@@ -111,6 +112,10 @@ OUTCOMES: Final = frozenset({OK, ERROR, TIMEOUT, UNAVAILABLE, LOST})
 
 #: Smallest receive limit for a reply body (see the module docstring).
 REPLY_LIMIT_FLOOR: Final = 64 * 1024
+#: The config's defaults, for a pool built without a config.
+DEFAULT_CONNECTIONS: Final[int] = default("mp.net.gateway-client-num")
+DEFAULT_CONNECT_TIMEOUT: Final[float] = default("mp.alloc.gateway-connect-timeout")
+DEFAULT_MAX_PENDING: Final[int] = default("mp.alloc.max-pending-per-gateway")
 #: How long a gateway server's connections outlive its ZooKeeper node: the
 #: Java server re-creates its node within milliseconds after a reconnect.
 DEFAULT_REMOVAL_GRACE: Final = 2.0
@@ -166,7 +171,7 @@ class GatewayProtocol(Protocol):
         *,
         clock: IReactorTime,
         max_reply_size: int = REPLY_LIMIT_FLOOR,
-        max_pending: int = 10_000,
+        max_pending: int = DEFAULT_MAX_PENDING,
         on_made: Callable[[GatewayProtocol], object] | None = None,
         on_lost: Callable[[GatewayProtocol, Failure], object] | None = None,
     ) -> None:
@@ -468,10 +473,10 @@ class GatewayPool(Service):
         self,
         view: GatewayView,
         *,
-        connections_per_server: int = 1,
-        connect_timeout: float = 4.0,
+        connections_per_server: int = DEFAULT_CONNECTIONS,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-        max_pending_per_connection: int = 10_000,
+        max_pending_per_connection: int = DEFAULT_MAX_PENDING,
         reactor: Any = None,
         retry_policy: Callable[[int], float] | None = None,
         removal_grace: float = DEFAULT_REMOVAL_GRACE,

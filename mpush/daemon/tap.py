@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from mpush.config import ConfigError, Settings, load_settings
+from mpush.config import DEFAULT_CONFIG_FILE, ConfigError, Settings, load_settings
 from mpush.services.drain import Drain
 from mpush.services.ordered import OrderedService
 
@@ -27,14 +27,14 @@ class Options(usage.Options):
     longdesc = (
         "Serves an mpush cluster: GET / lists the connection servers (from "
         "ZooKeeper), least loaded first (online counts from Redis). The config "
-        "file is HOCON, in the Java alloc's format; see the README for its keys. "
+        "file is HOCON, in the Java alloc's format; docs/configuration.md lists its keys. "
         "On SIGTERM the daemon drains (/health 503 at once, the listener closes "
         "after mp.alloc.drain-delay, pushes in flight get mp.alloc.shutdown-grace), "
         "then the services stop in reverse order and twistd ends by "
         "re-raising SIGTERM (exit status 143 from a shell: a clean stop)."
     )
     optParameters = [
-        ["config", "c", "conf/mpush.conf", "The HOCON config file (Java alloc format)."],
+        ["config", "c", DEFAULT_CONFIG_FILE, "The HOCON config file (Java alloc format)."],
     ]
 
     settings: Settings

@@ -41,6 +41,7 @@ from twisted.internet.defer import (
 )
 from twisted.logger import Logger
 
+from mpush.config.keys import default
 from mpush.routes import Route
 from mpush.services.route_cache import (
     DEFAULT_NEGATIVE_ROUTE_TTL,
@@ -80,7 +81,7 @@ STOPPING: Final = "daemon stopping"  # the gateway detail of requests expired at
 
 #: A gateway answers a broadcast once it has pushed to all its users, at
 #: about 3,000 users/s (flow control): far longer than a single push.
-DEFAULT_BROADCAST_TIMEOUT: Final = 30.0
+DEFAULT_BROADCAST_TIMEOUT: Final[float] = default("mp.alloc.broadcast-timeout")
 
 # PushResult.result values (Java PushResult codes 1..4).
 SUCCESS: Final = "success"

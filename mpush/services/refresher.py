@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mpush.balance import AllocPolicy, Candidate, RefreshToken
+from mpush.config.keys import default
 
 __all__ = [
     "DEFAULT_CHANGE_DELAY",
@@ -29,15 +30,15 @@ __all__ = [
     "Refresher",
 ]
 
-#: Our default period of the count refresh (s); the same as mpush.config's
-#: default of ``mp.alloc.refresh-interval``. Handout counting makes the list
-#: right between refreshes; the refresh only corrects drift (disconnects,
-#: clients of other alloc instances, handouts that never connected).
-DEFAULT_REFRESH_INTERVAL = 30.0
+#: Our default period of the count refresh (s): ``mp.alloc.refresh-interval``'s.
+#: Handout counting makes the list right between refreshes; the refresh only
+#: corrects drift (disconnects, clients of other alloc instances, handouts
+#: that never connected).
+DEFAULT_REFRESH_INTERVAL: float = default("mp.alloc.refresh-interval")
 #: Default delay (s) between a /cluster/cs change and the refresh it causes,
-#: so a burst of changes (a cluster restart, a ZK resync) costs one refresh.
-#: Same as mpush.config's default of ``mp.alloc.change-delay``.
-DEFAULT_CHANGE_DELAY = 0.2
+#: so a burst of changes (a cluster restart, a ZK resync) costs one refresh:
+#: ``mp.alloc.change-delay``'s.
+DEFAULT_CHANGE_DELAY: float = default("mp.alloc.change-delay")
 
 
 # --------------------------------------------------------------------------

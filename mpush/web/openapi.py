@@ -18,6 +18,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from mpush.web.errors import json_error, method_not_allowed
+from mpush.web.push import MAX_TIMEOUT_MS
+from mpush.wire.codec import MIN_TIMEOUT_MS
 
 __all__ = ["OPENAPI_VERSION", "OpenApiResource", "build_document"]
 
@@ -115,8 +117,8 @@ def _schemas() -> Json:
                                      "broadcast only (400 on a single push): task id"}),
                 "ackModel": {"type": ["string", "null"], "enum": ["none", "auto", "biz", None],
                              "description": "delivery ack asked of the device (default none)"},
-                "timeout": {"type": ["integer", "null"], "minimum": 1000,
-                            "maximum": 86_400_000,
+                "timeout": {"type": ["integer", "null"], "minimum": MIN_TIMEOUT_MS,
+                            "maximum": MAX_TIMEOUT_MS,
                             "description": "ms to wait for the gateway's answer (default"
                                            " `mp.alloc.push-timeout`, a broadcast's"
                                            " `mp.alloc.broadcast-timeout`); the gateway is"

@@ -28,8 +28,15 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from mpush.config.keys import bounds, default
 from mpush.web.errors import json_error, method_not_allowed
-from mpush.wire.codec import PacketTooLarge, java_alloc_content
+from mpush.wire.codec import (
+    INT32_MAX,
+    INT32_MIN,
+    MIN_TIMEOUT_MS,
+    PacketTooLarge,
+    java_alloc_content,
+)
 
 __all__ = [
     "DEFAULT_MAX_INFLIGHT_PUSHES",
@@ -43,18 +50,16 @@ __all__ = [
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_PUSH_ALLOW: tuple[IPNetwork, ...] = (
-    ipaddress.ip_network("127.0.0.1/32"),
-    ipaddress.ip_network("::1/128"),
-)
+DEFAULT_PUSH_ALLOW: tuple[IPNetwork, ...] = default("mp.alloc.push-allow")
 ACK_MODELS = ("none", "auto", "biz")
-DEFAULT_MAX_USERS_PER_PUSH = 1000  # AllocSettings.max_users_per_push
-DEFAULT_MAX_INFLIGHT_PUSHES = 10_000  # AllocSettings.max_inflight_pushes
-MIN_TIMEOUT_MS = 1000  # the push client's floor (docs/INTERNALS.md)
-MAX_TIMEOUT_MS = 86_400_000  # a day: the largest broadcast-timeout the config takes
+DEFAULT_MAX_USERS_PER_PUSH: int = default("mp.alloc.max-users-per-push")
+DEFAULT_MAX_INFLIGHT_PUSHES: int = default("mp.alloc.max-inflight-pushes")
+DEFAULT_PUSH_TIMEOUT: float = default("mp.alloc.push-timeout")  # s
+DEFAULT_RETRY_AFTER: int = default("mp.alloc.retry-after")  # s
+# A body's "timeout" (ms): from the push client's floor to the largest broadcast-timeout.
+MAX_TIMEOUT_MS = round(bounds("mp.alloc.broadcast-timeout")[1] * 1000)
 RESULT_KINDS = ("success", "failure", "offline", "timeout")
 _JAVA_MSG_TYPE = b',"msgType":3}'  # how java_alloc_content ends (MsgType 3)
-_INT32_MAX = 2**31 - 1
 _FORM_TYPES = (b"multipart/form-data",)
 _ALLOWED = (b"POST",)
 _JSON = b"application/json"
@@ -366,10 +371,10 @@ class PushResource(Resource):
 
     def __init__(self, client: Pusher, *, token: str | None = None,
                  allow: Iterable[IPNetwork | str] = DEFAULT_PUSH_ALLOW,
-                 push_timeout: float = 3.0,
+                 push_timeout: float = DEFAULT_PUSH_TIMEOUT,
                  max_users: int = DEFAULT_MAX_USERS_PER_PUSH,
                  max_inflight: int = DEFAULT_MAX_INFLIGHT_PUSHES,
-                 retry_after: int = 5) -> None:
+                 retry_after: int = DEFAULT_RETRY_AFTER) -> None:
         super().__init__()
         if max_users < 1 or max_inflight < max_users:
             # A request of max_users users must be admissible on an idle daemon.
@@ -578,7 +583,7 @@ class PushResource(Resource):
         if order.content is not None:
             return order.content
         # Java's AtomicInteger: counts every push, wraps past INT32_MAX.
-        self._sequence = self._sequence + 1 if self._sequence < _INT32_MAX else -(2**31)
+        self._sequence = self._sequence + 1 if self._sequence < INT32_MAX else INT32_MIN
         content = java_alloc_content(order.hello, self._sequence)
         if order.msg_type != 3:
             assert content.endswith(_JAVA_MSG_TYPE)

@@ -10,6 +10,7 @@ from typing import Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from mpush.config.keys import default
 from mpush.web.errors import JsonNotFound, json_error, method_not_allowed
 
 _ALLOWED = (b"GET", b"HEAD")
@@ -28,7 +29,8 @@ class Allocator(Protocol):
 class RootResource(Resource):
     """``/`` answers allocations; named children hold the other endpoints."""
 
-    def __init__(self, allocator: Allocator, retry_after: int = 5) -> None:
+    def __init__(self, allocator: Allocator,
+                 retry_after: int = default("mp.alloc.retry-after")) -> None:
         super().__init__()
         self._allocator = allocator
         self._retry_after = str(retry_after).encode()

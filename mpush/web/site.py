@@ -17,8 +17,10 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-DEFAULT_MAX_REQUEST_SIZE = 65536  # bytes; AllocSettings.max_request_size
-DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0  # s; AllocSettings.request_head_timeout
+from mpush.config.keys import default
+
+DEFAULT_MAX_REQUEST_SIZE: int = default("mp.alloc.max-request-size")  # bytes
+DEFAULT_REQUEST_HEAD_TIMEOUT: float = default("mp.alloc.request-head-timeout")  # s
 
 #: The paths counted under their own name in ``AllocSite.requests``; any
 #: other is counted as ``b"other"``, so the counts stay bounded whatever

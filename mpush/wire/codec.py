@@ -32,6 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from mpush.config.keys import default
+from mpush.config.units import INT32_MAX
+
 __all__ = [
     "ACK_FLAGS",
     "CMD_ERROR",
@@ -121,7 +124,7 @@ HEARTBEAT_BYTE: Final = 0xDF  # Packet.HB_PACKET_BYTE = -33
 HEADER_LEN: Final = 13
 #: ``mp.core.max-packet-size`` default (10k): the largest body either side's
 #: decoder accepts (``PacketDecoder``: ``bodyLength > max`` is rejected).
-DEFAULT_MAX_PACKET_SIZE: Final = 10 * 1024
+DEFAULT_MAX_PACKET_SIZE: Final[int] = default("mp.core.max-packet-size")
 
 AckModel = Literal["none", "auto", "biz"]
 #: AckModel.java: the ack model travels as a packet flag.
@@ -132,8 +135,8 @@ ACK_FLAGS: Final[dict[str, int]] = {"none": 0, "auto": FLAG_AUTO_ACK, "biz": FLA
 #: decode the request and close the connection.
 REQUEST_FLAGS: Final = frozenset(ACK_FLAGS.values())
 
-#: PushContext's default request timeout (ms).
-DEFAULT_TIMEOUT_MS: Final = 3000
+#: PushContext's default request timeout (ms): 3 s, mp.alloc.push-timeout's default.
+DEFAULT_TIMEOUT_MS: Final[int] = round(default("mp.alloc.push-timeout") * 1000)
 #: The Java client puts ``timeout - 500`` on the wire (PushRequest), so that
 #: the server gives up before the client does.
 SERVER_TIMEOUT_MARGIN_MS: Final = 500
@@ -142,8 +145,7 @@ SERVER_TIMEOUT_MARGIN_MS: Final = 500
 #: sees its own timeout.
 MIN_TIMEOUT_MS: Final = 1000
 
-INT32_MIN: Final = -(2**31)
-INT32_MAX: Final = 2**31 - 1
+INT32_MIN: Final = -INT32_MAX - 1  # INT32_MAX: Java's Integer.MAX_VALUE, from mpush.config.units
 _SHORT_MAX: Final = 0x7FFF  # Short.MAX_VALUE: the "long length follows" marker
 
 _HEADER = struct.Struct(">iBHBiB")

@@ -1,0 +1,174 @@
+"""Kinds for addresses: listen address, host:port lists, networks, ZooKeeper paths."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mpush.config.kinds import Kind, spell_text
+from mpush.config.reader import MISSING, TreeReader, show
+
+__all__ = ["HostList", "IPAddress", "IPNetwork", "NetworkList", "ZkHosts", "ZkPath"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_HOST_PORT = re.compile(
+    r"\[(?P<v6>[0-9A-Fa-f:.]+)\](?::(?P<p6>\d+))?|(?P<host>[^\s:/\[\]]+)(?::(?P<port>\d+))?"
+)
+
+
+def host_port(
+    tree: TreeReader, key: str, entry: str, default_port: int | None
+) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' (port optional when default_port is given)."""
+    match = _HOST_PORT.fullmatch(entry)
+    if match is None:
+        tree.fail(key, f"entries must be host:port, got {entry!r}")
+    host = match["v6"] or match["host"]
+    port_text = match["p6"] or match["port"]
+    if port_text is None:
+        if default_port is None:
+            tree.fail(key, f"entries must be host:port, got {entry!r} (no port)")
+        return host, default_port
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        tree.fail(key, f"port must be 1..65535, got {entry!r}")
+    return host, port
+
+
+def _list_items(tree: TreeReader, key: str, value: Any, example: str) -> list[Any]:
+    """A list, or one comma-separated string, as its items."""
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list):
+        items = list(value)
+    else:
+        tree.fail(key, f"must be a list like {example}, got {show(value)}")
+    return items
+
+
+@dataclass(frozen=True)
+class IPAddress(Kind):
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        text = tree.string(key, default).strip()
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            tree.fail(key, f"must be an IP address such as 0.0.0.0 or ::, got {text!r}")
+        return text
+
+    def allowed(self) -> str:
+        return "an IPv4 or IPv6 address"
+
+    def spell(self, value: Any) -> str:
+        return spell_text(value)
+
+
+@dataclass(frozen=True)
+class ZkPath(Kind):
+    """A ZooKeeper path prefix; surrounding slashes are dropped, "" is the root."""
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        path = tree.string(key, default).strip().strip("/")
+        if re.search(r"\s|//", path):
+            tree.fail(key, f"must be a ZooKeeper path like mpush, got {path!r}")
+        return path
+
+    def allowed(self) -> str:
+        return 'a ZooKeeper path; `""` = the root'
+
+    def spell(self, value: Any) -> str:
+        return spell_text(value)
+
+
+@dataclass(frozen=True)
+class ZkHosts(Kind):
+    """A kazoo hosts string "h1:p1,h2:p2[/chroot]", normalised (IPv6 bracketed)."""
+
+    default_port: int
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        text = tree.string(key, default).strip()
+        hosts, slash, chroot = text.partition("/")
+        if slash and not re.fullmatch(r"[^/\s]+(?:/[^/\s]+)*", chroot):
+            tree.fail(key, f"bad chroot after the hosts, got {text!r}")
+        entries = [entry.strip() for entry in hosts.split(",")]
+        if not any(entries):
+            tree.fail(key, "must list at least one host:port")
+        parts = []
+        for entry in entries:
+            if not entry:
+                tree.fail(key, f"has an empty entry, got {text!r}")
+            host, port = host_port(tree, key, entry, self.default_port)
+            parts.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return ",".join(parts) + (f"/{chroot}" if slash else "")
+
+    def allowed(self) -> str:
+        return f"`host[:port],...[/chroot]` (port {self.default_port} if left out)"
+
+    def spell(self, value: Any) -> str:
+        return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class HostList(Kind):
+    """("host", port) pairs from ["h:p", ...] or one "h:p,h:p" string; IPv6 as [::1]:p."""
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        value = tree.present(key)
+        if value is MISSING:
+            return default
+        nodes = []
+        for item in _list_items(tree, key, value, '["127.0.0.1:6379"]'):
+            tree.check_resolved(key, item)
+            if not isinstance(item, str):
+                tree.fail(key, f'entries must be "host:port" strings, got {show(item)}')
+            for entry in item.split(","):  # a list item may itself be "h1:p1,h2:p2"
+                nodes.append(host_port(tree, key, entry.strip(), default_port=None))
+        if not nodes:
+            tree.fail(key, "must list at least one host:port")
+        return tuple(nodes)
+
+    def allowed(self) -> str:
+        return 'a list of `"host:port"` (or one comma-separated string)'
+
+    def spell(self, value: Any) -> str:
+        return json.dumps([f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in value])
+
+
+@dataclass(frozen=True)
+class NetworkList(Kind):
+    """Networks, duplicates dropped in order; a bare address is that one host."""
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        value = tree.present(key)
+        if value is MISSING:
+            return default
+        if isinstance(value, str):  # blank parts of "a, ,b" are skipped, not errors
+            value = [part for part in value.split(",") if part.strip()]
+        networks: dict[IPNetwork, None] = {}
+        for item in _list_items(tree, key, value, '["127.0.0.1/32", "::1/128"]'):
+            tree.check_resolved(key, item)
+            if not isinstance(item, str):
+                tree.fail(key, f'entries must be "address/prefix" strings, got {show(item)}')
+            networks.setdefault(self._network(tree, key, item.strip()))
+        return tuple(networks)
+
+    @staticmethod
+    def _network(tree: TreeReader, key: str, text: str) -> IPNetwork:
+        try:
+            return ipaddress.ip_network(text)
+        except ValueError as exc:
+            if "host bits set" in str(exc):
+                wider = ipaddress.ip_network(text, strict=False)
+                tree.fail(key, f"{text!r} has host bits set; did you mean {str(wider)!r}?")
+            tree.fail(key, f"entries must be networks like 10.0.0.0/8 or ::1/128, got {text!r}")
+
+    def allowed(self) -> str:
+        return 'a list of networks such as `"10.0.0.0/8"` (a bare address: that host); `[]` = none'
+
+    def spell(self, value: Any) -> str:
+        return json.dumps([str(network) for network in value])

@@ -1,0 +1,269 @@
+"""How one key is read: its type, its bounds, its messages, and its docs spelling.
+
+Each kind is a small frozen value in the key table (`mpush.config.keys`);
+`read` turns the raw tree value into what the settings hold, or fails
+naming the key. Addresses and ZooKeeper paths are in `mpush.config.addresses`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from mpush.config.reader import MISSING, TreeReader, show
+from mpush.config.units import format_duration, format_size, parse_duration, parse_size
+
+__all__ = [
+    "Choice",
+    "Duration",
+    "Integer",
+    "Kind",
+    "OptionalText",
+    "Path",
+    "Ranged",
+    "Size",
+    "Token",
+    "WholeSeconds",
+    "spell_text",
+]
+
+
+class Kind(ABC):
+    """Reads one key; describes what it accepts, for docs/configuration.md."""
+
+    @abstractmethod
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        """The key's value, `default` when absent; ConfigError when wrong."""
+
+    @abstractmethod
+    def allowed(self) -> str:
+        """What the key accepts, as Markdown for the docs table."""
+
+    def spell(self, value: Any) -> str:
+        """A (non-None) value as it would be written in the file, for the docs."""
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Ranged(Kind, ABC):
+    """A kind with inclusive bounds; other modules read them through keys.bounds."""
+
+    low: Any
+    high: Any
+
+
+def spell_text(value: str) -> str:
+    """Bare when HOCON would read it back unquoted as the same text, else quoted."""
+    return value if re.fullmatch(r"[A-Za-z][\w-]*", value) else json.dumps(value)
+
+
+def seconds_of(tree: TreeReader, key: str, value: Any) -> float:
+    """A duration in any of the forms a file may hold, in seconds."""
+    if isinstance(value, timedelta):  # pyhocon already read "5s" and "10 minutes"
+        return value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return value / 1000.0  # Java: a bare number is milliseconds
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            pass
+    tree.fail(key, f"must be a duration such as 5s or 500ms, got {show(value)}")
+
+
+@dataclass(frozen=True)
+class Integer(Ranged):
+    low: int
+    high: int
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        value = tree.present(key)
+        if value is MISSING:
+            return default
+        number: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            number = int(value)
+        if number is None or not self.low <= number <= self.high:
+            tree.fail(key, f"must be an integer {self.low}..{self.high}, got {show(value)}")
+        return number
+
+    def allowed(self) -> str:
+        return f"integer {self.low}..{self.high}"
+
+
+@dataclass(frozen=True)
+class Duration(Ranged):
+    low: float  # seconds
+    high: float
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        value = tree.present(key)
+        if value is MISSING:
+            return default
+        seconds = seconds_of(tree, key, value)
+        if not self.low <= seconds <= self.high:
+            tree.fail(
+                key,
+                f"must be between {format_duration(self.low)} and {format_duration(self.high)}, "
+                f"got {format_duration(seconds)}",
+            )
+        return seconds
+
+    def allowed(self) -> str:
+        return f"{format_duration(self.low)}..{format_duration(self.high)}"
+
+    def spell(self, value: Any) -> str:
+        return format_duration(value)
+
+
+@dataclass(frozen=True)
+class WholeSeconds(Ranged):
+    """Seconds for an HTTP header: a bare number is seconds (not Java's ms), rounded up."""
+
+    low: int
+    high: int
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        value = tree.present(key)
+        if value is MISSING:
+            return default
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            exact = float(value)
+        elif isinstance(value, str) and re.fullmatch(r"\s*-?\d+(?:\.\d+)?\s*", value):
+            exact = float(value)
+        else:
+            exact = seconds_of(tree, key, value)  # "5s" or "1m" work too
+        if not self.low <= exact <= self.high:
+            tree.fail(key, f"must be {self.low}..{self.high} seconds, got {show(value)}")
+        return math.ceil(exact)
+
+    def allowed(self) -> str:
+        return f"{self.low}..{self.high} (seconds)"
+
+
+@dataclass(frozen=True)
+class Size(Ranged):
+    low: int  # bytes
+    high: int
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        value = tree.present(key)
+        if value is MISSING:
+            return default
+        count = self._bytes(value)
+        if count is None:
+            tree.fail(key, f"must be a size such as 10k or 1m, got {show(value)}")
+        if not self.low <= count <= self.high:
+            tree.fail(key, f"must be between {self.low} and {self.high} bytes, got {count}")
+        return count
+
+    @staticmethod
+    def _bytes(value: Any) -> int | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return parse_size(value)
+            except ValueError:
+                return None
+        if isinstance(value, timedelta):
+            # pyhocon reads "1m" as one minute before we see it; in a size it
+            # means 1 MiB. Only whole minutes can have come from "<n>m".
+            seconds = value.total_seconds()
+            if seconds > 0 and seconds % 60 == 0:
+                return int(seconds // 60) * 1024 * 1024
+        return None
+
+    def allowed(self) -> str:
+        return f"{format_size(self.low)}..{format_size(self.high)}"
+
+    def spell(self, value: Any) -> str:
+        return format_size(value)
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    values: tuple[str, ...]
+    # Values we know but do not support, each with its own message.
+    refused: tuple[tuple[str, str], ...] = ()
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        value = tree.string(key, default).strip()
+        for name, problem in self.refused:
+            if value == name:
+                tree.fail(key, problem)
+        if value not in self.values:
+            wanted = self.values[0] if len(self.values) == 1 else "one of " + ", ".join(self.values)
+            tree.fail(key, f"must be {wanted}, got {value!r}")
+        return value
+
+    def allowed(self) -> str:
+        text = ", ".join(f"`{v}`" for v in self.values)
+        refused = ", ".join(f"`{name}`" for name, _ in self.refused)
+        return f"{text} ({refused} refused)" if refused else text
+
+
+@dataclass(frozen=True)
+class OptionalText(Kind):
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        return tree.optional_string(key, default)
+
+    def allowed(self) -> str:
+        return 'text; `""` or `null` = none'
+
+    def spell(self, value: Any) -> str:
+        return spell_text(value)
+
+
+@dataclass(frozen=True)
+class Path(Kind):
+    """A file or directory, made absolute against the working directory at start."""
+
+    required: bool = False  # else "" and null mean none
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        value = tree.optional_string(key, default)
+        if value is None:
+            if self.required:
+                tree.fail(key, "must not be empty")
+            return None
+        return os.path.abspath(os.path.expanduser(value))
+
+    def allowed(self) -> str:
+        return "a path (not empty)" if self.required else 'a path; `""` or `null` = none'
+
+    def spell(self, value: Any) -> str:
+        return spell_text(value)
+
+
+@dataclass(frozen=True)
+class Token(Ranged):
+    """A secret for an Authorization header: visible ASCII, long enough not to guess."""
+
+    low: int  # characters
+    high: int
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        token = tree.optional_string(key, default)
+        if token is None:
+            return None
+        if not re.fullmatch(r"[!-~]+", token):
+            tree.fail(key, "must be visible ASCII characters only (no spaces)")
+        if not self.low <= len(token) <= self.high:
+            tree.fail(
+                key, f"must be {self.low} to {self.high} characters long, got {len(token)}"
+            )
+        return token
+
+    def allowed(self) -> str:
+        return f'{self.low}..{self.high} visible ASCII characters; `""` or `null` = none'

@@ -1,0 +1,71 @@
+"""The typed settings the daemon runs with; every default comes from the key table.
+
+``Settings()`` is what an empty config file gives (but for ``data_dir``,
+which loading makes absolute), so tests of other modules can build one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mpush.config.addresses import IPNetwork
+from mpush.config.keys import default
+
+__all__ = ["AllocSettings", "IPNetwork", "RedisSettings", "Settings", "ZkSettings"]
+
+
+@dataclass(frozen=True)
+class ZkSettings:
+    server_address: str = default("mp.zk.server-address")  # kazoo "h1:p1,h2:p2[/chroot]"
+    namespace: str = default("mp.zk.namespace")  # "" = the ZooKeeper root
+    digest: str | None = default("mp.zk.digest")  # None = no auth
+    session_timeout: float = default("mp.zk.sessionTimeoutMs")  # s
+    connection_timeout: float = default("mp.zk.connectionTimeoutMs")  # s
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    mode: str = default("mp.redis.cluster-model")  # "single" | "sentinel" | "cluster"
+    nodes: tuple[tuple[str, int], ...] = default("mp.redis.nodes")  # IPv6 without brackets
+    password: str | None = default("mp.redis.password")
+    sentinel_master: str | None = default("mp.redis.sentinel-master")  # sentinel mode only
+    connect_timeout: float = default("mp.alloc.redis-connect-timeout")  # s
+    reply_timeout: float = default("mp.alloc.redis-reply-timeout")  # s
+
+
+@dataclass(frozen=True)
+class AllocSettings:
+    interface: str = default("mp.alloc.interface")
+    refresh_interval: float = default("mp.alloc.refresh-interval")  # s
+    change_delay: float = default("mp.alloc.change-delay")  # s
+    tls_cert: str | None = default("mp.alloc.tls-cert")  # absolute path once loaded
+    tls_key: str | None = default("mp.alloc.tls-key")
+    data_dir: str = default("mp.alloc.data-dir")  # made absolute (against the CWD) once loaded
+    access_log: str | None = default("mp.alloc.access-log")
+    retry_after: int = default("mp.alloc.retry-after")  # whole seconds (Retry-After of a 503)
+    push_timeout: float = default("mp.alloc.push-timeout")  # s, one push to one gateway
+    broadcast_timeout: float = default("mp.alloc.broadcast-timeout")  # s, for each gateway
+    gateway_connect_timeout: float = default("mp.alloc.gateway-connect-timeout")  # s
+    shutdown_grace: float = default("mp.alloc.shutdown-grace")  # s, in-flight pushes at stop
+    drain_delay: float = default("mp.alloc.drain-delay")  # s, /health 503 before closing
+    max_request_size: int = default("mp.alloc.max-request-size")  # bytes of a request body
+    max_users_per_push: int = default("mp.alloc.max-users-per-push")  # else 413
+    max_inflight_pushes: int = default("mp.alloc.max-inflight-pushes")  # else 503
+    request_head_timeout: float = default("mp.alloc.request-head-timeout")  # s
+    max_pending_per_gateway: int = default("mp.alloc.max-pending-per-gateway")  # per connection
+    push_token: str | None = default("mp.alloc.push-token")  # Bearer token for /push
+    admin_port: int | None = default("mp.alloc.admin-port")  # /metrics on its own port
+    push_allow: tuple[IPNetwork, ...] = default("mp.alloc.push-allow")  # without a token
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str = "<defaults>"  # the config file as given, for messages
+    port: int = default("mp.net.alloc-server-port")
+    protocol: str = default("mp.net.alloc-server-protocol")  # "http" | "https"
+    gateway_net: str = default("mp.net.gateway-server-net")
+    max_packet_size: int = default("mp.core.max-packet-size")  # bytes
+    zk: ZkSettings = field(default_factory=ZkSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    alloc: AllocSettings = field(default_factory=AllocSettings)
+    gateway_client_num: int = default("mp.net.gateway-client-num")  # connections per gateway
