@@ -78,9 +78,12 @@ def test_default_and_bounds_accessors() -> None:
 
 def test_defaults_other_modules_take_are_the_tables() -> None:
     """Modules keep their names for a default, but the value is the table's."""
-    from mpush import alloc, gateway, protocol, push
+    from mpush.cluster import gateways as gateway
+    from mpush.services import pusher as push
+    from mpush.services import refresher as alloc
     from mpush.web import push as web_push
-    from mpush.web import server
+    from mpush.web import site as server
+    from mpush.wire import codec as protocol
 
     assert alloc.DEFAULT_REFRESH_INTERVAL == default("mp.alloc.refresh-interval")
     assert alloc.DEFAULT_CHANGE_DELAY == default("mp.alloc.change-delay")
