@@ -19,15 +19,15 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from mpush.cluster.gateways import GatewayReply
 from mpush.daemon.tap import AllocDaemon
+from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.services.drain import Drain
 from mpush.services.ordered import OrderedService
-from mpush.services.pusher import STOPPING, PushClient
+from mpush.services.pusher import PushClient
 from mpush.web.push import PushResource
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
-from tests.test_push import FakeCache, loc
+from tests.test_push import FakeCache, Reply, loc
 from tests.test_web_push import Exchange, FixedAllocator, connect, http_post, split
 
 GW = "10.0.0.5:3001"
@@ -41,7 +41,7 @@ class FakePool:
         self.deliver = deliver
         self.delay = delay
         self.pending: list[Deferred[Any]] = []
-        self.expired_with: list[str] = []
+        self.expired_with: list[TimeoutCause] = []
 
     def addresses(self) -> list[str]:
         return [GW]
@@ -51,16 +51,17 @@ class FakePool:
         data = build(1)
         d: Deferred[Any] = Deferred()
         if any(user.encode() in data for user in self.deliver):
-            self.clock.callLater(self.delay, d.callback, GatewayReply("ok", address))
+            self.clock.callLater(self.delay, d.callback, Reply(GatewayOutcome.OK, address))
         else:
             self.pending.append(d)
         return d
 
-    def expire_pending(self, detail: str) -> int:
-        self.expired_with.append(detail)
+    def expire_pending(self, cause: TimeoutCause) -> int:
+        # GatewayPool's contract: every pending request ends timeout, its cause given.
+        self.expired_with.append(cause)
         pending, self.pending = self.pending, []
         for d in pending:
-            d.callback(GatewayReply("timeout", GW, detail=detail))
+            d.callback(Reply(GatewayOutcome.TIMEOUT, GW, cause=cause))
         return len(pending)
 
 
@@ -179,7 +180,7 @@ def test_pushes_still_pending_after_the_grace_end_as_timeout() -> None:
     stack.clock.advance(0.79)
     assert stack.pool.expired_with == [] and mute.raw == b""
     stack.clock.advance(0.01)  # the grace is over (0.5 + 1.0)
-    assert stack.pool.expired_with == [STOPPING]
+    assert stack.pool.expired_with == [TimeoutCause.SHUTDOWN]
     status, _, body = answer(mute)
     assert status == 200
     by_user = {r["userId"]: r["result"] for r in body["results"]}
@@ -199,7 +200,7 @@ def test_a_push_stuck_before_its_gateway_request_is_answered_timeout_after_settl
     ex = stack.post({"userIds": ["slow-redis"], "content": "hi"})
     done = stack.drain.run()
     stack.clock.advance(1.0)
-    assert stack.pool.expired_with == [STOPPING] and ex.raw == b""
+    assert stack.pool.expired_with == [TimeoutCause.SHUTDOWN] and ex.raw == b""
     stack.clock.advance(0.5)
     status, _, body = answer(ex)
     assert status == 200 and body["results"] == [

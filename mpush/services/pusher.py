@@ -18,7 +18,7 @@ Where we differ from the Java client, and why (see docs/push-client.md):
   with a fresh full timeout, and again on every further route change).
 * Locations that say "offline" (or no location at all) are cached only for
   ``negative_route_ttl`` (1 s): nothing would tell us when the user comes
-  back, whereas a stale *online* route is corrected by the gateway's OFFLINE
+  back, whereas a stale *online* route is corrected by the gateway's PushOutcome.OFFLINE
   or ROUTER_CHANGE answer. Java drops the entry on every offline result,
   i.e. caches none of it.
 * A broadcast waits for every gateway's OK, taskId or not, and reports one
@@ -41,6 +41,7 @@ from twisted.internet.defer import (
 )
 from twisted.logger import Logger
 
+from mpush.outcomes import AckModel, GatewayOutcome, PushOutcome, TimeoutCause
 from mpush.routes import Route
 from mpush.services.route_cache import (
     DEFAULT_NEGATIVE_ROUTE_TTL,
@@ -56,7 +57,6 @@ from mpush.wire.codec import (
     ERR_ROUTER_CHANGE,
     ERROR_REASONS,
     MIN_TIMEOUT_MS,
-    AckModel,
     _java_is_blank,
     broadcast_packet,
     single_push_packet,
@@ -64,10 +64,6 @@ from mpush.wire.codec import (
 
 __all__ = [
     "DEFAULT_BROADCAST_TIMEOUT",
-    "FAILURE",
-    "OFFLINE",
-    "SUCCESS",
-    "TIMEOUT",
     "GatewayPoolLike",
     "GatewayReplyLike",
     "PushClient",
@@ -76,28 +72,23 @@ __all__ = [
 
 log = Logger(namespace="mpush.services.pusher")
 
-STOPPING: Final = "daemon stopping"  # the gateway detail of requests expired at shutdown
-
 #: A gateway answers a broadcast once it has pushed to all its users, at
 #: about 3,000 users/s (flow control): far longer than a single push.
 DEFAULT_BROADCAST_TIMEOUT: Final = 30.0
-
-# PushResult.result values (Java PushResult codes 1..4).
-SUCCESS: Final = "success"
-FAILURE: Final = "failure"
-OFFLINE: Final = "offline"
-TIMEOUT: Final = "timeout"
-
 
 
 # ------------------------------------------------------------------ contracts
 
 
 class GatewayReplyLike(Protocol):
-    """What we read of ``mpush.cluster.gateways.GatewayReply``."""
+    """What we read of ``mpush.cluster.gateways.GatewayReply``.
+
+    Also ``cause`` (a :class:`TimeoutCause`, None unless the outcome is
+    timeout), read with ``getattr``: a reply without it is a plain deadline.
+    """
 
     @property
-    def outcome(self) -> str: ...  # "ok" | "error" | "timeout" | "unavailable" | "lost"
+    def outcome(self) -> str: ...  # a GatewayOutcome value
 
     @property
     def gateway(self) -> str: ...
@@ -115,7 +106,7 @@ class GatewayPoolLike(Protocol):
         self, address: str, build: Callable[[int], bytes], timeout: float
     ) -> Deferred[Any]: ...  # Deferred[GatewayReplyLike], never errbacks
 
-    def expire_pending(self, detail: str) -> int: ...  # pending requests end "timeout"
+    def expire_pending(self, cause: TimeoutCause) -> int: ...  # pending requests end timeout
 
 
 @dataclass(frozen=True)
@@ -131,7 +122,7 @@ class PushResult:
 
     user_id: str | None
     client_type: int | None
-    result: str  # SUCCESS | FAILURE | OFFLINE | TIMEOUT
+    result: PushOutcome
     gateway: str | None
     ms: float
     reason: str | None = None
@@ -148,7 +139,7 @@ class _Job:
     content: bytes
     timeout_ms: int
     tags: tuple[str, ...] | None
-    ack: AckModel
+    ack: AckModel | str
     # With Redis down, a push to 10,000 users would log 10,000 times.
     lookup_error_logged: bool = False
 
@@ -158,9 +149,9 @@ class _StoppingReply:
     """What a gateway request made after ``expire_all`` gets at once."""
 
     gateway: str
-    outcome: str = "timeout"
+    outcome: GatewayOutcome = GatewayOutcome.TIMEOUT
     code: int | None = None
-    detail: str = STOPPING
+    cause: TimeoutCause = TimeoutCause.SHUTDOWN
 
 
 def _as_tags(tags: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -241,7 +232,7 @@ class PushClient:
         as well. Returns how many gateway requests were pending.
         """
         self.stopping = True
-        return self._pool.expire_pending(STOPPING)
+        return self._pool.expire_pending(TimeoutCause.SHUTDOWN)
 
     def lookup_routes(self, user_id: str) -> Deferred[tuple[Route, ...]]:
         """The user's routes, through the cache (errbacks if Redis fails)."""
@@ -256,7 +247,7 @@ class PushClient:
         user_ids: Iterable[str],
         content: bytes,
         *,
-        ack: AckModel = "none",
+        ack: AckModel | str = AckModel.NONE,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         tags: Iterable[str] | None = None,
     ) -> Deferred[list[PushResult]]:
@@ -303,7 +294,7 @@ class PushClient:
         tags: Iterable[str] | None = None,
         condition: str | None = None,
         task_id: str | None = None,
-        ack: AckModel = "none",
+        ack: AckModel | str = AckModel.NONE,
         timeout_ms: int | None = None,
     ) -> Deferred[list[PushResult]]:
         """Send one broadcast request to every known gateway server.
@@ -333,7 +324,8 @@ class PushClient:
         if not addresses:
             # Not an empty list: all(r.result == "success" for r in []) is
             # True, and nobody got this broadcast.
-            return succeed([PushResult(None, None, FAILURE, None, 0.0, "no gateway server known")])
+            return succeed([PushResult(None, None, PushOutcome.FAILURE, None, 0.0,
+                                       "no gateway server known")])
         per_gateway = [
             ensureDeferred(self._broadcast_one(start, address, build, timeout))
             for address in addresses
@@ -350,7 +342,7 @@ class PushClient:
         job: _Job,
         user_id: str,
         client_type: int | None,
-        result: str,
+        result: PushOutcome,
         gateway: str | None,
         reason: str | None = None,
     ) -> PushResult:
@@ -388,9 +380,10 @@ class PushClient:
             if not job.lookup_error_logged:
                 job.lookup_error_logged = True
                 log.warn("route lookup of {user} failed: {error}", user=user_id, error=e)
-            return [self._result(job, user_id, None, FAILURE, None, f"route lookup failed: {e}")]
+            return [self._result(job, user_id, None, PushOutcome.FAILURE, None,
+                                 f"route lookup failed: {e}")]
         if not routes:
-            return [self._result(job, user_id, None, OFFLINE, None, "no route")]
+            return [self._result(job, user_id, None, PushOutcome.OFFLINE, None, "no route")]
         per_route = [ensureDeferred(self._push_route(job, user_id, r)) for r in routes]
         results: list[PushResult] = await gatherResults(per_route, consumeErrors=True)
         return results
@@ -401,12 +394,13 @@ class PushClient:
         except Exception:
             # A bug must not leave the caller's Deferred hanging or failing.
             log.failure("push to {user} type {ct} failed", user=user_id, ct=route.client_type)
-            return self._result(job, user_id, route.client_type, FAILURE, None, "internal error")
+            return self._result(job, user_id, route.client_type, PushOutcome.FAILURE, None,
+                                "internal error")
 
     async def _push_route_inner(self, job: _Job, user_id: str, route: Route) -> PushResult:
         ct = route.client_type
         if not route.online:
-            return self._result(job, user_id, ct, OFFLINE, None, "no connection")
+            return self._result(job, user_id, ct, PushOutcome.OFFLINE, None, "no connection")
         # The deadline runs from the first send, as the Java client's timer does.
         deadline = self._reactor.seconds() + job.timeout_ms / 1000
         build = self._single_builder(job, user_id, ct, job.timeout_ms)
@@ -422,28 +416,31 @@ class PushClient:
         try:
             fresh = await self.routes.lookup(user_id)
         except Exception as e:
-            return self._result(job, user_id, ct, FAILURE, gateway, f"route lookup failed: {e}")
+            return self._result(job, user_id, ct, PushOutcome.FAILURE, gateway,
+                                f"route lookup failed: {e}")
         new = next((r for r in fresh if r.client_type == ct), None)
         if new is None or not new.online:
-            return self._result(job, user_id, ct, OFFLINE, gateway, "offline after route change")
+            return self._result(job, user_id, ct, PushOutcome.OFFLINE, gateway,
+                                "offline after route change")
         # Floor to whole ms; round first so 2.6 s is 2600 ms, not 2599.
         remaining_ms = math.floor(round((deadline - self._reactor.seconds()) * 1000, 6))
         if remaining_ms < MIN_TIMEOUT_MS:
             # The server would get < 500 ms (remaining - 500) and likely drop
             # its own OK; only our timer would end it: say so now.
-            return self._result(
-                job, user_id, ct, TIMEOUT, gateway, "route changed, no time left to resend"
-            )
+            return self._result(job, user_id, ct, PushOutcome.TIMEOUT, gateway,
+                                "route changed, no time left to resend")
         build = self._single_builder(job, user_id, ct, remaining_ms)
         reply = await self._request(new.gateway, build, remaining_ms / 1000)
         if self._is_router_change(reply):
             self.routes.invalidate(user_id)
-            return self._result(job, user_id, ct, FAILURE, new.gateway, "route changed twice")
+            return self._result(job, user_id, ct, PushOutcome.FAILURE, new.gateway,
+                                "route changed twice")
         return self._single_result(job, user_id, ct, new.gateway, reply)
 
     @staticmethod
     def _is_router_change(reply: GatewayReplyLike | None) -> bool:
-        return reply is not None and reply.outcome == "error" and reply.code == ERR_ROUTER_CHANGE
+        return (reply is not None and reply.outcome == GatewayOutcome.ERROR
+                and reply.code == ERR_ROUTER_CHANGE)
 
     def _single_result(
         self,
@@ -454,43 +451,48 @@ class PushClient:
         reply: GatewayReplyLike | None,
     ) -> PushResult:
         if reply is None:
-            return self._result(job, user_id, ct, FAILURE, gateway, "internal error")
+            return self._result(job, user_id, ct, PushOutcome.FAILURE, gateway, "internal error")
         outcome = reply.outcome
-        if outcome == "ok":
-            return self._result(job, user_id, ct, SUCCESS, gateway)
-        if outcome == "error":
+        if outcome == GatewayOutcome.OK:
+            return self._result(job, user_id, ct, PushOutcome.SUCCESS, gateway)
+        if outcome == GatewayOutcome.ERROR:
             if reply.code == ERR_OFFLINE:
                 # The gateway checked Redis itself: our cached route is stale.
                 self.routes.invalidate(user_id)
-                return self._result(job, user_id, ct, OFFLINE, gateway, "gateway: user offline")
-            return self._result(job, user_id, ct, FAILURE, gateway, _error_reason(reply.code))
-        result, reason = self._transport_result(outcome, getattr(reply, "detail", None))
+                return self._result(job, user_id, ct, PushOutcome.OFFLINE, gateway,
+                                    "gateway: user offline")
+            return self._result(job, user_id, ct, PushOutcome.FAILURE, gateway,
+                                _error_reason(reply.code))
+        result, reason = self._transport_result(outcome, getattr(reply, "cause", None))
         return self._result(job, user_id, ct, result, gateway, reason)
 
     @staticmethod
-    def _transport_result(outcome: str, detail: str | None = None) -> tuple[str, str]:
+    def _transport_result(
+        outcome: str, cause: TimeoutCause | None = None
+    ) -> tuple[PushOutcome, str]:
         """(result, reason) for the replies that are not the gateway's answer."""
-        if outcome == "timeout" and detail == STOPPING:
-            return TIMEOUT, "daemon stopping: no answer within the shutdown grace"
-        if outcome == "timeout":
-            return TIMEOUT, "no answer in time"
-        if outcome == "unavailable":
+        if outcome == GatewayOutcome.TIMEOUT:
+            # A typed cause, set by the pool's shutdown expiry; anything else is the deadline.
+            if cause is not TimeoutCause.SHUTDOWN:
+                cause = TimeoutCause.DEADLINE
+            return PushOutcome.TIMEOUT, cause.value
+        if outcome == GatewayOutcome.UNAVAILABLE:
             # As the Java client: no gateway connection is a failure.
-            return FAILURE, "no gateway connection"
-        if outcome == "lost":
-            return FAILURE, "gateway connection lost"
-        return FAILURE, f"unknown reply outcome {outcome!r}"
+            return PushOutcome.FAILURE, "no gateway connection"
+        if outcome == GatewayOutcome.LOST:
+            return PushOutcome.FAILURE, "gateway connection lost"
+        return PushOutcome.FAILURE, f"unknown reply outcome {outcome!r}"
 
     async def _broadcast_one(
         self, start: float, address: str, build: Callable[[int], bytes], timeout: float
     ) -> PushResult:
         reply = await self._request(address, build, timeout)
         if reply is None:
-            result, reason = FAILURE, "internal error"
-        elif reply.outcome == "ok":
-            result, reason = SUCCESS, None
-        elif reply.outcome == "error":
-            result, reason = FAILURE, _error_reason(reply.code)
+            result, reason = PushOutcome.FAILURE, "internal error"
+        elif reply.outcome == GatewayOutcome.OK:
+            result, reason = PushOutcome.SUCCESS, None
+        elif reply.outcome == GatewayOutcome.ERROR:
+            result, reason = PushOutcome.FAILURE, _error_reason(reply.code)
         else:
-            result, reason = self._transport_result(reply.outcome, getattr(reply, "detail", None))
+            result, reason = self._transport_result(reply.outcome, getattr(reply, "cause", None))
         return PushResult(None, None, result, address, self._elapsed_ms(start), reason)
