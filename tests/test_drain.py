@@ -28,7 +28,14 @@ from mpush.web.push import PushResource
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
 from tests.test_push import FakeCache, Reply, loc
-from tests.test_web_push import Exchange, FixedAllocator, connect, http_post, split
+from tests.test_web_push import (
+    Exchange,
+    FixedAllocator,
+    connect,
+    http_post,
+    push_resource,
+    split,
+)
 
 GW = "10.0.0.5:3001"
 
@@ -110,7 +117,7 @@ def make_stack(*, drain_delay: float = 2.0, grace: float = 5.0, settle: float = 
     cache = FakeCache()
     pool = FakePool(clock, set(deliver), delay)
     client = PushClient(pool, cache, reactor=clock)
-    pushes = PushResource(client)
+    pushes = push_resource(client)
     root = RootResource(FixedAllocator())
     root.putChild(b"push", pushes)
     site = AllocSite(root, reactor=clock)

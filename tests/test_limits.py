@@ -23,11 +23,7 @@ from twisted.web.http import HTTPChannel
 from mpush.cluster import kazoo_logs as logbridge
 from mpush.config import AllocSettings, load_settings
 from mpush.daemon.tap import Options, makeService
-from mpush.web.push import (
-    DEFAULT_MAX_INFLIGHT_PUSHES,
-    DEFAULT_MAX_USERS_PER_PUSH,
-    PushResource,
-)
+from mpush.web.push import PushResource
 from mpush.web.root import RootResource
 from mpush.web.site import (
     DEFAULT_REQUEST_HEAD_TIMEOUT,
@@ -43,6 +39,7 @@ from tests.test_web_push import (
     FixedAllocator,
     connect,
     http_post,
+    push_resource,
     split,
 )
 
@@ -52,8 +49,8 @@ from tests.test_web_push import (
 def push_site(client: FakePushClient, *, max_users: int = 3, max_inflight: int = 5,
               retry_after: int = 7) -> tuple[AllocSite, PushResource]:
     root = RootResource(FixedAllocator())
-    resource = PushResource(client, push_timeout=3.0, max_users=max_users,
-                            max_inflight=max_inflight, retry_after=retry_after)
+    resource = push_resource(client, push_timeout=3.0, max_users=max_users,
+                             max_inflight=max_inflight, retry_after=retry_after)
     root.putChild(b"push", resource)
     return AllocSite(root), resource
 
@@ -74,10 +71,10 @@ def users(*ids: str) -> dict[str, Any]:
 
 
 def test_defaults_agree_with_the_config() -> None:
-    # The library defaults are what an empty config file gives.
+    # What an empty config file gives (the push limits have no other default).
     alloc = AllocSettings()
-    assert DEFAULT_MAX_USERS_PER_PUSH == alloc.max_users_per_push == 1000
-    assert DEFAULT_MAX_INFLIGHT_PUSHES == alloc.max_inflight_pushes == 10_000
+    assert alloc.max_users_per_push == 1000
+    assert alloc.max_inflight_pushes == 10_000
     assert DEFAULT_REQUEST_HEAD_TIMEOUT == alloc.request_head_timeout == 10.0
     assert alloc.max_pending_per_gateway == 10_000
 
@@ -119,9 +116,9 @@ def test_a_broadcast_is_not_limited_by_users() -> None:
 
 def test_limits_that_could_never_admit_a_request_are_refused() -> None:
     with pytest.raises(ValueError, match="max_users"):
-        PushResource(FakePushClient(), max_users=10, max_inflight=9)
+        push_resource(FakePushClient(), max_users=10, max_inflight=9)
     with pytest.raises(ValueError):
-        PushResource(FakePushClient(), max_users=0)
+        push_resource(FakePushClient(), max_users=0)
 
 
 # ------------------------------------------------------------ pushes in flight
@@ -331,7 +328,7 @@ def test_a_later_head_gets_its_own_full_deadline(clock: task.Clock) -> None:
 def test_the_deadline_covers_the_head_not_the_body(clock: task.Clock) -> None:
     client = FakePushClient()
     root = RootResource(FixedAllocator())
-    root.putChild(b"push", PushResource(client))
+    root.putChild(b"push", push_resource(client))
     site = AllocSite(root, request_head_timeout=10.0, reactor=clock)
     ex = connect(site)
     body = b'{"userId": "u", "content": "x"}'

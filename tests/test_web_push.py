@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 
+from mpush.config import AllocSettings
 from mpush.web.page import PageResource, load_page
 from mpush.web.push import PushResource
 from mpush.web.root import RootResource
@@ -97,11 +98,20 @@ class FixedAllocator:
         return self.body
 
 
+def push_resource(client: Any, **options: Any) -> PushResource:
+    """A PushResource with the config's defaults (``AllocSettings``), overridden by ``options``."""
+    alloc = AllocSettings()
+    return PushResource(client, **{
+        "allow": alloc.push_allow, "push_timeout": alloc.push_timeout,
+        "max_users": alloc.max_users_per_push, "max_inflight": alloc.max_inflight_pushes,
+        "retry_after": alloc.retry_after, **options})
+
+
 def make_site(client: FakePushClient, *, token: str | None = None,
               allow: Sequence[str] = ("127.0.0.1/32", "::1/128"),
               max_request_size: int = LIMIT) -> AllocSite:
     root = RootResource(FixedAllocator())
-    root.putChild(b"push", PushResource(client, token=token, allow=allow, push_timeout=3.0))
+    root.putChild(b"push", push_resource(client, token=token, allow=allow, push_timeout=3.0))
     root.putChild(b"index.html", PageResource())
     return AllocSite(root, max_request_size=max_request_size)
 
@@ -214,7 +224,7 @@ def test_the_message_number_counts_pushes_from_one(
 
 
 def test_the_message_number_wraps_like_a_java_int(client: FakePushClient) -> None:
-    resource = PushResource(client)
+    resource = push_resource(client)
     resource._sequence = 2**31 - 1  # as after 2^31 - 1 pushes
     root = RootResource(FixedAllocator())
     root.putChild(b"push", resource)
@@ -537,8 +547,8 @@ def test_the_access_mode_is_logged_without_the_token(
 ) -> None:
     from twisted.logger import formatEvent
 
-    PushResource(client, token=TOKEN)
-    PushResource(client, allow=[ipaddress.ip_network("10.0.0.0/8")])
+    push_resource(client, token=TOKEN)
+    push_resource(client, allow=[ipaddress.ip_network("10.0.0.0/8")])
     texts = [formatEvent(e) for e in log_events if "/push access" in formatEvent(e)]
     assert texts == ["/push access: bearer token required (allow-list not applied)",
                      "/push access: no token configured; clients from 10.0.0.0/8 only"]
