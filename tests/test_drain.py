@@ -19,6 +19,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from mpush.config import AllocSettings
 from mpush.daemon.tap import AllocDaemon
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.services.drain import Drain
@@ -96,6 +97,7 @@ class Stack:
     clock: Clock
     cache: FakeCache
     pool: FakePool
+    client: PushClient
     pushes: PushResource
     site: AllocSite
     listener: Listener
@@ -116,17 +118,18 @@ def make_stack(*, drain_delay: float = 2.0, grace: float = 5.0, settle: float = 
     clock = Clock()
     cache = FakeCache()
     pool = FakePool(clock, set(deliver), delay)
-    client = PushClient(pool, cache, reactor=clock)
+    client = PushClient(pool, cache, max_inflight=AllocSettings().max_inflight_pushes,
+                        reactor=clock)
     pushes = push_resource(client)
     root = RootResource(FixedAllocator())
     root.putChild(b"push", pushes)
     site = AllocSite(root, reactor=clock)
     listener = Listener(clock)
     health = Health()
-    drain = Drain(health=health, listener=listener, pushes=pushes, pusher=client, site=site,
+    drain = Drain(health=health, listener=listener, pusher=client, site=site,
                   drain_delay=drain_delay, shutdown_grace=grace, settle=settle, flush=1.0,
                   clock=clock)
-    return Stack(clock, cache, pool, pushes, site, listener, health, drain)
+    return Stack(clock, cache, pool, client, pushes, site, listener, health, drain)
 
 
 def answer(ex: Exchange) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -150,7 +153,7 @@ def test_steps_happen_in_order_at_their_times() -> None:
     stack = make_stack(drain_delay=2.0, grace=5.0, deliver=("fast",), delay=3.0)
     stack.user("fast")
     ex = stack.post({"userId": "fast", "content": "hi"})
-    assert stack.pushes.inflight == 1
+    assert stack.client.admission.inflight == 1
     done = stack.drain.run()
     assert stack.health.draining is True  # at once
     stack.clock.advance(1.9)
@@ -169,7 +172,7 @@ def test_steps_happen_in_order_at_their_times() -> None:
     assert fired(done)
     assert stack.drain.expired == 0 and stack.drain.forced == 0
     assert stack.drain.connections == (1, 0)
-    assert stack.pushes.closing  # a later /push is refused
+    assert stack.client.admission.closing  # a later /push is refused
 
 
 def test_pushes_still_pending_after_the_grace_end_as_timeout() -> None:
@@ -192,7 +195,7 @@ def test_pushes_still_pending_after_the_grace_end_as_timeout() -> None:
     assert status == 200
     by_user = {r["userId"]: r["result"] for r in body["results"]}
     assert by_user == {"mute1": "timeout", "mute2": "timeout", "fast": "success"}
-    assert stack.pushes.inflight == 0
+    assert stack.client.admission.inflight == 0
     stack.clock.advance(0.02)
     closed(stack, fast, mute)
     stack.clock.advance(0.02)
@@ -258,8 +261,7 @@ def test_a_stop_during_start_skips_the_delay() -> None:
 def test_negative_durations_are_refused() -> None:
     stack = make_stack()
     with pytest.raises(ValueError, match="drain_delay"):
-        Drain(health=stack.health, listener=stack.listener, pushes=stack.pushes,
-              pusher=PushClient(stack.pool, stack.cache, reactor=stack.clock),
+        Drain(health=stack.health, listener=stack.listener, pusher=stack.client,
               site=stack.site, drain_delay=-1.0, shutdown_grace=1.0, clock=stack.clock)
 
 

@@ -21,9 +21,10 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from mpush.config import AllocSettings
 from mpush.outcomes import PushOutcome, TimeoutCause
 from mpush.routes import parse_routes
-from mpush.services.pusher import PushClient, PushResult
+from mpush.services.pusher import PushClient, PushRefused, PushResult
 from mpush.wire.codec import (
     CMD_GATEWAY_PUSH,
     FLAG_BIZ_ACK,
@@ -35,6 +36,7 @@ from mpush.wire.codec import (
 
 A = "10.0.0.5:3001"
 B = "10.0.0.6:3001"
+MAX_INFLIGHT = AllocSettings().max_inflight_pushes  # the daemon's default limit
 
 # ---------------------------------------------------------------- fakes
 
@@ -187,12 +189,14 @@ class Env:
 
     def __post_init__(self) -> None:
         self.pool = FakePool(self.clock, (A, B))
-        self.client = PushClient(self.pool, self.cache, reactor=self.clock)
+        self.client = PushClient(self.pool, self.cache, max_inflight=MAX_INFLIGHT,
+                                 reactor=self.clock)
 
     def route(self, user: str, **fields: str) -> None:
         self.cache.hashes[f"mp:ur:{user}"] = {k.lstrip("f"): v for k, v in fields.items()}
 
     def rebuild(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_inflight", MAX_INFLIGHT)
         self.client = PushClient(self.pool, self.cache, reactor=self.clock, **kwargs)
 
     def push_now(self, users: list[str], content: bytes = b"hi", **kw: Any) -> list[PushResult]:
@@ -210,6 +214,14 @@ class Env:
 @pytest.fixture
 def env() -> Env:
     return Env()
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[LogEvent]]:
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
 
 
 def result_of(d: Deferred[Any]) -> Any:
@@ -700,3 +712,90 @@ def test_invalid_broadcast_raises_before_any_io(
     with pytest.raises(error):
         env.client.broadcast(**kwargs)
     assert env.pool.sent == []
+
+
+# --------------------------------------------------------------- admission
+
+
+def test_the_client_refuses_pushes_past_its_in_flight_limit(env: Env) -> None:
+    env.rebuild(max_inflight=3)
+    for user in ("a", "b", "c", "d"):
+        env.route(user, f1=loc(A))
+    env.pool.script(A, *[Step("silent")] * 3)
+    admission = env.client.admission
+    held = env.client.push(["a", "b", "a"], b"hi")  # two users: two in flight
+    assert (admission.inflight, admission.calls) == (2, 1)
+    assert admission.admits(1) and not admission.admits(2)
+    with pytest.raises(PushRefused, match="limit 3") as refused:
+        env.client.push(["c", "d"], b"hi")
+    assert not refused.value.closing
+    assert len(env.pool.sent) == 2  # the refused push sent nothing
+    broadcast = env.client.broadcast(b"news")  # a broadcast counts one
+    assert admission.inflight == 3
+    env.run_until(held)
+    env.run_until(broadcast)
+    assert (admission.inflight, admission.calls) == (0, 0)
+    # a and b silent; the broadcast: A silent, B answering.
+    assert admission.outcomes == {"success": 1, "failure": 0, "offline": 0, "timeout": 3}
+
+
+def test_bad_arguments_are_refused_before_admission(env: Env) -> None:
+    env.rebuild(max_inflight=1)
+    with pytest.raises(ValueError, match="blank"):
+        env.client.push(["a", " "], b"hi")  # a bad call is a ValueError, even over the limit
+    assert env.client.admission.inflight == 0
+
+
+def test_outcomes_are_counted_and_observed(env: Env) -> None:
+    observed: list[float] = []
+    env.client.admission.observe_push = observed.append
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step(after=0.25))
+    env.push_now(["u1", "ghost"])
+    assert env.client.admission.outcomes == {"success": 1, "failure": 0, "offline": 1,
+                                             "timeout": 0}
+    assert observed == [pytest.approx(0.25), 0.0]
+
+
+def test_closing_refuses_every_new_push(env: Env) -> None:
+    env.client.admission.close()
+    with pytest.raises(PushRefused) as refused:
+        env.client.push(["u1"], b"hi")
+    assert refused.value.closing
+    with pytest.raises(PushRefused):
+        env.client.broadcast(b"news")
+    assert env.cache.calls == [] and env.pool.sent == []
+
+
+def test_end_all_as_timeout_ends_every_call_now_even_one_waiting_for_redis(
+    env: Env, log_events: list[LogEvent]
+) -> None:
+    observed: list[float] = []
+    admission = env.client.admission
+    admission.observe_push = observed.append
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("silent"), Step("silent"))
+    env.pool.script(B, Step("silent"))
+    at_gateway = env.client.push(["u1"], b"hi", timeout_ms=10_000)
+    env.cache.manual = True  # the next lookup never answers
+    env.route("u2", f1=loc(A))
+    at_redis = env.client.push(["u2", "u3"], b"hi")
+    broadcast = env.client.broadcast(b"news")
+    idle = admission.when_idle()
+    env.clock.advance(1.0)
+    assert admission.calls == 3 and not idle.called
+    assert env.client.end_all_as_timeout() == 3
+    reason = TimeoutCause.SHUTDOWN.value
+    assert result_of(at_gateway) == [PushResult("u1", None, PushOutcome.TIMEOUT, None, 0.0,
+                                                reason)]
+    assert [(r.user_id, r.result, r.gateway) for r in result_of(at_redis)] == [
+        ("u2", PushOutcome.TIMEOUT, None), ("u3", PushOutcome.TIMEOUT, None)]
+    assert result_of(broadcast) == [PushResult(None, None, PushOutcome.TIMEOUT, None, 0.0,
+                                               reason)]
+    assert idle.called and (admission.inflight, admission.calls) == (0, 0)
+    assert admission.outcomes["timeout"] == 4 and observed == []  # counted, not observed
+    # What they learn later is dropped (and said so), never answered twice.
+    env.cache.release()
+    env.clock.advance(60)
+    assert admission.outcomes["timeout"] == 4
+    assert any("after the shutdown answer" in e.get("log_format", "") for e in log_events)

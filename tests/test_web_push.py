@@ -23,6 +23,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 
 from mpush.config import AllocSettings
+from mpush.services.admission import PushAdmission
+from mpush.services.push_results import shutdown_results
 from mpush.web.page import PageResource, load_page
 from mpush.web.push import PushResource
 from mpush.web.root import RootResource
@@ -46,14 +48,22 @@ class FakeResult:
 
 @dataclass
 class FakePushClient:
-    """Records calls; answers from ``outcomes`` (user id -> result), at once or when told."""
+    """Records calls; answers from ``outcomes`` (user id -> result), at once or when told.
+
+    Its calls go through a real PushAdmission, as PushClient's do.
+    """
 
     outcomes: dict[str, str] = field(default_factory=dict)
     hold: bool = False  # keep the Deferreds pending in `pending`
     raises: Exception | None = None
+    max_inflight: int = field(default_factory=lambda: AllocSettings().max_inflight_pushes)
     calls: list[tuple[str, Any, bytes, dict[str, Any]]] = field(default_factory=list)
     pending: list[tuple[Deferred[list[FakeResult]], list[FakeResult]]] = field(
         default_factory=list)
+    admission: PushAdmission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = PushAdmission(max_inflight=self.max_inflight)
 
     def push(self, user_ids: Sequence[str], content: bytes, *, ack: str = "none",
              timeout_ms: int = 3000, tags: Sequence[str] | None = None,
@@ -69,7 +79,9 @@ class FakePushClient:
                 results.append(FakeResult(uid, None, "offline", None, 0.4))
             else:
                 results.append(FakeResult(uid, 1, outcome, "10.0.0.5:3001", 12.345))
-        return self._answer(results)
+        users = list(dict.fromkeys(user_ids))
+        return self.admission.run(len(users), lambda: self._answer(results),
+                                  lambda: shutdown_results(users))
 
     def broadcast(self, content: bytes, *, tags: Sequence[str] | None = None,
                   condition: str | None = None, task_id: str | None = None,
@@ -80,8 +92,10 @@ class FakePushClient:
             "timeout_ms": timeout_ms}))
         if self.raises is not None:
             raise self.raises
-        return self._answer([FakeResult(None, None, "success", "10.0.0.5:3001", 20.0),
-                             FakeResult(None, None, "timeout", "10.0.0.6:3001", 30000.0)])
+        results = [FakeResult(None, None, "success", "10.0.0.5:3001", 20.0),
+                   FakeResult(None, None, "timeout", "10.0.0.6:3001", 30000.0)]
+        return self.admission.run(1, lambda: self._answer(results),
+                                  lambda: shutdown_results([None]))
 
     def _answer(self, results: list[FakeResult]) -> Deferred[list[FakeResult]]:
         if self.hold:
@@ -103,8 +117,7 @@ def push_resource(client: Any, **options: Any) -> PushResource:
     alloc = AllocSettings()
     return PushResource(client, **{
         "allow": alloc.push_allow, "push_timeout": alloc.push_timeout,
-        "max_users": alloc.max_users_per_push, "max_inflight": alloc.max_inflight_pushes,
-        "retry_after": alloc.retry_after, **options})
+        "max_users": alloc.max_users_per_push, "retry_after": alloc.retry_after, **options})
 
 
 def make_site(client: FakePushClient, *, token: str | None = None,

@@ -11,22 +11,26 @@ Access (:mod:`mpush.web.push_access`): with a push token configured,
 ``Authorization: Bearer <token>`` alone decides; without one, the client's
 address must be in the allow-list networks, and browser requests must come
 from this server's own page.
+
+The resource parses, checks access and asks the push client's admission
+(:class:`mpush.services.admission.PushAdmission`) for room; the client
+counts the push in flight, its outcomes, and ends it at shutdown.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from mpush.outcomes import PushOutcome
+from mpush.services.admission import PushRefused
 from mpush.web.errors import json_error, method_not_allowed
 from mpush.web.push_access import IPNetwork, PushAccess, client_ip, header
 from mpush.web.push_body import BadRequest, PushOrder, parse_push_body
@@ -61,8 +65,19 @@ class ResultLike(Protocol):
     def ms(self) -> float: ...
 
 
+class AdmissionLike(Protocol):
+    """What the resource reads of ``mpush.services.admission.PushAdmission``."""
+
+    max_inflight: int
+    closing: bool
+
+    def admits(self, cost: int) -> bool: ...
+
+
 class Pusher(Protocol):
     """What the resource needs of ``mpush.services.pusher.PushClient``."""
+
+    admission: AdmissionLike
 
     def push(self, user_ids: Sequence[str], content: bytes, *, ack: str = ...,
              timeout_ms: int = ..., tags: Sequence[str] | None = ...,
@@ -82,11 +97,10 @@ class PushResource(Resource):
     single-user push (a broadcast's default is the client's own).
 
     Limits: a request naming more than ``max_users`` distinct users is
-    ``413`` (field ``userIds``). At most ``max_inflight`` user pushes are in
-    flight (a broadcast counts as one): a request that would pass it is
-    ``503`` with ``Retry-After: retry_after``, so nothing queues. A push
-    counts from its start until its outcome is known, also when the HTTP
-    client has left meanwhile (the push goes on); `inflight` is that count.
+    ``413`` (field ``userIds``). A request the client's admission has no
+    room for (``client.admission.max_inflight`` user pushes in flight, a
+    broadcast counting one) is ``503`` with ``Retry-After: retry_after``, so
+    nothing queues; so is every request once the client is closing.
     """
 
     isLeaf = True
@@ -94,71 +108,25 @@ class PushResource(Resource):
 
     def __init__(self, client: Pusher, *, token: str | None = None,
                  allow: Iterable[IPNetwork | str], push_timeout: float, max_users: int,
-                 max_inflight: int, retry_after: int) -> None:
+                 retry_after: int) -> None:
         super().__init__()
+        max_inflight = client.admission.max_inflight
         if max_users < 1 or max_inflight < max_users:
             # A request of max_users users must be admissible on an idle daemon.
             raise ValueError(f"need 1 <= max_users ({max_users})"
                              f" <= max_inflight ({max_inflight})")
-        self._client = client
+        self.client = client
         self._access = PushAccess(token=token, allow=allow)
         self._push_timeout_ms = max(MIN_TIMEOUT_MS, round(push_timeout * 1000))
         self.max_users = max_users
-        self.max_inflight = max_inflight
         self._retry_after = b"%d" % retry_after
-        self.inflight = 0  # user pushes (a broadcast: 1) whose outcome is not known yet
         self._sequence = 0  # the Java alloc's idSeq: msg_1 is the first push
-        self.closing = False  # shutdown: new pushes are refused (503)
-        # Outcomes answered, by result (a target each; a broadcast: a gateway each).
-        self.outcomes: dict[str, int] = dict.fromkeys(PushOutcome, 0)
-        # Called with each known outcome's time since the push started (s): metrics.
-        self.observe_push: Callable[[float], None] | None = None
-        self._idle_waiters: list[Deferred[None]] = []
-        # Requests whose answer is not written yet -> a function that writes
-        # a last-resort answer (every target "timeout") for them.
-        self._unanswered: dict[int, Callable[[], None]] = {}
         if self._access.token is not None:
             self.log.info("/push access: bearer token required (allow-list not applied)")
         else:
             networks = ", ".join(str(net) for net in self._access.allow) or "none"
             self.log.info("/push access: no token configured; clients from {networks} only",
                           networks=networks)
-
-    # -- shutdown -------------------------------------------------------------
-
-    @property
-    def unanswered(self) -> int:
-        """``/push`` requests whose answer is not written yet."""
-        return len(self._unanswered)
-
-    def when_idle(self) -> Deferred[None]:
-        """Fires once no push is in flight (at once if none is)."""
-        if self.inflight <= 0:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle_waiters.append(d)
-        return d
-
-    def answer_all_as_timeout(self) -> int:
-        """Last resort at shutdown: answer every unanswered request now.
-
-        Each target of such a request is reported ``"timeout"`` (a
-        broadcast: one row without a gateway); outcomes arriving later are
-        only logged. Returns how many requests were answered this way.
-        """
-        forced = list(self._unanswered.values())
-        for force in forced:
-            force()
-        return len(forced)
-
-    def _released(self, cost: int) -> None:
-        self.inflight -= cost
-        if self.inflight <= 0 and self._idle_waiters:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for d in waiters:
-                d.callback(None)
-
-    # -- the request --------------------------------------------------------
 
     def render(self, request: Request) -> bytes | int:
         if request.postpath:
@@ -167,9 +135,8 @@ class PushResource(Resource):
             return json_error(request, 404, f"no resource at {path}")
         if request.method != b"POST":
             return method_not_allowed(request, _ALLOWED)
-        if self.closing:
-            request.setHeader(b"retry-after", self._retry_after)
-            return json_error(request, 503, "the daemon is stopping: push through another one")
+        if self.client.admission.closing:
+            return self._unavailable(request, closing=True)
         refusal = self._access.check(request)
         if refusal is not None:
             return refusal
@@ -192,111 +159,43 @@ class PushResource(Resource):
                 request, 413, f"{len(order.user_ids)} users in one push, over the limit of"
                 f" {self.max_users} (mp.alloc.max-users-per-push): split the request",
                 field="userIds", limit=self.max_users)
-        cost = 1 if order.broadcast else len(order.user_ids)
-        if self.inflight + cost > self.max_inflight:
-            # Refuse rather than queue: a queue would only grow while the
-            # gateways are slow, and every waiting push would time out anyway.
-            request.setHeader(b"retry-after", self._retry_after)
-            return json_error(
-                request, 503, f"too many pushes in flight (limit {self.max_inflight},"
-                " mp.alloc.max-inflight-pushes): retry later", limit=self.max_inflight)
-        return self._send(request, order, cost)
+        if not self.client.admission.admits(order.cost):
+            # Asked before the content is made: a refused push takes no message number.
+            return self._unavailable(request, closing=False)
+        return self._send(request, order)
 
-    def _send(self, request: Request, order: PushOrder, cost: int) -> bytes | int:
+    def _unavailable(self, request: Request, *, closing: bool) -> bytes:
+        """503 + Retry-After: the client is closing, or has no room for this push."""
+        request.setHeader(b"retry-after", self._retry_after)
+        if closing:
+            return json_error(request, 503, "the daemon is stopping: push through another one")
+        limit = self.client.admission.max_inflight
+        return json_error(
+            request, 503, f"too many pushes in flight (limit {limit},"
+            " mp.alloc.max-inflight-pushes): retry later", limit=limit)
+
+    def _send(self, request: Request, order: PushOrder) -> bytes | int:
         content = self._content(order)
-        self.inflight += cost  # before the call: its Deferred may fire at once
         try:
-            if order.broadcast:
-                d = self._client.broadcast(
-                    content, tags=order.tags, condition=order.condition,
-                    task_id=order.task_id, ack=order.ack, timeout_ms=order.timeout_ms)
-            else:
-                d = self._client.push(
-                    order.user_ids, content, ack=order.ack,
-                    timeout_ms=order.timeout_ms or self._push_timeout_ms, tags=order.tags)
+            d = self._call(order, content)
         except PacketTooLarge as exc:
-            self.inflight -= cost
             return json_error(request, 413, str(exc), field="content")
         except ValueError as exc:
-            self.inflight -= cost
             # The client's own checks; ours above should have caught these.
             return json_error(request, 400, str(exc), field=None)
-        except BaseException:
-            self.inflight -= cost
-            raise
-
-        def release(passthrough: Any) -> Any:
-            # The outcome is known (whether or not anyone waits for it).
-            self._released(cost)
-            return passthrough
-
-        d.addBoth(release)
-        gone: list[bool] = []
-        key = id(request)
-
-        def disconnected(reason: Failure) -> None:
-            gone.append(True)
-
-        request.notifyFinish().addErrback(disconnected)
-        peer = client_ip(request)
-
-        def force() -> None:
-            # Shutdown, and the outcomes are still not known: say timeout.
-            targets: Sequence[str | None] = (None,) if order.broadcast else order.user_ids
-            answer([_Forced(user) for user in targets])
-
-        def answer(results: list[ResultLike]) -> None:
-            if self._unanswered.pop(key, None) is None:
-                if not gone:
-                    self.log.info("push from {peer}: outcome after the shutdown answer: {n}"
-                                  " result(s) dropped", peer=str(peer), n=len(results))
-                return
-            rows = [_row(r) for r in results]
-            self._count(results)
-            summary = dict.fromkeys(PushOutcome, 0)
-            for row in rows:
-                summary[row["result"]] = summary.get(row["result"], 0) + 1
-            if order.broadcast or gone:
-                # Not every push: at thousands a second one line each would
-                # flood the log (the access log, when on, has every request).
-                self.log.info(
-                    "push from {peer}: {what} -> {summary}{left}", peer=str(peer),
-                    what="broadcast" if order.broadcast else f"{len(order.user_ids)} user(s)",
-                    summary=" ".join(f"{k}={v}" for k, v in summary.items()),
-                    left=" (client left before the answer)" if gone else "")
-            if gone:
-                return  # the client left: the outcome is logged, nobody to tell
-            body = json.dumps({"results": rows, "summary": summary}, ensure_ascii=False,
-                              separators=(",", ":")).encode("utf-8")
-            request.setHeader(b"content-type", _JSON)
-            request.setHeader(b"cache-control", b"no-store")
-            _finish(request, body)
-
-        def failed(reason: Failure) -> None:
-            if self._unanswered.pop(key, None) is None:
-                return  # answered already (shutdown) or the client left
-            if reason.check(PacketTooLarge):
-                status, message, extra = 413, reason.getErrorMessage(), {"field": "content"}
-            else:
-                self.log.failure("push failed", reason)
-                status, message, extra = 500, "push failed: internal error", {}
-            if not gone:
-                _finish(request, json_error(request, status, message, **extra))
-
-        self._unanswered[key] = force
-        d.addCallbacks(answer, failed)
-        d.addErrback(lambda f: self.log.failure("writing the /push answer", f))
+        except PushRefused as exc:
+            return self._unavailable(request, closing=exc.closing)  # admitted just above
+        _PushExchange(request, order, self.log).wait(d)
         return NOT_DONE_YET
 
-    def _count(self, results: list[ResultLike]) -> None:
-        outcomes = self.outcomes
-        observe = self.observe_push
-        for r in results:
-            result = r.result
-            if result in outcomes:  # always, for PushClient's results; kept bounded anyway
-                outcomes[result] += 1
-            if observe is not None and not isinstance(r, _Forced):
-                observe(float(r.ms) / 1000.0)
+    def _call(self, order: PushOrder, content: bytes) -> Deferred[list[Any]]:
+        if order.broadcast:
+            return self.client.broadcast(
+                content, tags=order.tags, condition=order.condition,
+                task_id=order.task_id, ack=order.ack, timeout_ms=order.timeout_ms)
+        return self.client.push(
+            order.user_ids, content, ack=order.ack,
+            timeout_ms=order.timeout_ms or self._push_timeout_ms, tags=order.tags)
 
     def _content(self, order: PushOrder) -> bytes:
         if order.content is not None:
@@ -310,22 +209,69 @@ class PushResource(Resource):
         return content
 
 
+class _PushExchange:
+    """One admitted ``/push`` request, from the push call to its answer.
+
+    The push goes on if the HTTP client leaves: its outcome is then only
+    logged. The client fires the push's Deferred once (at shutdown with
+    every target ``timeout``), so the answer is written at most once.
+    """
+
+    def __init__(self, request: Request, order: PushOrder, log: Logger) -> None:
+        self.request = request
+        self.order = order
+        self.log = log
+        self.gone = False  # the HTTP client left before the answer
+        self.peer = client_ip(request)
+        request.notifyFinish().addErrback(self._disconnected)
+
+    def wait(self, d: Deferred[list[Any]]) -> None:
+        d.addCallbacks(self._answer, self._failed)
+        d.addErrback(lambda f: self.log.failure("writing the /push answer", f))
+
+    def _disconnected(self, reason: Failure) -> None:
+        self.gone = True
+
+    def _answer(self, results: list[ResultLike]) -> None:
+        rows = [_row(r) for r in results]
+        summary = dict.fromkeys(PushOutcome, 0)
+        for row in rows:
+            summary[row["result"]] = summary.get(row["result"], 0) + 1
+        if self.order.broadcast or self.gone:
+            self._log_summary(summary)
+        if self.gone:
+            return  # the client left: the outcome is logged, nobody to tell
+        body = json.dumps({"results": rows, "summary": summary}, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8")
+        self.request.setHeader(b"content-type", _JSON)
+        self.request.setHeader(b"cache-control", b"no-store")
+        _finish(self.request, body)
+
+    def _log_summary(self, summary: dict[str, int]) -> None:
+        # Not every push: at thousands a second one line each would flood
+        # the log (the access log, when on, has every request).
+        order = self.order
+        self.log.info(
+            "push from {peer}: {what} -> {summary}{left}", peer=str(self.peer),
+            what="broadcast" if order.broadcast else f"{len(order.user_ids)} user(s)",
+            summary=" ".join(f"{k}={v}" for k, v in summary.items()),
+            left=" (client left before the answer)" if self.gone else "")
+
+    def _failed(self, reason: Failure) -> None:
+        if reason.check(PacketTooLarge):
+            status, message, extra = 413, reason.getErrorMessage(), {"field": "content"}
+        else:
+            self.log.failure("push failed", reason)
+            status, message, extra = 500, "push failed: internal error", {}
+        if not self.gone:
+            _finish(self.request, json_error(self.request, status, message, **extra))
+
+
 def _finish(request: Request, body: bytes) -> None:
     # A length rather than chunked encoding: simpler for every client.
     request.setHeader(b"content-length", b"%d" % len(body))
     request.write(body)
     request.finish()
-
-
-@dataclass(frozen=True)
-class _Forced:
-    """The row of a target whose outcome was not known at shutdown."""
-
-    user_id: str | None
-    client_type: int | None = None
-    result: PushOutcome = PushOutcome.TIMEOUT
-    gateway: str | None = None
-    ms: float = 0.0
 
 
 def _row(result: ResultLike) -> dict[str, Any]:
