@@ -642,7 +642,7 @@ def test_invalidate_detaches_a_lookup_in_flight(env: Env) -> None:
     env.route("u1", f1=loc(A))
     env.cache.manual = True
     env.client.push(["u1"], b"one")
-    env.client.invalidate_route("u1")  # e.g. an PushOutcome.OFFLINE answer just came in
+    env.client.invalidate_route("u1")  # e.g. an OFFLINE answer just came in
     env.route("u1", f1=loc(B))
     env.client.push(["u1"], b"two")
     assert len(env.cache.calls) == 2  # a fresh read, not joined to the older one

@@ -24,7 +24,7 @@ Where we differ from the Java client, and why (see docs/push-client.md):
   with a fresh full timeout, and again on every further route change).
 * Locations that say "offline" (or no location at all) are cached only for
   ``negative_route_ttl`` (1 s): nothing would tell us when the user comes
-  back, whereas a stale *online* route is corrected by the gateway's PushOutcome.OFFLINE
+  back, whereas a stale *online* route is corrected by the gateway's OFFLINE
   or ROUTER_CHANGE answer. Java drops the entry on every offline result,
   i.e. caches none of it.
 * A broadcast waits for every gateway's OK, taskId or not, and reports one
