@@ -197,7 +197,8 @@ def library_phase(config: Path, gateway: str, users: int, args: argparse.Namespa
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the pool never connected to {gateway}")
                 await deferLater(reactor, 0.05, lambda: None)
-            client = PushClient(pool, redis, max_packet_size=settings.max_packet_size)
+            client = PushClient(pool, redis, max_inflight=settings.alloc.max_inflight_pushes,
+                                max_packet_size=settings.max_packet_size)
 
             # Warm-up: every route in the cache, the connections and code hot.
             n, secs, counts = await drive(client, iter(user_ids), 100, 60.0, None)

@@ -1,5 +1,5 @@
 """Library name kept stable: the push client lives in :mod:`mpush.services.pusher`."""
 
-from mpush.services.pusher import PushClient, PushResult
+from mpush.services.pusher import PushClient, PushRefused, PushResult
 
-__all__ = ["PushClient", "PushResult"]
+__all__ = ["PushClient", "PushRefused", "PushResult"]

@@ -81,7 +81,7 @@ def test_defaults_other_modules_take_are_the_tables() -> None:
     from mpush.cluster import gateways as gateway
     from mpush.services import pusher as push
     from mpush.services import refresher as alloc
-    from mpush.web import push as web_push
+    from mpush.web import push_body
     from mpush.web import site as server
     from mpush.wire import codec as protocol
 
@@ -89,8 +89,7 @@ def test_defaults_other_modules_take_are_the_tables() -> None:
     assert alloc.DEFAULT_CHANGE_DELAY == default("mp.alloc.change-delay")
     assert server.DEFAULT_MAX_REQUEST_SIZE == default("mp.alloc.max-request-size")
     assert server.DEFAULT_REQUEST_HEAD_TIMEOUT == default("mp.alloc.request-head-timeout")
-    assert web_push.DEFAULT_PUSH_ALLOW == default("mp.alloc.push-allow")
-    assert web_push.MAX_TIMEOUT_MS == 86_400_000
+    assert push_body.MAX_TIMEOUT_MS == 86_400_000
     assert protocol.DEFAULT_MAX_PACKET_SIZE == default("mp.core.max-packet-size")
     assert protocol.DEFAULT_TIMEOUT_MS == 3000
     assert push.DEFAULT_BROADCAST_TIMEOUT == default("mp.alloc.broadcast-timeout")

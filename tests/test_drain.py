@@ -19,16 +19,24 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from mpush.cluster.gateways import GatewayReply
+from mpush.config import AllocSettings
 from mpush.daemon.tap import AllocDaemon
+from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.services.drain import Drain
 from mpush.services.ordered import OrderedService
-from mpush.services.pusher import STOPPING, PushClient
+from mpush.services.pusher import PushClient
 from mpush.web.push import PushResource
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
-from tests.test_push import FakeCache, loc
-from tests.test_web_push import Exchange, FixedAllocator, connect, http_post, split
+from tests.test_push import FakeCache, Reply, loc
+from tests.test_web_push import (
+    Exchange,
+    FixedAllocator,
+    connect,
+    http_post,
+    push_resource,
+    split,
+)
 
 GW = "10.0.0.5:3001"
 
@@ -41,7 +49,7 @@ class FakePool:
         self.deliver = deliver
         self.delay = delay
         self.pending: list[Deferred[Any]] = []
-        self.expired_with: list[str] = []
+        self.expired_with: list[TimeoutCause] = []
 
     def addresses(self) -> list[str]:
         return [GW]
@@ -51,16 +59,17 @@ class FakePool:
         data = build(1)
         d: Deferred[Any] = Deferred()
         if any(user.encode() in data for user in self.deliver):
-            self.clock.callLater(self.delay, d.callback, GatewayReply("ok", address))
+            self.clock.callLater(self.delay, d.callback, Reply(GatewayOutcome.OK, address))
         else:
             self.pending.append(d)
         return d
 
-    def expire_pending(self, detail: str) -> int:
-        self.expired_with.append(detail)
+    def expire_pending(self, cause: TimeoutCause) -> int:
+        # GatewayPool's contract: every pending request ends timeout, its cause given.
+        self.expired_with.append(cause)
         pending, self.pending = self.pending, []
         for d in pending:
-            d.callback(GatewayReply("timeout", GW, detail=detail))
+            d.callback(Reply(GatewayOutcome.TIMEOUT, GW, cause=cause))
         return len(pending)
 
 
@@ -88,6 +97,7 @@ class Stack:
     clock: Clock
     cache: FakeCache
     pool: FakePool
+    client: PushClient
     pushes: PushResource
     site: AllocSite
     listener: Listener
@@ -108,17 +118,18 @@ def make_stack(*, drain_delay: float = 2.0, grace: float = 5.0, settle: float = 
     clock = Clock()
     cache = FakeCache()
     pool = FakePool(clock, set(deliver), delay)
-    client = PushClient(pool, cache, reactor=clock)
-    pushes = PushResource(client)
+    client = PushClient(pool, cache, max_inflight=AllocSettings().max_inflight_pushes,
+                        reactor=clock)
+    pushes = push_resource(client)
     root = RootResource(FixedAllocator())
     root.putChild(b"push", pushes)
     site = AllocSite(root, reactor=clock)
     listener = Listener(clock)
     health = Health()
-    drain = Drain(health=health, listener=listener, pushes=pushes, pusher=client, site=site,
+    drain = Drain(health=health, listener=listener, pusher=client, site=site,
                   drain_delay=drain_delay, shutdown_grace=grace, settle=settle, flush=1.0,
                   clock=clock)
-    return Stack(clock, cache, pool, pushes, site, listener, health, drain)
+    return Stack(clock, cache, pool, client, pushes, site, listener, health, drain)
 
 
 def answer(ex: Exchange) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -142,7 +153,7 @@ def test_steps_happen_in_order_at_their_times() -> None:
     stack = make_stack(drain_delay=2.0, grace=5.0, deliver=("fast",), delay=3.0)
     stack.user("fast")
     ex = stack.post({"userId": "fast", "content": "hi"})
-    assert stack.pushes.inflight == 1
+    assert stack.client.admission.inflight == 1
     done = stack.drain.run()
     assert stack.health.draining is True  # at once
     stack.clock.advance(1.9)
@@ -161,7 +172,7 @@ def test_steps_happen_in_order_at_their_times() -> None:
     assert fired(done)
     assert stack.drain.expired == 0 and stack.drain.forced == 0
     assert stack.drain.connections == (1, 0)
-    assert stack.pushes.closing  # a later /push is refused
+    assert stack.client.admission.closing  # a later /push is refused
 
 
 def test_pushes_still_pending_after_the_grace_end_as_timeout() -> None:
@@ -179,12 +190,12 @@ def test_pushes_still_pending_after_the_grace_end_as_timeout() -> None:
     stack.clock.advance(0.79)
     assert stack.pool.expired_with == [] and mute.raw == b""
     stack.clock.advance(0.01)  # the grace is over (0.5 + 1.0)
-    assert stack.pool.expired_with == [STOPPING]
+    assert stack.pool.expired_with == [TimeoutCause.SHUTDOWN]
     status, _, body = answer(mute)
     assert status == 200
     by_user = {r["userId"]: r["result"] for r in body["results"]}
     assert by_user == {"mute1": "timeout", "mute2": "timeout", "fast": "success"}
-    assert stack.pushes.inflight == 0
+    assert stack.client.admission.inflight == 0
     stack.clock.advance(0.02)
     closed(stack, fast, mute)
     stack.clock.advance(0.02)
@@ -199,7 +210,7 @@ def test_a_push_stuck_before_its_gateway_request_is_answered_timeout_after_settl
     ex = stack.post({"userIds": ["slow-redis"], "content": "hi"})
     done = stack.drain.run()
     stack.clock.advance(1.0)
-    assert stack.pool.expired_with == [STOPPING] and ex.raw == b""
+    assert stack.pool.expired_with == [TimeoutCause.SHUTDOWN] and ex.raw == b""
     stack.clock.advance(0.5)
     status, _, body = answer(ex)
     assert status == 200 and body["results"] == [
@@ -250,8 +261,7 @@ def test_a_stop_during_start_skips_the_delay() -> None:
 def test_negative_durations_are_refused() -> None:
     stack = make_stack()
     with pytest.raises(ValueError, match="drain_delay"):
-        Drain(health=stack.health, listener=stack.listener, pushes=stack.pushes,
-              pusher=PushClient(stack.pool, stack.cache, reactor=stack.clock),
+        Drain(health=stack.health, listener=stack.listener, pusher=stack.client,
               site=stack.site, drain_delay=-1.0, shutdown_grace=1.0, clock=stack.clock)
 
 

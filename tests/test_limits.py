@@ -23,11 +23,7 @@ from twisted.web.http import HTTPChannel
 from mpush.cluster import kazoo_logs as logbridge
 from mpush.config import AllocSettings, load_settings
 from mpush.daemon.tap import Options, makeService
-from mpush.web.push import (
-    DEFAULT_MAX_INFLIGHT_PUSHES,
-    DEFAULT_MAX_USERS_PER_PUSH,
-    PushResource,
-)
+from mpush.web.push import PushResource
 from mpush.web.root import RootResource
 from mpush.web.site import (
     DEFAULT_REQUEST_HEAD_TIMEOUT,
@@ -43,17 +39,18 @@ from tests.test_web_push import (
     FixedAllocator,
     connect,
     http_post,
+    push_resource,
     split,
 )
 
 # ------------------------------------------------------------ helpers
 
 
-def push_site(client: FakePushClient, *, max_users: int = 3, max_inflight: int = 5,
+def push_site(client: FakePushClient, *, max_users: int = 3,
               retry_after: int = 7) -> tuple[AllocSite, PushResource]:
     root = RootResource(FixedAllocator())
-    resource = PushResource(client, push_timeout=3.0, max_users=max_users,
-                            max_inflight=max_inflight, retry_after=retry_after)
+    resource = push_resource(client, push_timeout=3.0, max_users=max_users,
+                             retry_after=retry_after)
     root.putChild(b"push", resource)
     return AllocSite(root), resource
 
@@ -74,10 +71,10 @@ def users(*ids: str) -> dict[str, Any]:
 
 
 def test_defaults_agree_with_the_config() -> None:
-    # The library defaults are what an empty config file gives.
+    # What an empty config file gives (the push limits have no other default).
     alloc = AllocSettings()
-    assert DEFAULT_MAX_USERS_PER_PUSH == alloc.max_users_per_push == 1000
-    assert DEFAULT_MAX_INFLIGHT_PUSHES == alloc.max_inflight_pushes == 10_000
+    assert alloc.max_users_per_push == 1000
+    assert alloc.max_inflight_pushes == 10_000
     assert DEFAULT_REQUEST_HEAD_TIMEOUT == alloc.request_head_timeout == 10.0
     assert alloc.max_pending_per_gateway == 10_000
 
@@ -119,82 +116,82 @@ def test_a_broadcast_is_not_limited_by_users() -> None:
 
 def test_limits_that_could_never_admit_a_request_are_refused() -> None:
     with pytest.raises(ValueError, match="max_users"):
-        PushResource(FakePushClient(), max_users=10, max_inflight=9)
+        push_resource(FakePushClient(max_inflight=9), max_users=10)
     with pytest.raises(ValueError):
-        PushResource(FakePushClient(), max_users=0)
+        push_resource(FakePushClient(), max_users=0)
 
 
 # ------------------------------------------------------------ pushes in flight
 
 
 def test_pushes_past_the_in_flight_limit_are_503_with_retry_after() -> None:
-    client = FakePushClient(hold=True)
-    site, resource = push_site(client, max_users=3, max_inflight=5, retry_after=7)
+    client = FakePushClient(hold=True, max_inflight=5)
+    site, _ = push_site(client, max_users=3, retry_after=7)
     first = send(site, users("a", "b", "c"))
-    assert first.raw == b"" and resource.inflight == 3
+    assert first.raw == b"" and client.admission.inflight == 3
     refused = send(site, users("d", "e", "f"))  # 3 + 3 > 5
     status, headers, body = answer(refused)
     assert (status, headers["retry-after"]) == (503, "7")
     assert (body["status"], body["limit"]) == (503, 5)
     assert "in flight" in body["error"]
     assert len(client.calls) == 1  # the refused request sent nothing
-    assert resource.inflight == 3
+    assert client.admission.inflight == 3
     fits = send(site, users("d", "e"))  # 3 + 2 == 5: admitted
-    assert fits.raw == b"" and resource.inflight == 5
+    assert fits.raw == b"" and client.admission.inflight == 5
     # A broadcast counts one: no room for it now.
     assert answer(send(site, {"broadcast": True, "content": "x"}))[0] == 503
     # As outcomes arrive the room comes back, and requests are admitted again.
     d, results = client.pending[0]
     d.callback(results)
     assert answer(first)[0] == 200
-    assert resource.inflight == 2
+    assert client.admission.inflight == 2
     again = send(site, users("g", "h", "i"))
-    assert again.raw == b"" and resource.inflight == 5
+    assert again.raw == b"" and client.admission.inflight == 5
     for d, results in client.pending[1:]:
         d.callback(results)
     assert (answer(fits)[0], answer(again)[0]) == (200, 200)
-    assert resource.inflight == 0
+    assert client.admission.inflight == 0
 
 
 def test_a_push_counts_until_its_outcome_even_when_the_client_left() -> None:
-    client = FakePushClient(hold=True)
-    site, resource = push_site(client, max_users=2, max_inflight=2)
+    client = FakePushClient(hold=True, max_inflight=2)
+    site, _ = push_site(client, max_users=2)
     ex = send(site, users("a", "b"))
-    assert resource.inflight == 2
+    assert client.admission.inflight == 2
     ex.channel.connectionLost(ConnectionError("client went away"))
     # The push is still running on the gateways: it still counts.
-    assert resource.inflight == 2
+    assert client.admission.inflight == 2
     assert answer(send(site, users("c")))[0] == 503
     d, results = client.pending[0]
     d.callback(results)
-    assert resource.inflight == 0
+    assert client.admission.inflight == 0
     assert ex.raw == b""  # nobody to answer
     assert send(site, users("c")).raw == b""  # admitted (held by the fake)
-    assert resource.inflight == 1
+    assert client.admission.inflight == 1
 
 
 def test_failed_or_refused_pushes_give_their_count_back() -> None:
-    client = FakePushClient(hold=True)
-    site, resource = push_site(client, max_users=2, max_inflight=2)
+    client = FakePushClient(hold=True, max_inflight=2)
+    site, _ = push_site(client, max_users=2)
     ex = send(site, users("a", "b"))
     client.pending[0][0].errback(RuntimeError("bug in the client"))
     assert answer(ex)[0] == 500
-    assert resource.inflight == 0
+    assert client.admission.inflight == 0
     # Refused synchronously by the client (too large for a gateway frame).
     client.raises = PacketTooLarge(20000, 10240)
     assert answer(send(site, users("a", "b")))[0] == 413
-    assert resource.inflight == 0
+    assert client.admission.inflight == 0
     client.raises = ValueError("bad argument")
     assert answer(send(site, users("a")))[0] == 400
-    assert resource.inflight == 0
+    assert client.admission.inflight == 0
 
 
 def test_answers_given_at_once_leave_nothing_counted() -> None:
-    client = FakePushClient()  # answers synchronously, inside the call
-    site, resource = push_site(client, max_users=3, max_inflight=3)
+    client = FakePushClient(max_inflight=3)  # answers synchronously, inside the call
+    site, _ = push_site(client, max_users=3)
     for _ in range(5):
         assert answer(send(site, users("a", "b", "c")))[0] == 200
-    assert resource.inflight == 0
+    assert client.admission.inflight == 0
 
 
 # ------------------------------------------------------------ request-head deadline
@@ -331,7 +328,7 @@ def test_a_later_head_gets_its_own_full_deadline(clock: task.Clock) -> None:
 def test_the_deadline_covers_the_head_not_the_body(clock: task.Clock) -> None:
     client = FakePushClient()
     root = RootResource(FixedAllocator())
-    root.putChild(b"push", PushResource(client))
+    root.putChild(b"push", push_resource(client))
     site = AllocSite(root, request_head_timeout=10.0, reactor=clock)
     ex = connect(site)
     body = b'{"userId": "u", "content": "x"}'
@@ -440,4 +437,5 @@ def test_the_config_keys_reach_the_services(tmp_path: Path) -> None:
     site = root.getServiceNamed("web").site
     assert site.request_head_timeout == 2.0
     push = site.resource.children[b"push"]
-    assert (push.max_users, push.max_inflight, push._retry_after) == (20, 50, b"3")
+    assert (push.max_users, push.client.admission.max_inflight, push._retry_after) == (
+        20, 50, b"3")

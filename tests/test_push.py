@@ -21,15 +21,10 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from mpush.config import AllocSettings
+from mpush.outcomes import PushOutcome, TimeoutCause
 from mpush.routes import parse_routes
-from mpush.services.pusher import (
-    FAILURE,
-    OFFLINE,
-    SUCCESS,
-    TIMEOUT,
-    PushClient,
-    PushResult,
-)
+from mpush.services.pusher import PushClient, PushRefused, PushResult
 from mpush.wire.codec import (
     CMD_GATEWAY_PUSH,
     FLAG_BIZ_ACK,
@@ -41,6 +36,7 @@ from mpush.wire.codec import (
 
 A = "10.0.0.5:3001"
 B = "10.0.0.6:3001"
+MAX_INFLIGHT = AllocSettings().max_inflight_pushes  # the daemon's default limit
 
 # ---------------------------------------------------------------- fakes
 
@@ -53,6 +49,7 @@ class Reply:
     gateway: str
     code: int | None = None
     message: Any = None
+    cause: TimeoutCause | None = None  # None unless outcome "timeout" (GatewayReply's contract)
 
 
 @dataclass(frozen=True)
@@ -84,6 +81,7 @@ class FakePool:
         self.sent: list[Sent] = []
         self.steps: dict[str, list[Step]] = {}
         self.ended = 0
+        self.live: dict[int, tuple[str, Callable[[Reply], None]]] = {}  # sid -> (address, end)
         self._ids: Iterator[int] = itertools.count(1)
 
     def script(self, address: str, *steps: Step) -> None:
@@ -116,6 +114,7 @@ class FakePool:
                     call.cancel()
             assert not d.called, "request ended twice"
             self.ended += 1
+            self.live.pop(sid, None)
             d.callback(reply)
 
         def answer() -> None:
@@ -127,7 +126,15 @@ class FakePool:
             # Scheduled before the timer: at an equal time, Clock runs it first.
             calls.append(self.clock.callLater(timeout if step.at_timeout else step.after, answer))
         calls.append(self.clock.callLater(timeout, end, Reply("timeout", address)))
+        self.live[sid] = (address, end)
         return d
+
+    def expire_pending(self, cause: TimeoutCause) -> int:
+        """GatewayPool's contract: every pending request ends timeout now, with ``cause``."""
+        live, self.live = self.live, {}
+        for address, end in live.values():
+            end(Reply("timeout", address, cause=cause))
+        return len(live)
 
 
 class FakeCache:
@@ -182,12 +189,14 @@ class Env:
 
     def __post_init__(self) -> None:
         self.pool = FakePool(self.clock, (A, B))
-        self.client = PushClient(self.pool, self.cache, reactor=self.clock)
+        self.client = PushClient(self.pool, self.cache, max_inflight=MAX_INFLIGHT,
+                                 reactor=self.clock)
 
     def route(self, user: str, **fields: str) -> None:
         self.cache.hashes[f"mp:ur:{user}"] = {k.lstrip("f"): v for k, v in fields.items()}
 
     def rebuild(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_inflight", MAX_INFLIGHT)
         self.client = PushClient(self.pool, self.cache, reactor=self.clock, **kwargs)
 
     def push_now(self, users: list[str], content: bytes = b"hi", **kw: Any) -> list[PushResult]:
@@ -205,6 +214,14 @@ class Env:
 @pytest.fixture
 def env() -> Env:
     return Env()
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[LogEvent]]:
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
 
 
 def result_of(d: Deferred[Any]) -> Any:
@@ -232,7 +249,7 @@ def test_success_sends_the_java_request_to_the_users_gateway(env: Env) -> None:
     env.clock.advance(0.249)
     assert not d.called
     env.clock.advance(0.001)
-    assert result_of(d) == [PushResult("u1", 1, SUCCESS, A, pytest.approx(250.0))]
+    assert result_of(d) == [PushResult("u1", 1, PushOutcome.SUCCESS, A, pytest.approx(250.0))]
 
 
 def test_routes_are_cached_after_success(env: Env) -> None:
@@ -252,7 +269,7 @@ def test_minimum_timeout_puts_500_ms_on_the_wire(env: Env) -> None:
 
 def test_no_route_is_offline_without_touching_a_gateway(env: Env) -> None:
     d = env.client.push(["ghost"], b"hi")
-    assert result_of(d) == [PushResult("ghost", None, OFFLINE, None, 0.0, "no route")]
+    assert result_of(d) == [PushResult("ghost", None, PushOutcome.OFFLINE, None, 0.0, "no route")]
     assert env.pool.sent == []
 
 
@@ -260,7 +277,7 @@ def test_route_without_conn_id_is_offline_on_that_type(env: Env) -> None:
     env.route("u1", f2=loc(A, "windows", conn=None))
     d = env.client.push(["u1"], b"hi")
     [r] = result_of(d)
-    assert (r.user_id, r.client_type, r.result, r.gateway) == ("u1", 2, OFFLINE, None)
+    assert (r.user_id, r.client_type, r.result, r.gateway) == ("u1", 2, PushOutcome.OFFLINE, None)
     assert env.pool.sent == []
 
 
@@ -268,7 +285,7 @@ def test_gateway_offline_answer_invalidates_the_cached_route(env: Env) -> None:
     env.route("u1", f1=loc())
     env.pool.script(A, Step("error", code=1))
     [r] = env.push_now(["u1"])
-    assert (r.client_type, r.result, r.gateway) == (1, OFFLINE, A)
+    assert (r.client_type, r.result, r.gateway) == (1, PushOutcome.OFFLINE, A)
     env.push_now(["u1"])
     assert env.cache.calls == ["mp:ur:u1", "mp:ur:u1"]
 
@@ -278,7 +295,7 @@ def test_gateway_error_codes_are_failures(env: Env, code: int) -> None:
     env.route("u1", f1=loc())
     env.pool.script(A, Step("error", code=code))
     [r] = env.push_now(["u1"])
-    assert (r.result, r.gateway) == (FAILURE, A)
+    assert (r.result, r.gateway) == (PushOutcome.FAILURE, A)
     assert str(code) in (r.reason or "")
     env.push_now(["u1"])
     assert len(env.cache.calls) == 1  # a failure says nothing about the route
@@ -292,7 +309,7 @@ def test_no_answer_is_a_timeout_at_the_requested_time(env: Env) -> None:
     assert not d.called
     env.clock.advance(0.001)
     [r] = result_of(d)
-    assert (r.result, r.gateway, r.ms) == (TIMEOUT, A, pytest.approx(3000.0))
+    assert (r.result, r.gateway, r.ms) == (PushOutcome.TIMEOUT, A, pytest.approx(3000.0))
 
 
 @pytest.mark.parametrize("outcome", ["unavailable", "lost"])
@@ -300,18 +317,19 @@ def test_no_connection_or_lost_connection_is_a_failure(env: Env, outcome: str) -
     env.route("u1", f1=loc())
     env.pool.script(A, Step(outcome))
     [r] = env.push_now(["u1"])
-    assert (r.result, r.gateway) == (FAILURE, A)
+    assert (r.result, r.gateway) == (PushOutcome.FAILURE, A)
 
 
 def test_redis_error_is_a_failure_and_not_cached(env: Env) -> None:
     env.cache.error = ConnectionError("redis down")
     [r] = env.push_now(["u1"])
-    assert (r.user_id, r.client_type, r.result, r.gateway) == ("u1", None, FAILURE, None)
+    assert (r.user_id, r.client_type, r.result, r.gateway) == (
+        "u1", None, PushOutcome.FAILURE, None)
     assert env.pool.sent == []
     env.cache.error = None
     env.route("u1", f1=loc())
     [r] = env.push_now(["u1"])
-    assert r.result == SUCCESS
+    assert r.result == PushOutcome.SUCCESS
     assert len(env.cache.calls) == 2
 
 
@@ -322,7 +340,7 @@ def test_pool_breaking_its_contract_still_gives_a_result(env: Env) -> None:
     env.pool.request = broken  # type: ignore[method-assign]
     env.route("u1", f1=loc())
     [r] = env.push_now(["u1"])
-    assert (r.result, r.gateway, r.reason) == (FAILURE, A, "internal error")
+    assert (r.result, r.gateway, r.reason) == (PushOutcome.FAILURE, A, "internal error")
 
 
 # -------------------------------------------------------------- route change
@@ -349,7 +367,7 @@ def test_route_change_resends_once_to_the_new_gateway_within_the_deadline(env: E
     assert second.timeout == pytest.approx(2.6)  # what is left of 3 s
     assert second.push.timeout == 2100  # left - 500, as any request
     env.clock.advance(0.1)
-    assert result_of(d) == [PushResult("u1", 1, SUCCESS, B, pytest.approx(500.0))]
+    assert result_of(d) == [PushResult("u1", 1, PushOutcome.SUCCESS, B, pytest.approx(500.0))]
 
 
 def test_second_route_change_is_a_failure(env: Env) -> None:
@@ -357,7 +375,7 @@ def test_second_route_change_is_a_failure(env: Env) -> None:
     env.pool.script(A, Step("error", code=3, before=lambda: env.route("u1", f1=loc(B))))
     env.pool.script(B, Step("error", code=3))
     [r] = env.push_now(["u1"])
-    assert (r.result, r.gateway, r.reason) == (FAILURE, B, "route changed twice")
+    assert (r.result, r.gateway, r.reason) == (PushOutcome.FAILURE, B, "route changed twice")
     assert [s.address for s in env.pool.sent] == [A, B]
     env.push_now(["u1"])
     assert len(env.cache.calls) == 3  # invalidated again
@@ -367,7 +385,7 @@ def test_route_change_to_offline_is_offline(env: Env) -> None:
     env.route("u1", f1=loc(A))
     env.pool.script(A, Step("error", code=3, before=lambda: env.route("u1", f1=loc(B, conn=None))))
     [r] = env.push_now(["u1"])
-    assert (r.result, r.client_type) == (OFFLINE, 1)
+    assert (r.result, r.client_type) == (PushOutcome.OFFLINE, 1)
     assert len(env.pool.sent) == 1
 
 
@@ -377,7 +395,7 @@ def test_route_change_with_under_a_second_left_is_a_timeout(env: Env) -> None:
     d = env.client.push(["u1"], b"hi", timeout_ms=3000)
     env.clock.advance(2.5)
     [r] = result_of(d)
-    assert (r.result, r.ms) == (TIMEOUT, pytest.approx(2500.0))
+    assert (r.result, r.ms) == (PushOutcome.TIMEOUT, pytest.approx(2500.0))
     assert len(env.pool.sent) == 1  # no resend the server could not answer in time
 
 
@@ -387,7 +405,7 @@ def test_route_change_in_the_tick_of_the_deadline_ends_once(env: Env) -> None:
     d = env.client.push(["u1"], b"hi")
     env.clock.advance(3.0)
     assert result_of(d) == [
-        PushResult("u1", 1, TIMEOUT, A, pytest.approx(3000.0),
+        PushResult("u1", 1, PushOutcome.TIMEOUT, A, pytest.approx(3000.0),
                    "route changed, no time left to resend")
     ]
     assert len(env.pool.sent) == 1
@@ -403,12 +421,33 @@ def test_reply_in_the_tick_of_the_timeout_ends_once(env: Env) -> None:
     fired: list[Any] = []
     d.addCallback(fired.append)
     env.clock.advance(3.0)
-    assert fired == [[PushResult("u1", 1, SUCCESS, A, pytest.approx(3000.0))]]
+    assert fired == [[PushResult("u1", 1, PushOutcome.SUCCESS, A, pytest.approx(3000.0))]]
     assert env.pool.ended == 1
     assert env.clock.getDelayedCalls() == []
 
 
 # ------------------------------------------------------- client types, users
+
+
+def test_expire_all_ends_pending_requests_as_shutdown_timeouts(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("silent"))
+    d = env.client.push(["u1"], b"hi", timeout_ms=10_000)
+    env.clock.advance(1.0)
+    assert env.client.expire_all() == 1
+    assert result_of(d) == [PushResult("u1", 1, PushOutcome.TIMEOUT, A, pytest.approx(1000.0),
+                                       TimeoutCause.SHUTDOWN.value)]
+    # From now on a request ends at once, without being sent.
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.gateway, r.reason) == (PushOutcome.TIMEOUT, A, TimeoutCause.SHUTDOWN.value)
+    assert len(env.pool.sent) == 1
+
+
+def test_a_timeout_without_a_cause_is_the_deadline(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("silent"))
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.reason) == (PushOutcome.TIMEOUT, TimeoutCause.DEADLINE.value)
 
 
 def test_two_client_types_give_two_requests_and_ordered_results(env: Env) -> None:
@@ -418,8 +457,8 @@ def test_two_client_types_give_two_requests_and_ordered_results(env: Env) -> Non
     [r1, r2] = env.push_now(["u1"])
     sent = {s.address: s.push.client_type for s in env.pool.sent}
     assert sent == {A: 1, B: 2}
-    assert (r1.client_type, r1.gateway, r1.result) == (1, A, SUCCESS)
-    assert (r2.client_type, r2.gateway, r2.result) == (2, B, SUCCESS)
+    assert (r1.client_type, r1.gateway, r1.result) == (1, A, PushOutcome.SUCCESS)
+    assert (r2.client_type, r2.gateway, r2.result) == (2, B, PushOutcome.SUCCESS)
 
 
 @pytest.mark.parametrize(
@@ -458,7 +497,7 @@ def test_duplicate_users_are_pushed_once_in_input_order(env: Env) -> None:
     assert not d.called  # fires when all results are known
     env.clock.advance(0.4)
     assert [(r.user_id, r.result) for r in result_of(d)] == [
-        ("u2", SUCCESS), ("u1", SUCCESS), ("ghost", OFFLINE)
+        ("u2", PushOutcome.SUCCESS), ("u1", PushOutcome.SUCCESS), ("ghost", PushOutcome.OFFLINE)
     ]
 
 
@@ -468,7 +507,7 @@ def test_unparsable_route_is_skipped_and_logged_once(env: Env) -> None:
     try:
         env.route("u1", f1="{not json", f2=loc(B, "windows"))
         [r] = env.push_now(["u1"])
-        assert (r.client_type, r.result) == (2, SUCCESS)
+        assert (r.client_type, r.result) == (2, PushOutcome.SUCCESS)
         env.clock.advance(1)  # past the short TTL of an incomplete lookup
         env.push_now(["u1"])
     finally:
@@ -522,7 +561,7 @@ def test_invalid_push_raises_before_any_io(
 def test_largest_content_that_fits_is_sent(env: Env) -> None:
     env.route("u1", f1=loc())
     [r] = env.push_now(["u1"], b"x" * 10220)
-    assert r.result == SUCCESS
+    assert r.result == PushOutcome.SUCCESS
     assert len(env.pool.sent[0].packet.body) == 10240
 
 
@@ -596,7 +635,7 @@ def test_concurrent_lookups_share_one_redis_call(env: Env) -> None:
     env.cache.release()
     assert sorted(s.push.content for s in env.pool.sent) == [b"one", b"two"]
     env.clock.advance(1)
-    assert result_of(d1)[0].result == result_of(d2)[0].result == SUCCESS
+    assert result_of(d1)[0].result == result_of(d2)[0].result == PushOutcome.SUCCESS
 
 
 def test_invalidate_detaches_a_lookup_in_flight(env: Env) -> None:
@@ -636,8 +675,8 @@ def test_broadcast_sends_one_request_per_gateway(env: Env) -> None:
     assert not d.called  # a taskId broadcast still waits for its OK
     env.clock.advance(0.1)
     assert result_of(d) == [
-        PushResult(None, None, SUCCESS, A, pytest.approx(2000.0)),
-        PushResult(None, None, TIMEOUT, B, pytest.approx(30000.0), "no answer in time"),
+        PushResult(None, None, PushOutcome.SUCCESS, A, pytest.approx(2000.0)),
+        PushResult(None, None, PushOutcome.TIMEOUT, B, pytest.approx(30000.0), "no answer in time"),
     ]
 
 
@@ -647,13 +686,15 @@ def test_broadcast_timeout_and_failures(env: Env) -> None:
     d = env.client.broadcast(b"news", timeout_ms=5000)
     assert [s.timeout for s in env.pool.sent] == [5.0, 5.0]
     env.clock.advance(5)
-    assert [(r.gateway, r.result) for r in result_of(d)] == [(A, FAILURE), (B, FAILURE)]
+    assert [(r.gateway, r.result) for r in result_of(d)] == [
+        (A, PushOutcome.FAILURE), (B, PushOutcome.FAILURE)]
 
 
 def test_broadcast_without_gateways_is_one_failure(env: Env) -> None:
     env.pool.known = []
     [r] = result_of(env.client.broadcast(b"news"))
-    assert (r.user_id, r.client_type, r.result, r.gateway) == (None, None, FAILURE, None)
+    assert (r.user_id, r.client_type, r.result, r.gateway) == (
+        None, None, PushOutcome.FAILURE, None)
 
 
 @pytest.mark.parametrize(
@@ -671,3 +712,90 @@ def test_invalid_broadcast_raises_before_any_io(
     with pytest.raises(error):
         env.client.broadcast(**kwargs)
     assert env.pool.sent == []
+
+
+# --------------------------------------------------------------- admission
+
+
+def test_the_client_refuses_pushes_past_its_in_flight_limit(env: Env) -> None:
+    env.rebuild(max_inflight=3)
+    for user in ("a", "b", "c", "d"):
+        env.route(user, f1=loc(A))
+    env.pool.script(A, *[Step("silent")] * 3)
+    admission = env.client.admission
+    held = env.client.push(["a", "b", "a"], b"hi")  # two users: two in flight
+    assert (admission.inflight, admission.calls) == (2, 1)
+    assert admission.admits(1) and not admission.admits(2)
+    with pytest.raises(PushRefused, match="limit 3") as refused:
+        env.client.push(["c", "d"], b"hi")
+    assert not refused.value.closing
+    assert len(env.pool.sent) == 2  # the refused push sent nothing
+    broadcast = env.client.broadcast(b"news")  # a broadcast counts one
+    assert admission.inflight == 3
+    env.run_until(held)
+    env.run_until(broadcast)
+    assert (admission.inflight, admission.calls) == (0, 0)
+    # a and b silent; the broadcast: A silent, B answering.
+    assert admission.outcomes == {"success": 1, "failure": 0, "offline": 0, "timeout": 3}
+
+
+def test_bad_arguments_are_refused_before_admission(env: Env) -> None:
+    env.rebuild(max_inflight=1)
+    with pytest.raises(ValueError, match="blank"):
+        env.client.push(["a", " "], b"hi")  # a bad call is a ValueError, even over the limit
+    assert env.client.admission.inflight == 0
+
+
+def test_outcomes_are_counted_and_observed(env: Env) -> None:
+    observed: list[float] = []
+    env.client.admission.observe_push = observed.append
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step(after=0.25))
+    env.push_now(["u1", "ghost"])
+    assert env.client.admission.outcomes == {"success": 1, "failure": 0, "offline": 1,
+                                             "timeout": 0}
+    assert observed == [pytest.approx(0.25), 0.0]
+
+
+def test_closing_refuses_every_new_push(env: Env) -> None:
+    env.client.admission.close()
+    with pytest.raises(PushRefused) as refused:
+        env.client.push(["u1"], b"hi")
+    assert refused.value.closing
+    with pytest.raises(PushRefused):
+        env.client.broadcast(b"news")
+    assert env.cache.calls == [] and env.pool.sent == []
+
+
+def test_end_all_as_timeout_ends_every_call_now_even_one_waiting_for_redis(
+    env: Env, log_events: list[LogEvent]
+) -> None:
+    observed: list[float] = []
+    admission = env.client.admission
+    admission.observe_push = observed.append
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("silent"), Step("silent"))
+    env.pool.script(B, Step("silent"))
+    at_gateway = env.client.push(["u1"], b"hi", timeout_ms=10_000)
+    env.cache.manual = True  # the next lookup never answers
+    env.route("u2", f1=loc(A))
+    at_redis = env.client.push(["u2", "u3"], b"hi")
+    broadcast = env.client.broadcast(b"news")
+    idle = admission.when_idle()
+    env.clock.advance(1.0)
+    assert admission.calls == 3 and not idle.called
+    assert env.client.end_all_as_timeout() == 3
+    reason = TimeoutCause.SHUTDOWN.value
+    assert result_of(at_gateway) == [PushResult("u1", None, PushOutcome.TIMEOUT, None, 0.0,
+                                                reason)]
+    assert [(r.user_id, r.result, r.gateway) for r in result_of(at_redis)] == [
+        ("u2", PushOutcome.TIMEOUT, None), ("u3", PushOutcome.TIMEOUT, None)]
+    assert result_of(broadcast) == [PushResult(None, None, PushOutcome.TIMEOUT, None, 0.0,
+                                               reason)]
+    assert idle.called and (admission.inflight, admission.calls) == (0, 0)
+    assert admission.outcomes["timeout"] == 4 and observed == []  # counted, not observed
+    # What they learn later is dropped (and said so), never answered twice.
+    env.cache.release()
+    env.clock.advance(60)
+    assert admission.outcomes["timeout"] == 4
+    assert any("after the shutdown answer" in e.get("log_format", "") for e in log_events)

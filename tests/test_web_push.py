@@ -22,6 +22,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 
+from mpush.config import AllocSettings
+from mpush.services.admission import PushAdmission
+from mpush.services.push_results import shutdown_results
 from mpush.web.page import PageResource, load_page
 from mpush.web.push import PushResource
 from mpush.web.root import RootResource
@@ -45,14 +48,22 @@ class FakeResult:
 
 @dataclass
 class FakePushClient:
-    """Records calls; answers from ``outcomes`` (user id -> result), at once or when told."""
+    """Records calls; answers from ``outcomes`` (user id -> result), at once or when told.
+
+    Its calls go through a real PushAdmission, as PushClient's do.
+    """
 
     outcomes: dict[str, str] = field(default_factory=dict)
     hold: bool = False  # keep the Deferreds pending in `pending`
     raises: Exception | None = None
+    max_inflight: int = field(default_factory=lambda: AllocSettings().max_inflight_pushes)
     calls: list[tuple[str, Any, bytes, dict[str, Any]]] = field(default_factory=list)
     pending: list[tuple[Deferred[list[FakeResult]], list[FakeResult]]] = field(
         default_factory=list)
+    admission: PushAdmission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = PushAdmission(max_inflight=self.max_inflight)
 
     def push(self, user_ids: Sequence[str], content: bytes, *, ack: str = "none",
              timeout_ms: int = 3000, tags: Sequence[str] | None = None,
@@ -68,7 +79,9 @@ class FakePushClient:
                 results.append(FakeResult(uid, None, "offline", None, 0.4))
             else:
                 results.append(FakeResult(uid, 1, outcome, "10.0.0.5:3001", 12.345))
-        return self._answer(results)
+        users = list(dict.fromkeys(user_ids))
+        return self.admission.run(len(users), lambda: self._answer(results),
+                                  lambda: shutdown_results(users))
 
     def broadcast(self, content: bytes, *, tags: Sequence[str] | None = None,
                   condition: str | None = None, task_id: str | None = None,
@@ -79,8 +92,10 @@ class FakePushClient:
             "timeout_ms": timeout_ms}))
         if self.raises is not None:
             raise self.raises
-        return self._answer([FakeResult(None, None, "success", "10.0.0.5:3001", 20.0),
-                             FakeResult(None, None, "timeout", "10.0.0.6:3001", 30000.0)])
+        results = [FakeResult(None, None, "success", "10.0.0.5:3001", 20.0),
+                   FakeResult(None, None, "timeout", "10.0.0.6:3001", 30000.0)]
+        return self.admission.run(1, lambda: self._answer(results),
+                                  lambda: shutdown_results([None]))
 
     def _answer(self, results: list[FakeResult]) -> Deferred[list[FakeResult]]:
         if self.hold:
@@ -97,11 +112,19 @@ class FixedAllocator:
         return self.body
 
 
+def push_resource(client: Any, **options: Any) -> PushResource:
+    """A PushResource with the config's defaults (``AllocSettings``), overridden by ``options``."""
+    alloc = AllocSettings()
+    return PushResource(client, **{
+        "allow": alloc.push_allow, "push_timeout": alloc.push_timeout,
+        "max_users": alloc.max_users_per_push, "retry_after": alloc.retry_after, **options})
+
+
 def make_site(client: FakePushClient, *, token: str | None = None,
               allow: Sequence[str] = ("127.0.0.1/32", "::1/128"),
               max_request_size: int = LIMIT) -> AllocSite:
     root = RootResource(FixedAllocator())
-    root.putChild(b"push", PushResource(client, token=token, allow=allow, push_timeout=3.0))
+    root.putChild(b"push", push_resource(client, token=token, allow=allow, push_timeout=3.0))
     root.putChild(b"index.html", PageResource())
     return AllocSite(root, max_request_size=max_request_size)
 
@@ -214,7 +237,7 @@ def test_the_message_number_counts_pushes_from_one(
 
 
 def test_the_message_number_wraps_like_a_java_int(client: FakePushClient) -> None:
-    resource = PushResource(client)
+    resource = push_resource(client)
     resource._sequence = 2**31 - 1  # as after 2^31 - 1 pushes
     root = RootResource(FixedAllocator())
     root.putChild(b"push", resource)
@@ -537,8 +560,8 @@ def test_the_access_mode_is_logged_without_the_token(
 ) -> None:
     from twisted.logger import formatEvent
 
-    PushResource(client, token=TOKEN)
-    PushResource(client, allow=[ipaddress.ip_network("10.0.0.0/8")])
+    push_resource(client, token=TOKEN)
+    push_resource(client, allow=[ipaddress.ip_network("10.0.0.0/8")])
     texts = [formatEvent(e) for e in log_events if "/push access" in formatEvent(e)]
     assert texts == ["/push access: bearer token required (allow-list not applied)",
                      "/push access: no token configured; clients from 10.0.0.0/8 only"]

@@ -141,7 +141,8 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
                            reactor=reactor)
     gateways.setName("gateways")
     gateways.setServiceParent(root)
-    pusher = PushClient(gateways, cache, max_packet_size=settings.max_packet_size,
+    pusher = PushClient(gateways, cache, max_inflight=settings.alloc.max_inflight_pushes,
+                        max_packet_size=settings.max_packet_size,
                         broadcast_timeout=settings.alloc.broadcast_timeout, reactor=reactor)
 
     policy = BalancePolicy()
@@ -155,7 +156,6 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
                         allow=settings.alloc.push_allow,
                         push_timeout=settings.alloc.push_timeout,
                         max_users=settings.alloc.max_users_per_push,
-                        max_inflight=settings.alloc.max_inflight_pushes,
                         retry_after=settings.alloc.retry_after)
     resource.putChild(b"push", push)
     resource.putChild(b"index.html", PageResource())
@@ -176,7 +176,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     # Read at scrape time (the collector) or observed through hooks (histograms).
     metrics = Metrics(StateCollector(policy=policy, gateways=gateways, zk=zk, redis=cache,
                                      draining=lambda: health.draining))
-    metrics.attach(site=site, push=push, refresher=refresher)
+    metrics.attach(site=site, push=pusher.admission, refresher=refresher)
     metrics_resource = MetricsResource(metrics)
     admin_port = settings.alloc.admin_port
     if admin_port is None:
@@ -191,7 +191,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
                                reactor=reactor)
         admin_web.setName("admin")
         admin_web.setServiceParent(root)
-    root.drain = Drain(health=health, listener=web, pushes=push, pusher=pusher, site=site,
+    root.drain = Drain(health=health, listener=web, pusher=pusher, site=site,
                        drain_delay=settings.alloc.drain_delay,
                        shutdown_grace=settings.alloc.shutdown_grace, clock=reactor)
     return root

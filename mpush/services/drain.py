@@ -10,10 +10,11 @@ In this order:
 3. pushes in flight get ``shutdown_grace`` seconds (``mp.alloc.shutdown-grace``)
    to finish; those still waiting for a gateway then end as ``timeout``
    (:meth:`mpush.services.pusher.PushClient.expire_all`), and so every ``/push`` request
-   gets its complete answer. From then on a new ``/push`` (on a kept-alive
-   connection) is ``503``. A push stuck before its gateway request (a Redis
-   lookup) gets ``settle`` seconds more, then its request is answered with
-   every target ``timeout`` (:meth:`PushResource.answer_all_as_timeout`);
+   gets its complete answer. From then on the push client refuses new pushes
+   (a ``/push`` on a kept-alive connection is ``503``). A push stuck before
+   its gateway request (a Redis lookup) gets ``settle`` seconds more, then
+   ends with every target ``timeout``
+   (:meth:`mpush.services.pusher.PushClient.end_all_as_timeout`);
 4. every HTTP connection is closed once its answer is written (the bytes
    go out before the close; a client that stops reading is aborted after
    ``flush`` seconds): nothing is cut off half-sent when the reactor stops.
@@ -58,22 +59,24 @@ class ListenerLike(Protocol):
     def stopService(self) -> Deferred[None] | None: ...
 
 
-class PushesLike(Protocol):
-    """What is used of :class:`mpush.web.push.PushResource`."""
+class AdmissionLike(Protocol):
+    """What is used of :class:`mpush.services.admission.PushAdmission`."""
 
     inflight: int
-    closing: bool
 
     @property
-    def unanswered(self) -> int: ...
+    def calls(self) -> int: ...
     def when_idle(self) -> Deferred[None]: ...
-    def answer_all_as_timeout(self) -> int: ...
+    def close(self) -> None: ...
 
 
 class PusherLike(Protocol):
     """What is used of :class:`mpush.services.pusher.PushClient`."""
 
+    admission: AdmissionLike
+
     def expire_all(self) -> int: ...
+    def end_all_as_timeout(self) -> int: ...
 
 
 class SiteLike(Protocol):
@@ -87,7 +90,7 @@ class Drain:
 
     log = Logger(namespace="mpush.services.drain")
 
-    def __init__(self, *, health: HealthLike, listener: ListenerLike, pushes: PushesLike,
+    def __init__(self, *, health: HealthLike, listener: ListenerLike,
                  pusher: PusherLike, site: SiteLike, drain_delay: float,
                  shutdown_grace: float, settle: float = DEFAULT_SETTLE,
                  flush: float = DEFAULT_FLUSH, clock: Clock | None = None) -> None:
@@ -97,7 +100,6 @@ class Drain:
                 raise ValueError(f"{name} must be >= 0, not {value!r}")
         self.health = health
         self.listener = listener
-        self.pushes = pushes
         self.pusher = pusher
         self.site = site
         self.drain_delay = drain_delay
@@ -110,7 +112,7 @@ class Drain:
         self._over = False
         # What happened, for tests and the last log line.
         self.expired = 0  # gateway requests ended "timeout" after the grace
-        self.forced = 0  # /push requests answered without their outcomes
+        self.forced = 0  # push calls (a /push request each) ended without their outcomes
         self.connections: tuple[int, int] = (0, 0)  # (closed, aborted)
 
     @property
@@ -176,25 +178,30 @@ class Drain:
             if self.drain_delay > 0:
                 await self._sleep(self.drain_delay)
         await maybeDeferred(self.listener.stopService)
-        pushes = self.pushes
-        self.log.info("listener closed; {n} push(es) still in flight in {r} request(s),"
-                      " {grace:g} s to finish", n=pushes.inflight, r=pushes.unanswered,
-                      grace=self.shutdown_grace)
-        finished = await self._within(pushes.when_idle(), self.shutdown_grace)
-        pushes.closing = True  # from now on a new /push is 503
-        if not finished:
-            left = pushes.inflight  # read first: expire_all ends them at once
-            self.expired = self.pusher.expire_all()
-            self.log.info("shutdown grace over: {n} push(es) still in flight end as timeout"
-                          " ({g} gateway request(s) expired)", n=left, g=self.expired)
-            if not await self._within(pushes.when_idle(), self.settle):
-                self.forced = pushes.answer_all_as_timeout()
-                self.log.warn("{n} push request(s) still without outcomes after {s:g} s more:"
-                              " answered with every target timeout", n=self.forced,
-                              s=self.settle)
+        await self._end_pushes()
         self.connections = await self.site.close_connections(self.flush)
         closed, aborted = self.connections
         self.log.info("all push requests answered; {c} HTTP connection(s) closed"
                       "{aborted} after {t:.3f} s of drain; stopping services", c=closed,
                       aborted=f", {aborted} aborted (not reading)" if aborted else "",
                       t=clock.seconds() - started)
+
+    async def _end_pushes(self) -> None:
+        """Step 3: the grace, then the gateways' expiry, then the last resort."""
+        pusher, admission = self.pusher, self.pusher.admission
+        # A /push request is one push() or broadcast() call.
+        self.log.info("listener closed; {n} push(es) still in flight in {r} request(s),"
+                      " {grace:g} s to finish", n=admission.inflight, r=admission.calls,
+                      grace=self.shutdown_grace)
+        finished = await self._within(admission.when_idle(), self.shutdown_grace)
+        admission.close()  # from now on a new push is refused (/push: 503)
+        if not finished:
+            left = admission.inflight  # read first: expire_all ends them at once
+            self.expired = pusher.expire_all()
+            self.log.info("shutdown grace over: {n} push(es) still in flight end as timeout"
+                          " ({g} gateway request(s) expired)", n=left, g=self.expired)
+            if not await self._within(admission.when_idle(), self.settle):
+                self.forced = pusher.end_all_as_timeout()
+                self.log.warn("{n} push request(s) still without outcomes after {s:g} s more:"
+                              " answered with every target timeout", n=self.forced,
+                              s=self.settle)

@@ -12,6 +12,12 @@ Usable as a library on its own: :class:`PushClient` needs only something with
 GatewayPool``) and something with ``hgetall(key)`` (``mpush.cluster.redis.
 RedisService``). Everything runs on the reactor thread and never blocks.
 
+Every call goes through the client's :class:`~mpush.services.admission.
+PushAdmission` (``client.admission``): at most ``max_inflight`` user pushes
+(a broadcast: one) in flight, a call past it refused with
+:class:`~mpush.services.admission.PushRefused`; the outcome counts; and at
+shutdown :meth:`PushClient.expire_all` then :meth:`PushClient.end_all_as_timeout`.
+
 Where we differ from the Java client, and why (see docs/push-client.md):
 
 * A route change is resent once, within the original deadline (Java resends
@@ -33,16 +39,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from twisted.internet.defer import (
-    Deferred,
-    ensureDeferred,
-    gatherResults,
-    succeed,
-)
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 from twisted.logger import Logger
 
 from mpush.config.keys import default
+from mpush.outcomes import AckModel, PushOutcome, TimeoutCause
 from mpush.routes import Route
+from mpush.services.admission import PushAdmission, PushRefused
+from mpush.services.push_results import (
+    GatewayReplyLike,
+    PushResult,
+    ShutdownReply,
+    is_router_change,
+    reply_result,
+    shutdown_results,
+)
 from mpush.services.route_cache import (
     DEFAULT_NEGATIVE_ROUTE_TTL,
     DEFAULT_ROUTE_CACHE_SIZE,
@@ -53,11 +64,7 @@ from mpush.services.route_cache import (
 from mpush.wire.codec import (
     DEFAULT_MAX_PACKET_SIZE,
     DEFAULT_TIMEOUT_MS,
-    ERR_OFFLINE,
-    ERR_ROUTER_CHANGE,
-    ERROR_REASONS,
     MIN_TIMEOUT_MS,
-    AckModel,
     _java_is_blank,
     broadcast_packet,
     single_push_packet,
@@ -65,46 +72,21 @@ from mpush.wire.codec import (
 
 __all__ = [
     "DEFAULT_BROADCAST_TIMEOUT",
-    "FAILURE",
-    "OFFLINE",
-    "SUCCESS",
-    "TIMEOUT",
     "GatewayPoolLike",
     "GatewayReplyLike",
     "PushClient",
+    "PushRefused",
     "PushResult",
 ]
 
 log = Logger(namespace="mpush.services.pusher")
 
-STOPPING: Final = "daemon stopping"  # the gateway detail of requests expired at shutdown
-
 #: A gateway answers a broadcast once it has pushed to all its users, at
 #: about 3,000 users/s (flow control): far longer than a single push.
 DEFAULT_BROADCAST_TIMEOUT: Final[float] = default("mp.alloc.broadcast-timeout")
 
-# PushResult.result values (Java PushResult codes 1..4).
-SUCCESS: Final = "success"
-FAILURE: Final = "failure"
-OFFLINE: Final = "offline"
-TIMEOUT: Final = "timeout"
-
-
 
 # ------------------------------------------------------------------ contracts
-
-
-class GatewayReplyLike(Protocol):
-    """What we read of ``mpush.cluster.gateways.GatewayReply``."""
-
-    @property
-    def outcome(self) -> str: ...  # "ok" | "error" | "timeout" | "unavailable" | "lost"
-
-    @property
-    def gateway(self) -> str: ...
-
-    @property
-    def code(self) -> int | None: ...
 
 
 class GatewayPoolLike(Protocol):
@@ -116,26 +98,7 @@ class GatewayPoolLike(Protocol):
         self, address: str, build: Callable[[int], bytes], timeout: float
     ) -> Deferred[Any]: ...  # Deferred[GatewayReplyLike], never errbacks
 
-    def expire_pending(self, detail: str) -> int: ...  # pending requests end "timeout"
-
-
-@dataclass(frozen=True)
-class PushResult:
-    """The outcome of one push to one user on one client type, or of a broadcast on one gateway.
-
-    ``client_type`` is None when the user had no route at all (or the lookup
-    failed); ``gateway`` ("host:port") is the gateway last asked, None when
-    none was. ``ms`` is the time since ``push()``/``broadcast()`` was called.
-    ``reason`` says briefly why a result is not a success (for logs and
-    operators; not a stable API).
-    """
-
-    user_id: str | None
-    client_type: int | None
-    result: str  # SUCCESS | FAILURE | OFFLINE | TIMEOUT
-    gateway: str | None
-    ms: float
-    reason: str | None = None
+    def expire_pending(self, cause: TimeoutCause) -> int: ...  # pending requests end timeout
 
 
 # --------------------------------------------------------------------- pushes
@@ -149,19 +112,9 @@ class _Job:
     content: bytes
     timeout_ms: int
     tags: tuple[str, ...] | None
-    ack: AckModel
+    ack: AckModel | str
     # With Redis down, a push to 10,000 users would log 10,000 times.
     lookup_error_logged: bool = False
-
-
-@dataclass(frozen=True)
-class _StoppingReply:
-    """What a gateway request made after ``expire_all`` gets at once."""
-
-    gateway: str
-    outcome: str = "timeout"
-    code: int | None = None
-    detail: str = STOPPING
 
 
 def _as_tags(tags: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -180,6 +133,23 @@ def _as_content(content: bytes) -> bytes:
     return content
 
 
+def _check_users(user_ids: Iterable[str]) -> list[str]:
+    """The distinct user ids, in order; TypeError / ValueError before any I/O."""
+    if isinstance(user_ids, str | bytes):
+        raise TypeError("user_ids must be a sequence of user ids, not a single string")
+    users = list(dict.fromkeys(user_ids))
+    if not users:
+        raise ValueError("no user id to push to")
+    for user_id in users:
+        if not isinstance(user_id, str):
+            raise TypeError(f"user id must be str, not {type(user_id).__name__}")
+        # Same rule as the wire codec: an empty userId reads back as null
+        # on the server, i.e. as a broadcast.
+        if _java_is_blank(user_id):
+            raise ValueError(f"blank user id {user_id!r}: that would be a broadcast")
+    return users
+
+
 def _check_timeout_ms(timeout_ms: object) -> int:
     if not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool):
         raise TypeError(f"timeout_ms must be an int, not {type(timeout_ms).__name__}")
@@ -188,17 +158,14 @@ def _check_timeout_ms(timeout_ms: object) -> int:
     return timeout_ms
 
 
-def _error_reason(code: int | None) -> str:
-    text = ERROR_REASONS.get(code) if code is not None else None
-    return f"gateway error {code}" + (f" ({text})" if text else "")
-
-
 class PushClient:
     """Pushes to users and broadcasts, on the reactor thread.
 
     ``pool``: a GatewayPool-like (:class:`GatewayPoolLike`); ``cache``: a
     RedisService-like (:class:`RedisLike`). Nothing to start or stop: the
-    pool and the cache are the services.
+    pool and the cache are the services. ``max_inflight`` (required: the
+    daemon passes ``mp.alloc.max-inflight-pushes``) bounds the user pushes
+    in flight; ``admission`` counts them, see :class:`PushAdmission`.
     """
 
     def __init__(
@@ -206,6 +173,7 @@ class PushClient:
         pool: GatewayPoolLike,
         cache: RedisLike,
         *,
+        max_inflight: int,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         route_ttl: float = DEFAULT_ROUTE_TTL,
         route_cache_size: int = DEFAULT_ROUTE_CACHE_SIZE,
@@ -230,9 +198,10 @@ class PushClient:
             max_size=route_cache_size,
             reactor=reactor,
         )
+        self.admission = PushAdmission(max_inflight=max_inflight)
         self.stopping = False  # set by expire_all: no gateway request waits any more
 
-    # -- public API -------------------------------------------------------
+    # -- shutdown ---------------------------------------------------------
 
     def expire_all(self) -> int:
         """Shutdown: end every push still waiting for a gateway as ``"timeout"``.
@@ -242,7 +211,19 @@ class PushClient:
         as well. Returns how many gateway requests were pending.
         """
         self.stopping = True
-        return self._pool.expire_pending(STOPPING)
+        return self._pool.expire_pending(TimeoutCause.SHUTDOWN)
+
+    def end_all_as_timeout(self) -> int:
+        """Shutdown, last resort: every call still in flight ends now.
+
+        Also those waiting for Redis, which :meth:`expire_all` cannot reach:
+        each target ``timeout`` (a broadcast: one row), reason
+        ``TimeoutCause.SHUTDOWN``; what they learn later is dropped.
+        Returns how many calls ended this way.
+        """
+        return self.admission.end_all_as_timeout()
+
+    # -- public API -------------------------------------------------------
 
     def lookup_routes(self, user_id: str) -> Deferred[tuple[Route, ...]]:
         """The user's routes, through the cache (errbacks if Redis fails)."""
@@ -257,7 +238,7 @@ class PushClient:
         user_ids: Iterable[str],
         content: bytes,
         *,
-        ack: AckModel = "none",
+        ack: AckModel | str = AckModel.NONE,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         tags: Iterable[str] | None = None,
     ) -> Deferred[list[PushResult]]:
@@ -265,22 +246,12 @@ class PushClient:
 
         Raises synchronously (before any Redis or gateway I/O) on bad
         arguments: ValueError (no user, a blank user id, timeout_ms < 1000,
-        empty tags or content, unknown ack), TypeError, PacketTooLarge.
+        empty tags or content, unknown ack), TypeError, PacketTooLarge; and
+        PushRefused when closing or over ``max_inflight`` (a user each).
         Then the Deferred always succeeds, with the results in input user
         order (duplicates pushed once), each user's by client type.
         """
-        if isinstance(user_ids, str | bytes):
-            raise TypeError("user_ids must be a sequence of user ids, not a single string")
-        users = list(dict.fromkeys(user_ids))
-        if not users:
-            raise ValueError("no user id to push to")
-        for user_id in users:
-            if not isinstance(user_id, str):
-                raise TypeError(f"user id must be str, not {type(user_id).__name__}")
-            # Same rule as the wire codec: an empty userId reads back as null
-            # on the server, i.e. as a broadcast.
-            if _java_is_blank(user_id):
-                raise ValueError(f"blank user id {user_id!r}: that would be a broadcast")
+        users = _check_users(user_ids)
         timeout_ms = _check_timeout_ms(timeout_ms)
         content = _as_content(content)
         tag_tuple = _as_tags(tags)
@@ -293,9 +264,8 @@ class PushClient:
             tags=tag_tuple, ack=ack, max_body=self._max_packet_size,
         )
         job = _Job(self._reactor.seconds(), content, timeout_ms, tag_tuple, ack)
-        per_user = [ensureDeferred(self._push_user(job, user_id)) for user_id in users]
-        d = gatherResults(per_user, consumeErrors=True)
-        return d.addCallback(lambda lists: [r for results in lists for r in results])
+        return self.admission.run(len(users), lambda: self._push_users(job, users),
+                                  lambda: shutdown_results(users))
 
     def broadcast(
         self,
@@ -304,7 +274,7 @@ class PushClient:
         tags: Iterable[str] | None = None,
         condition: str | None = None,
         task_id: str | None = None,
-        ack: AckModel = "none",
+        ack: AckModel | str = AckModel.NONE,
         timeout_ms: int | None = None,
     ) -> Deferred[list[PushResult]]:
         """Send one broadcast request to every known gateway server.
@@ -313,7 +283,7 @@ class PushClient:
         ``client_type`` None), in ``pool.addresses()`` order: "success" once
         that gateway has pushed to all its (matching) users. No gateway
         known: a single "failure" with gateway None. Raises synchronously on
-        bad arguments, as ``push``.
+        bad arguments, as ``push``; counts one against ``max_inflight``.
         """
         timeout = (
             self._broadcast_timeout if timeout_ms is None
@@ -329,19 +299,30 @@ class PushClient:
             )
 
         build(0)  # validation only (content, tags, condition, ack, size)
+        return self.admission.run(1, lambda: self._broadcast_all(build, timeout),
+                                  lambda: shutdown_results([None]))
+
+    # -- internals --------------------------------------------------------
+
+    def _push_users(self, job: _Job, users: list[str]) -> Deferred[list[PushResult]]:
+        per_user = [ensureDeferred(self._push_user(job, user_id)) for user_id in users]
+        d = gatherResults(per_user, consumeErrors=True)
+        return d.addCallback(lambda lists: [r for results in lists for r in results])
+
+    def _broadcast_all(self, build: Callable[[int], bytes], timeout: float
+                       ) -> Deferred[list[PushResult]]:
         start = self._reactor.seconds()
         addresses = list(dict.fromkeys(self._pool.addresses()))
         if not addresses:
             # Not an empty list: all(r.result == "success" for r in []) is
             # True, and nobody got this broadcast.
-            return succeed([PushResult(None, None, FAILURE, None, 0.0, "no gateway server known")])
+            return succeed([PushResult(None, None, PushOutcome.FAILURE, None, 0.0,
+                                       "no gateway server known")])
         per_gateway = [
             ensureDeferred(self._broadcast_one(start, address, build, timeout))
             for address in addresses
         ]
         return gatherResults(per_gateway, consumeErrors=True)
-
-    # -- internals --------------------------------------------------------
 
     def _elapsed_ms(self, start: float) -> float:
         return (self._reactor.seconds() - start) * 1000.0
@@ -351,7 +332,7 @@ class PushClient:
         job: _Job,
         user_id: str,
         client_type: int | None,
-        result: str,
+        result: PushOutcome,
         gateway: str | None,
         reason: str | None = None,
     ) -> PushResult:
@@ -363,7 +344,7 @@ class PushClient:
     ) -> GatewayReplyLike | None:
         """The pool's reply; None if the pool broke its never-fails contract."""
         if self.stopping:
-            return _StoppingReply(address)
+            return ShutdownReply(address)
         try:
             return await self._pool.request(address, build, timeout)
         except Exception:
@@ -389,9 +370,10 @@ class PushClient:
             if not job.lookup_error_logged:
                 job.lookup_error_logged = True
                 log.warn("route lookup of {user} failed: {error}", user=user_id, error=e)
-            return [self._result(job, user_id, None, FAILURE, None, f"route lookup failed: {e}")]
+            return [self._result(job, user_id, None, PushOutcome.FAILURE, None,
+                                 f"route lookup failed: {e}")]
         if not routes:
-            return [self._result(job, user_id, None, OFFLINE, None, "no route")]
+            return [self._result(job, user_id, None, PushOutcome.OFFLINE, None, "no route")]
         per_route = [ensureDeferred(self._push_route(job, user_id, r)) for r in routes]
         results: list[PushResult] = await gatherResults(per_route, consumeErrors=True)
         return results
@@ -402,17 +384,18 @@ class PushClient:
         except Exception:
             # A bug must not leave the caller's Deferred hanging or failing.
             log.failure("push to {user} type {ct} failed", user=user_id, ct=route.client_type)
-            return self._result(job, user_id, route.client_type, FAILURE, None, "internal error")
+            return self._result(job, user_id, route.client_type, PushOutcome.FAILURE, None,
+                                "internal error")
 
     async def _push_route_inner(self, job: _Job, user_id: str, route: Route) -> PushResult:
         ct = route.client_type
         if not route.online:
-            return self._result(job, user_id, ct, OFFLINE, None, "no connection")
+            return self._result(job, user_id, ct, PushOutcome.OFFLINE, None, "no connection")
         # The deadline runs from the first send, as the Java client's timer does.
         deadline = self._reactor.seconds() + job.timeout_ms / 1000
         build = self._single_builder(job, user_id, ct, job.timeout_ms)
         reply = await self._request(route.gateway, build, job.timeout_ms / 1000)
-        if not self._is_router_change(reply):
+        if not is_router_change(reply):
             return self._single_result(job, user_id, ct, route.gateway, reply)
 
         # ROUTER_CHANGE: the user moved; drop the cached route, read it
@@ -423,28 +406,26 @@ class PushClient:
         try:
             fresh = await self.routes.lookup(user_id)
         except Exception as e:
-            return self._result(job, user_id, ct, FAILURE, gateway, f"route lookup failed: {e}")
+            return self._result(job, user_id, ct, PushOutcome.FAILURE, gateway,
+                                f"route lookup failed: {e}")
         new = next((r for r in fresh if r.client_type == ct), None)
         if new is None or not new.online:
-            return self._result(job, user_id, ct, OFFLINE, gateway, "offline after route change")
+            return self._result(job, user_id, ct, PushOutcome.OFFLINE, gateway,
+                                "offline after route change")
         # Floor to whole ms; round first so 2.6 s is 2600 ms, not 2599.
         remaining_ms = math.floor(round((deadline - self._reactor.seconds()) * 1000, 6))
         if remaining_ms < MIN_TIMEOUT_MS:
             # The server would get < 500 ms (remaining - 500) and likely drop
             # its own OK; only our timer would end it: say so now.
-            return self._result(
-                job, user_id, ct, TIMEOUT, gateway, "route changed, no time left to resend"
-            )
+            return self._result(job, user_id, ct, PushOutcome.TIMEOUT, gateway,
+                                "route changed, no time left to resend")
         build = self._single_builder(job, user_id, ct, remaining_ms)
         reply = await self._request(new.gateway, build, remaining_ms / 1000)
-        if self._is_router_change(reply):
+        if is_router_change(reply):
             self.routes.invalidate(user_id)
-            return self._result(job, user_id, ct, FAILURE, new.gateway, "route changed twice")
+            return self._result(job, user_id, ct, PushOutcome.FAILURE, new.gateway,
+                                "route changed twice")
         return self._single_result(job, user_id, ct, new.gateway, reply)
-
-    @staticmethod
-    def _is_router_change(reply: GatewayReplyLike | None) -> bool:
-        return reply is not None and reply.outcome == "error" and reply.code == ERR_ROUTER_CHANGE
 
     def _single_result(
         self,
@@ -454,44 +435,15 @@ class PushClient:
         gateway: str,
         reply: GatewayReplyLike | None,
     ) -> PushResult:
-        if reply is None:
-            return self._result(job, user_id, ct, FAILURE, gateway, "internal error")
-        outcome = reply.outcome
-        if outcome == "ok":
-            return self._result(job, user_id, ct, SUCCESS, gateway)
-        if outcome == "error":
-            if reply.code == ERR_OFFLINE:
-                # The gateway checked Redis itself: our cached route is stale.
-                self.routes.invalidate(user_id)
-                return self._result(job, user_id, ct, OFFLINE, gateway, "gateway: user offline")
-            return self._result(job, user_id, ct, FAILURE, gateway, _error_reason(reply.code))
-        result, reason = self._transport_result(outcome, getattr(reply, "detail", None))
+        result, reason = reply_result(reply, single=True)
+        if result is PushOutcome.OFFLINE:
+            # The gateway checked Redis itself: our cached route is stale.
+            self.routes.invalidate(user_id)
         return self._result(job, user_id, ct, result, gateway, reason)
-
-    @staticmethod
-    def _transport_result(outcome: str, detail: str | None = None) -> tuple[str, str]:
-        """(result, reason) for the replies that are not the gateway's answer."""
-        if outcome == "timeout" and detail == STOPPING:
-            return TIMEOUT, "daemon stopping: no answer within the shutdown grace"
-        if outcome == "timeout":
-            return TIMEOUT, "no answer in time"
-        if outcome == "unavailable":
-            # As the Java client: no gateway connection is a failure.
-            return FAILURE, "no gateway connection"
-        if outcome == "lost":
-            return FAILURE, "gateway connection lost"
-        return FAILURE, f"unknown reply outcome {outcome!r}"
 
     async def _broadcast_one(
         self, start: float, address: str, build: Callable[[int], bytes], timeout: float
     ) -> PushResult:
         reply = await self._request(address, build, timeout)
-        if reply is None:
-            result, reason = FAILURE, "internal error"
-        elif reply.outcome == "ok":
-            result, reason = SUCCESS, None
-        elif reply.outcome == "error":
-            result, reason = FAILURE, _error_reason(reply.code)
-        else:
-            result, reason = self._transport_result(reply.outcome, getattr(reply, "detail", None))
+        result, reason = reply_result(reply, single=False)
         return PushResult(None, None, result, address, self._elapsed_ms(start), reason)

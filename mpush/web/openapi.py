@@ -1,7 +1,8 @@
 """``/openapi.json``: the OpenAPI 3.1 document of the HTTP API, and its resource.
 
-The document is built here, as a dict, from the same facts as the
-resources: every path, every method (the accepted ones with their real
+The document is built here (paths, components) and in
+:mod:`mpush.web.openapi_schemas` (the schemas), as a dict, from the same
+facts as the resources: every path, every method (the accepted ones with their real
 answers, the others with ``405``), every status each can answer, the
 headers that come with them. ``tests/test_openapi.py`` keeps it true: it
 sends real requests to an in-process daemon and checks each answer against
@@ -12,14 +13,12 @@ actually produced.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from mpush.web.errors import json_error, method_not_allowed
-from mpush.web.push import MAX_TIMEOUT_MS
-from mpush.wire.codec import MIN_TIMEOUT_MS
+from mpush.web.openapi_schemas import Json, ref, schemas
 
 __all__ = ["OPENAPI_VERSION", "OpenApiResource", "build_document"]
 
@@ -27,234 +26,20 @@ OPENAPI_VERSION = "3.1.0"
 METHODS = ("get", "head", "post", "put", "delete", "patch", "options", "trace")
 _ALLOWED = (b"GET", b"HEAD")
 
-Json = dict[str, Any]
-
-
-def _ref(kind: str, name: str) -> Json:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
-def _nullable(schema: Json) -> Json:
-    kind = schema["type"]
-    return {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
-
 
 def _error_response(description: str, *, headers: Json | None = None) -> Json:
     answer: Json = {
         "description": description,
-        "content": {"application/json": {"schema": _ref("schemas", "Error")}},
+        "content": {"application/json": {"schema": ref("schemas", "Error")}},
     }
     if headers:
         answer["headers"] = headers
     return answer
 
 
-def _schemas() -> Json:
-    string: Json = {"type": "string"}
-    strings: Json = {"type": "array", "items": string}
-    return {
-        "Error": {
-            "type": "object",
-            "description": "Every error the daemon writes (4xx/5xx) looks like this.",
-            "required": ["error", "status"],
-            "additionalProperties": False,
-            "properties": {
-                "error": {"type": "string", "description": "what went wrong, for people"},
-                "status": {"type": "integer", "minimum": 400, "maximum": 599,
-                           "description": "the HTTP status, repeated"},
-                "field": {"type": ["string", "null"],
-                          "description": "`/push` 400/413/415: the JSON key at fault"
-                                         " (`body` for the whole body)"},
-                "limit": {"type": "integer", "minimum": 1,
-                          "description": "413/503: the limit passed"
-                                         " (bytes, users or pushes in flight)"},
-                "allow": {"type": "array", "items": string, "minItems": 1,
-                          "description": "405: the methods the path accepts"},
-            },
-        },
-        "Allocation": {
-            "type": "string",
-            "description": "`ip:port` of every servable connection server, comma-separated,"
-                           " least loaded first, no trailing newline.",
-            "pattern": r"^[^,:\s]+:[0-9]+(,[^,:\s]+:[0-9]+)*$",
-        },
-        "PushRequest": {
-            "type": "object",
-            "description": "A push. `null` is the same as absent; unknown fields are ignored"
-                           " (as the Java alloc ignores them). A target (`userId`, `userIds` or"
-                           " `broadcast: true`) and a content (`hello` or `content`, not both)"
-                           " are required. The Java alloc's own body"
-                           " `{\"userId\",\"hello\",\"broadcast\":false,\"condition\":\"\"}`"
-                           " works as it is. Any `Content-Type` but multipart.",
-            "additionalProperties": True,
-            "properties": {
-                "userId": _nullable({**string, "description":
-                                     "one user (with `userIds`: the union, order kept,"
-                                     " duplicates once); not blank"}),
-                "userIds": _nullable({**strings, "description":
-                                      "several users; none blank; at most"
-                                      " `mp.alloc.max-users-per-push` distinct (else 413)"}),
-                "broadcast": _nullable({"type": "boolean", "description":
-                                        "push to every connected user; wins over user ids"}),
-                "hello": _nullable({**string, "description":
-                                    "text wrapped as the Java alloc wraps it (a notification"
-                                    " titled MPUSH推送)"}),
-                "msgType": {"type": ["integer", "null"], "enum": [1, 2, 3, None],
-                            "description": "with `hello` only: 1 notification, 2 message,"
-                                           " 3 both (default)"},
-                "content": {"type": ["string", "object", "null"], "description":
-                            "raw content instead of `hello`: a string is sent as its UTF-8"
-                            " bytes, an object as its compact JSON; not empty; at most"
-                            " `mp.core.max-packet-size` once framed (else 413)"},
-                "tags": _nullable({"type": "array", "minItems": 1,
-                                   "items": {"type": "string", "minLength": 1},
-                                   "description": "broadcast: only users with one of these"
-                                                  " tags"}),
-                "condition": _nullable({**string, "description":
-                                        "broadcast: a script the connection servers evaluate;"
-                                        " blank = none"}),
-                "taskId": _nullable({**string, "description":
-                                     "broadcast only (400 on a single push): task id"}),
-                "ackModel": {"type": ["string", "null"], "enum": ["none", "auto", "biz", None],
-                             "description": "delivery ack asked of the device (default none)"},
-                "timeout": {"type": ["integer", "null"], "minimum": MIN_TIMEOUT_MS,
-                            "maximum": MAX_TIMEOUT_MS,
-                            "description": "ms to wait for the gateway's answer (default"
-                                           " `mp.alloc.push-timeout`, a broadcast's"
-                                           " `mp.alloc.broadcast-timeout`); the gateway is"
-                                           " given 500 ms less"},
-            },
-        },
-        "PushResult": {
-            "type": "object",
-            "required": ["userId", "clientType", "result", "gateway", "ms"],
-            "additionalProperties": False,
-            "properties": {
-                "userId": {"type": ["string", "null"],
-                           "description": "the user; null for a broadcast's per-gateway row"},
-                "clientType": {"type": ["integer", "null"],
-                               "description": "1 mobile, 2 PC, 3 web, -1 other (from the"
-                                              " route's osName); null when the user has no"
-                                              " route, and for a broadcast"},
-                "result": {"type": "string",
-                           "enum": ["success", "failure", "offline", "timeout"]},
-                "gateway": {"type": ["string", "null"],
-                            "description": "the gateway `host:port` asked; null if none"},
-                "ms": {"type": "number", "minimum": 0, "description": "time taken, ms"},
-            },
-        },
-        "PushAnswer": {
-            "type": "object",
-            "description": "Sent once every outcome is known (also when every user is"
-                           " offline): one result per user and client type, or per gateway"
-                           " server for a broadcast.",
-            "required": ["results", "summary"],
-            "additionalProperties": False,
-            "properties": {
-                "results": {"type": "array", "items": _ref("schemas", "PushResult")},
-                "summary": {
-                    "type": "object",
-                    "required": ["success", "failure", "offline", "timeout"],
-                    "additionalProperties": False,
-                    "properties": {kind: {"type": "integer", "minimum": 0}
-                                   for kind in ("success", "failure", "offline", "timeout")},
-                },
-            },
-        },
-        "Health": _health_schema(),
-        "OpenApiDocument": {
-            "type": "object",
-            "description": "This document.",
-            "required": ["openapi", "info", "paths"],
-            "properties": {"openapi": {"type": "string"}, "info": {"type": "object"},
-                           "paths": {"type": "object"}},
-        },
-        "Page": {"type": "string", "description": "a self-contained HTML page"},
-        "Metrics": {"type": "string", "pattern": "^# (HELP|TYPE) mpush_alloc_",
-                    "description": "Prometheus text exposition format 0.0.4; README.md"
-                                   " (Metrics) lists every metric"},
-    }
-
-
-def _health_schema() -> Json:
-    count: Json = {"type": "integer", "minimum": 0}
-    text_or_null: Json = {"type": ["string", "null"]}
-    per_gateway: Json = {
-        "type": "object",
-        "required": ["connected", "configured", "pending"],
-        "additionalProperties": False,
-        "properties": {"connected": count, "configured": count, "pending": count},
-    }
-    return {
-        "type": "object",
-        "description": "In-memory state only: cheap to poll, answers the same during an outage."
-                       " `ok`/`degraded` come with 200, `unavailable` with 503.",
-        "required": ["status", "reasons", "draining", "allocation", "zookeeper", "redis",
-                     "gateways"],
-        "additionalProperties": False,
-        "properties": {
-            "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
-            "reasons": {"type": "array", "items": {"type": "string"},
-                        "description": "why not ok, for people; the blocking ones first"},
-            "draining": {"type": "boolean"},
-            "allocation": {
-                "type": "object",
-                "required": ["servers", "stale", "lastRefreshAgeSeconds", "lastRefreshError",
-                             "refreshes"],
-                "additionalProperties": False,
-                "properties": {
-                    "servers": count,
-                    "stale": {"type": "boolean"},
-                    "lastRefreshAgeSeconds": {"type": ["number", "null"], "minimum": 0},
-                    "lastRefreshError": text_or_null,
-                    "refreshes": count,
-                },
-            },
-            "zookeeper": {
-                "type": "object",
-                "required": ["state", "sessionId", "initialized", "connectionServers",
-                             "gatewayServers"],
-                "additionalProperties": False,
-                "properties": {
-                    "state": {"type": "string", "enum": ["connecting", "connected", "suspended",
-                                                         "lost", "stopped"]},
-                    "sessionId": {"type": ["string", "null"], "pattern": "^0x[0-9a-f]+$"},
-                    "initialized": {"type": "boolean"},
-                    "connectionServers": count,
-                    "gatewayServers": count,
-                },
-            },
-            "redis": {
-                "type": "object",
-                "required": ["mode", "reachable", "lastError"],
-                "additionalProperties": False,
-                "properties": {
-                    "mode": {"type": "string", "enum": ["single", "sentinel", "cluster"]},
-                    "reachable": {"type": "boolean"},
-                    "lastError": text_or_null,
-                },
-            },
-            "gateways": {
-                "type": "object",
-                "required": ["known", "connected", "connections", "configuredConnections",
-                             "pending", "servers"],
-                "additionalProperties": False,
-                "properties": {
-                    "known": count,
-                    "connected": count,
-                    "connections": count,
-                    "configuredConnections": count,
-                    "pending": count,
-                    "servers": {"type": "object", "additionalProperties": per_gateway},
-                },
-            },
-        },
-    }
-
-
 def _components() -> Json:
     return {
-        "schemas": _schemas(),
+        "schemas": schemas(),
         "headers": {
             "Retry-After": {"description": "seconds to wait (`mp.alloc.retry-after`)",
                             "required": True, "schema": {"type": "integer", "minimum": 0}},
@@ -271,7 +56,7 @@ def _components() -> Json:
                 " `/health/x` …)."),
             "MethodNotAllowed": _error_response(
                 "Method not allowed on this path; `allow` and the `Allow` header list the"
-                " methods it accepts.", headers={"Allow": _ref("headers", "Allow")}),
+                " methods it accepts.", headers={"Allow": ref("headers", "Allow")}),
             "RequestTimeout": _error_response(
                 "The request line and headers were not all in within"
                 " `mp.alloc.request-head-timeout` (10 s); the connection is closed. Any"
@@ -298,16 +83,16 @@ def _components() -> Json:
 
 def _common(operation: Json) -> Json:
     """Adds what every operation can answer: a late head (408), a body too large (413)."""
-    operation["responses"]["408"] = _ref("responses", "RequestTimeout")
+    operation["responses"]["408"] = ref("responses", "RequestTimeout")
     operation["responses"]["413"] = operation["responses"].get(
-        "413", _ref("responses", "ContentTooLarge"))
+        "413", ref("responses", "ContentTooLarge"))
     return operation
 
 
 def _not_allowed(path: str, allowed: tuple[str, ...]) -> Json:
     return _common({
         "summary": f"not allowed on {path}: answers 405 (accepted: {', '.join(allowed)})",
-        "responses": {"405": _ref("responses", "MethodNotAllowed")},
+        "responses": {"405": ref("responses", "MethodNotAllowed")},
     })
 
 
@@ -318,7 +103,7 @@ def _head(get: Json) -> Json:
         if "$ref" in answer or status in ("408", "413"):
             continue
         headers = {**answer.get("headers", {})}
-        headers["Content-Length"] = _ref("headers", "Content-Length")
+        headers["Content-Length"] = ref("headers", "Content-Length")
         responses[status] = {"description": answer["description"] + " (no body)",
                              "headers": headers}
     return _common({"summary": get["summary"] + " (HEAD: status and headers only)",
@@ -326,9 +111,12 @@ def _head(get: Json) -> Json:
                     "responses": responses})
 
 
-def _paths() -> Json:
-    retry_after = {"Retry-After": _ref("headers", "Retry-After")}
-    root_get = _common({
+def _retry_after() -> Json:
+    return {"Retry-After": ref("headers", "Retry-After")}
+
+
+def _root_get() -> Json:
+    return _common({
         "summary": "the connection servers, least loaded first",
         "description": "What the mpush client SDK polls. Every GET counts one allocation to"
                        " the server it lists first (HEAD counts nothing). Served from the"
@@ -336,12 +124,15 @@ def _paths() -> Json:
         "responses": {
             "200": {"description": "`ip:port,ip:port`, least loaded first",
                     "content": {"text/plain; charset=utf-8": {
-                        "schema": _ref("schemas", "Allocation")}}},
+                        "schema": ref("schemas", "Allocation")}}},
             "503": _error_response("no connection server was ever known",
-                                   headers=retry_after),
+                                   headers=_retry_after()),
         },
     })
-    push_post = _common({
+
+
+def _push_post() -> Json:
+    return _common({
         "summary": "send a push and answer with every outcome",
         "description": "Answers once every outcome is known. A request naming more distinct"
                        " users than `mp.alloc.max-users-per-push` is 413 (`field: userIds`,"
@@ -352,68 +143,92 @@ def _paths() -> Json:
         "security": [{"bearer": []}, {}],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _ref("schemas", "PushRequest")}},
+            "content": {"application/json": {"schema": ref("schemas", "PushRequest")}},
         },
         "responses": {
             "200": {"description": "every outcome",
                     "content": {"application/json": {
-                        "schema": _ref("schemas", "PushAnswer")}}},
-            "400": _error_response("a body refused: invalid JSON or UTF-8, lone surrogates,"
-                                   " wrong types, missing target or content, blank user id,"
-                                   " `taskId` on a single push, empty `tags`; `field` names"
-                                   " the culprit"),
-            "401": _error_response("a push token is configured and the request did not"
-                                   " carry it", headers={
-                                       "WWW-Authenticate": _ref("headers", "WWW-Authenticate")}),
-            "403": _error_response("no push token configured, and the client is not in"
-                                   " `mp.alloc.push-allow`, or a browser request from another"
-                                   " origin or through a host name"),
-            "413": _error_response("a body over `mp.alloc.max-request-size` (`limit`), more"
-                                   " distinct users than `mp.alloc.max-users-per-push`"
-                                   " (`field: userIds`, `limit`), or content too large for a"
-                                   " gateway frame (`field: content`)"),
-            "415": _error_response("a multipart form body (`field: body`)"),
-            "500": _error_response("an internal error while pushing: only a bug produces"
-                                   " it"),
-            "503": _error_response("the request would take the pushes in flight past"
-                                   " `mp.alloc.max-inflight-pushes` (`limit`); nothing was"
-                                   " sent", headers=retry_after),
+                        "schema": ref("schemas", "PushAnswer")}}},
+            **_push_errors(),
         },
     })
-    health_get = _common({
+
+
+def _push_errors() -> Json:
+    return {
+        "400": _error_response("a body refused: invalid JSON or UTF-8, lone surrogates,"
+                               " wrong types, missing target or content, blank user id,"
+                               " `taskId` on a single push, empty `tags`; `field` names"
+                               " the culprit"),
+        "401": _error_response("a push token is configured and the request did not"
+                               " carry it", headers={
+                                   "WWW-Authenticate": ref("headers", "WWW-Authenticate")}),
+        "403": _error_response("no push token configured, and the client is not in"
+                               " `mp.alloc.push-allow`, or a browser request from another"
+                               " origin or through a host name"),
+        "413": _error_response("a body over `mp.alloc.max-request-size` (`limit`), more"
+                               " distinct users than `mp.alloc.max-users-per-push`"
+                               " (`field: userIds`, `limit`), or content too large for a"
+                               " gateway frame (`field: content`)"),
+        "415": _error_response("a multipart form body (`field: body`)"),
+        "500": _error_response("an internal error while pushing: only a bug produces"
+                               " it"),
+        "503": _error_response("the request would take the pushes in flight past"
+                               " `mp.alloc.max-inflight-pushes` (`limit`); nothing was"
+                               " sent", headers=_retry_after()),
+    }
+
+
+def _health_get() -> Json:
+    return _common({
         "summary": "what the daemon depends on, and whether it can serve",
         "description": "`Cache-Control: no-store`. Reads in-memory state only.",
         "responses": {
             "200": {"description": "allocations are served: `ok`, or `degraded` (see"
                                    " `reasons`)",
-                    "content": {"application/json": {"schema": _ref("schemas", "Health")}}},
+                    "content": {"application/json": {"schema": ref("schemas", "Health")}}},
             "503": {"description": "`unavailable`: no connection server known yet, or"
                                    " draining",
-                    "content": {"application/json": {"schema": _ref("schemas", "Health")}}},
+                    "content": {"application/json": {"schema": ref("schemas", "Health")}}},
         },
     })
-    page_get = _common({
+
+
+def _page_get() -> Json:
+    return _common({
         "summary": "the push page (self-contained HTML)",
         "responses": {"200": {"description": "the page", "content": {
-            "text/html; charset=utf-8": {"schema": _ref("schemas", "Page")}}}},
+            "text/html; charset=utf-8": {"schema": ref("schemas", "Page")}}}},
     })
-    openapi_get = _common({
+
+
+def _openapi_get() -> Json:
+    return _common({
         "summary": "this document",
         "responses": {"200": {"description": "the OpenAPI document", "content": {
-            "application/json": {"schema": _ref("schemas", "OpenApiDocument")}}}},
+            "application/json": {"schema": ref("schemas", "OpenApiDocument")}}}},
     })
-    metrics_get = _common({
+
+
+def _metrics_get() -> Json:
+    return _common({
         "summary": "Prometheus metrics (text format 0.0.4)",
         "description": "`Cache-Control: no-store`. Reads in-memory state only. On this port"
                        " unless `mp.alloc.admin-port` is set: then on that port only, and"
                        " here 404.",
         "responses": {"200": {"description": "the metrics", "content": {
             "text/plain; version=0.0.4; charset=utf-8": {
-                "schema": _ref("schemas", "Metrics")}}}},
+                "schema": ref("schemas", "Metrics")}}}},
     })
+
+
+def _paths() -> Json:
+    """Every path with every method: the accepted ones, the others as 405."""
+    root_get, health_get, page_get = _root_get(), _health_get(), _page_get()
+    openapi_get, metrics_get = _openapi_get(), _metrics_get()
     accepted: dict[str, Json] = {
         "/": {"get": root_get, "head": _head(root_get)},
-        "/push": {"post": push_post},
+        "/push": {"post": _push_post()},
         "/health": {"get": health_get, "head": _head(health_get)},
         "/index.html": {"get": page_get, "head": _head(page_get)},
         "/openapi.json": {"get": openapi_get, "head": _head(openapi_get)},

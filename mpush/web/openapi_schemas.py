@@ -1,0 +1,286 @@
+"""The schemas of the OpenAPI document (``components.schemas``), one builder each.
+
+The enums come from the code's own vocabularies (:mod:`mpush.outcomes`) and
+limits (the wire codec, :mod:`mpush.web.push_body`), so the document says
+what the server does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mpush.outcomes import AckModel, PushOutcome
+from mpush.web.push_body import MAX_TIMEOUT_MS
+from mpush.wire.codec import MIN_TIMEOUT_MS
+
+__all__ = ["Json", "ref", "schemas"]
+
+Json = dict[str, Any]
+
+
+
+# Functions, not shared constants: every document is a fresh tree.
+def _string() -> Json:
+    return {"type": "string"}
+
+
+def _strings() -> Json:
+    return {"type": "array", "items": _string()}
+
+
+def _count() -> Json:
+    return {"type": "integer", "minimum": 0}
+
+
+def _text_or_null() -> Json:
+    return {"type": ["string", "null"]}
+
+
+def ref(kind: str, name: str) -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def schemas() -> Json:
+    """``components.schemas``: a fresh dict, in the document's order."""
+    return {
+        "Error": _error(),
+        "Allocation": {
+            "type": "string",
+            "description": "`ip:port` of every servable connection server, comma-separated,"
+                           " least loaded first, no trailing newline.",
+            "pattern": r"^[^,:\s]+:[0-9]+(,[^,:\s]+:[0-9]+)*$",
+        },
+        "PushRequest": _push_request(),
+        "PushResult": _push_result(),
+        "PushAnswer": _push_answer(),
+        "Health": _health(),
+        "OpenApiDocument": {
+            "type": "object",
+            "description": "This document.",
+            "required": ["openapi", "info", "paths"],
+            "properties": {"openapi": {"type": "string"}, "info": {"type": "object"},
+                           "paths": {"type": "object"}},
+        },
+        "Page": {"type": "string", "description": "a self-contained HTML page"},
+        "Metrics": {"type": "string", "pattern": "^# (HELP|TYPE) mpush_alloc_",
+                    "description": "Prometheus text exposition format 0.0.4; README.md"
+                                   " (Metrics) lists every metric"},
+    }
+
+
+def _nullable(schema: Json) -> Json:
+    kind = schema["type"]
+    return {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
+
+
+def _error() -> Json:
+    return {
+        "type": "object",
+        "description": "Every error the daemon writes (4xx/5xx) looks like this.",
+        "required": ["error", "status"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {"type": "string", "description": "what went wrong, for people"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599,
+                       "description": "the HTTP status, repeated"},
+            "field": {"type": ["string", "null"],
+                      "description": "`/push` 400/413/415: the JSON key at fault"
+                                     " (`body` for the whole body)"},
+            "limit": {"type": "integer", "minimum": 1,
+                      "description": "413/503: the limit passed"
+                                     " (bytes, users or pushes in flight)"},
+            "allow": {"type": "array", "items": _string(), "minItems": 1,
+                      "description": "405: the methods the path accepts"},
+        },
+    }
+
+
+def _push_request() -> Json:
+    return {
+        "type": "object",
+        "description": "A push. `null` is the same as absent; unknown fields are ignored"
+                       " (as the Java alloc ignores them). A target (`userId`, `userIds` or"
+                       " `broadcast: true`) and a content (`hello` or `content`, not both)"
+                       " are required. The Java alloc's own body"
+                       " `{\"userId\",\"hello\",\"broadcast\":false,\"condition\":\"\"}`"
+                       " works as it is. Any `Content-Type` but multipart.",
+        "additionalProperties": True,
+        "properties": {**_push_targets(), **_push_contents(), **_push_options()},
+    }
+
+
+def _push_targets() -> Json:
+    return {
+        "userId": _nullable({**_string(), "description":
+                             "one user (with `userIds`: the union, order kept,"
+                             " duplicates once); not blank"}),
+        "userIds": _nullable({**_strings(), "description":
+                              "several users; none blank; at most"
+                              " `mp.alloc.max-users-per-push` distinct (else 413)"}),
+        "broadcast": _nullable({"type": "boolean", "description":
+                                "push to every connected user; wins over user ids"}),
+    }
+
+
+def _push_contents() -> Json:
+    return {
+        "hello": _nullable({**_string(), "description":
+                            "text wrapped as the Java alloc wraps it (a notification"
+                            " titled MPUSH推送)"}),
+        "msgType": {"type": ["integer", "null"], "enum": [1, 2, 3, None],
+                    "description": "with `hello` only: 1 notification, 2 message,"
+                                   " 3 both (default)"},
+        "content": {"type": ["string", "object", "null"], "description":
+                    "raw content instead of `hello`: a string is sent as its UTF-8"
+                    " bytes, an object as its compact JSON; not empty; at most"
+                    " `mp.core.max-packet-size` once framed (else 413)"},
+    }
+
+
+def _push_options() -> Json:
+    return {
+        "tags": _nullable({"type": "array", "minItems": 1,
+                           "items": {"type": "string", "minLength": 1},
+                           "description": "broadcast: only users with one of these"
+                                          " tags"}),
+        "condition": _nullable({**_string(), "description":
+                                "broadcast: a script the connection servers evaluate;"
+                                " blank = none"}),
+        "taskId": _nullable({**_string(), "description":
+                             "broadcast only (400 on a single push): task id"}),
+        "ackModel": {"type": ["string", "null"], "enum": [*(m.value for m in AckModel), None],
+                     "description": "delivery ack asked of the device (default none)"},
+        "timeout": {"type": ["integer", "null"], "minimum": MIN_TIMEOUT_MS,
+                    "maximum": MAX_TIMEOUT_MS,
+                    "description": "ms to wait for the gateway's answer (default"
+                                   " `mp.alloc.push-timeout`, a broadcast's"
+                                   " `mp.alloc.broadcast-timeout`); the gateway is"
+                                   " given 500 ms less"},
+    }
+
+
+def _push_result() -> Json:
+    return {
+        "type": "object",
+        "required": ["userId", "clientType", "result", "gateway", "ms"],
+        "additionalProperties": False,
+        "properties": {
+            "userId": {"type": ["string", "null"],
+                       "description": "the user; null for a broadcast's per-gateway row"},
+            "clientType": {"type": ["integer", "null"],
+                           "description": "1 mobile, 2 PC, 3 web, -1 other (from the"
+                                          " route's osName); null when the user has no"
+                                          " route, and for a broadcast"},
+            "result": {"type": "string", "enum": [m.value for m in PushOutcome]},
+            "gateway": {"type": ["string", "null"],
+                        "description": "the gateway `host:port` asked; null if none"},
+            "ms": {"type": "number", "minimum": 0, "description": "time taken, ms"},
+        },
+    }
+
+
+def _push_answer() -> Json:
+    return {
+        "type": "object",
+        "description": "Sent once every outcome is known (also when every user is"
+                       " offline): one result per user and client type, or per gateway"
+                       " server for a broadcast.",
+        "required": ["results", "summary"],
+        "additionalProperties": False,
+        "properties": {
+            "results": {"type": "array", "items": ref("schemas", "PushResult")},
+            "summary": {
+                "type": "object",
+                "required": [m.value for m in PushOutcome],
+                "additionalProperties": False,
+                "properties": {m.value: {"type": "integer", "minimum": 0}
+                               for m in PushOutcome},
+            },
+        },
+    }
+
+
+def _health() -> Json:
+    return {
+        "type": "object",
+        "description": "In-memory state only: cheap to poll, answers the same during an outage."
+                       " `ok`/`degraded` come with 200, `unavailable` with 503.",
+        "required": ["status", "reasons", "draining", "allocation", "zookeeper", "redis",
+                     "gateways"],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
+            "reasons": {"type": "array", "items": {"type": "string"},
+                        "description": "why not ok, for people; the blocking ones first"},
+            "draining": {"type": "boolean"},
+            "allocation": _health_allocation(),
+            "zookeeper": _health_zookeeper(),
+            "redis": {
+                "type": "object",
+                "required": ["mode", "reachable", "lastError"],
+                "additionalProperties": False,
+                "properties": {
+                    "mode": {"type": "string", "enum": ["single", "sentinel", "cluster"]},
+                    "reachable": {"type": "boolean"},
+                    "lastError": _text_or_null(),
+                },
+            },
+            "gateways": _health_gateways(),
+        },
+    }
+
+
+def _health_allocation() -> Json:
+    return {
+        "type": "object",
+        "required": ["servers", "stale", "lastRefreshAgeSeconds", "lastRefreshError",
+                     "refreshes"],
+        "additionalProperties": False,
+        "properties": {
+            "servers": _count(),
+            "stale": {"type": "boolean"},
+            "lastRefreshAgeSeconds": {"type": ["number", "null"], "minimum": 0},
+            "lastRefreshError": _text_or_null(),
+            "refreshes": _count(),
+        },
+    }
+
+
+def _health_zookeeper() -> Json:
+    return {
+        "type": "object",
+        "required": ["state", "sessionId", "initialized", "connectionServers",
+                     "gatewayServers"],
+        "additionalProperties": False,
+        "properties": {
+            "state": {"type": "string", "enum": ["connecting", "connected", "suspended",
+                                                 "lost", "stopped"]},
+            "sessionId": {"type": ["string", "null"], "pattern": "^0x[0-9a-f]+$"},
+            "initialized": {"type": "boolean"},
+            "connectionServers": _count(),
+            "gatewayServers": _count(),
+        },
+    }
+
+
+def _health_gateways() -> Json:
+    per_gateway: Json = {
+        "type": "object",
+        "required": ["connected", "configured", "pending"],
+        "additionalProperties": False,
+        "properties": {"connected": _count(), "configured": _count(), "pending": _count()},
+    }
+    return {
+        "type": "object",
+        "required": ["known", "connected", "connections", "configuredConnections",
+                     "pending", "servers"],
+        "additionalProperties": False,
+        "properties": {
+            "known": _count(),
+            "connected": _count(),
+            "connections": _count(),
+            "configuredConnections": _count(),
+            "pending": _count(),
+            "servers": {"type": "object", "additionalProperties": per_gateway},
+        },
+    }
