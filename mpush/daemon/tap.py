@@ -114,6 +114,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     from mpush.daemon.metrics import Metrics, StateCollector
     from mpush.services.pusher import PushClient
     from mpush.services.refresher import Refresher
+    from mpush.services.status import Status
     from mpush.web.health import HealthResource
     from mpush.web.metrics import MetricsResource
     from mpush.web.openapi import OpenApiResource
@@ -161,8 +162,8 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     resource.putChild(b"index.html", PageResource())
     resource.putChild(b"openapi.json", OpenApiResource())
     # The refresher stamps last_success with this reactor's clock.
-    health = HealthResource(zk, cache, gateways, refresher, policy, clock=reactor)
-    resource.putChild(b"health", health)
+    status = Status(zk, cache, gateways, refresher, policy, clock=reactor)
+    resource.putChild(b"health", HealthResource(status))
     site = AllocSite(resource, access_log=settings.alloc.access_log,
                      max_request_size=settings.alloc.max_request_size,
                      request_head_timeout=settings.alloc.request_head_timeout,
@@ -174,8 +175,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     web.setName("web")
     web.setServiceParent(root)
     # Read at scrape time (the collector) or observed through hooks (histograms).
-    metrics = Metrics(StateCollector(policy=policy, gateways=gateways, zk=zk, redis=cache,
-                                     draining=lambda: health.draining))
+    metrics = Metrics(StateCollector(status))
     metrics.attach(site=site, push=push, refresher=refresher)
     metrics_resource = MetricsResource(metrics)
     admin_port = settings.alloc.admin_port
@@ -191,7 +191,8 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
                                reactor=reactor)
         admin_web.setName("admin")
         admin_web.setServiceParent(root)
-    root.drain = Drain(health=health, listener=web, pushes=push, pusher=pusher, site=site,
+    root.drain = Drain(listener=web, pushes=push, pusher=pusher, site=site,
                        drain_delay=settings.alloc.drain_delay,
                        shutdown_grace=settings.alloc.shutdown_grace, clock=reactor)
+    status.drain = root.drain  # made last: it needs the site, which needs /health
     return root
