@@ -60,6 +60,13 @@ class Options(usage.Options):
 
     settings: Settings
 
+    def opt_version(self) -> None:
+        """Display mpush-alloc's version and exit."""
+        from mpush import __version__
+
+        print(f"mpush-alloc {__version__}")
+        sys.exit(0)
+
     def postOptions(self) -> None:
         try:
             self.settings = load_settings(self["config"])
