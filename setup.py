@@ -1,11 +1,24 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+    # Parsed, not imported: importing mpush needs its dependencies installed.
+    text = (Path(__file__).parent / "mpush" / "__init__.py").read_text()
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("no __version__ in mpush/__init__.py")
+    return match.group(1)
+
 
 setup(
     name="mpush-alloc",
-    version="0.1.0",
+    version=read_version(),
     description="Alloc server for an mpush push cluster (twistd plugin)",
     python_requires=">=3.11",
-    packages=find_packages(include=["mpush", "mpush.*"]) + ["twisted.plugins"],
+    packages=[*find_packages(include=["mpush", "mpush.*"]), "twisted.plugins"],
     package_data={"mpush": ["web/static/*"], "twisted": ["plugins/mpush_alloc.py"]},
     include_package_data=True,
     install_requires=[

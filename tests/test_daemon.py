@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import mpush
 from tests.harness.daemon import BIN, Daemon, free_port, write_config
 from tests.harness.redis import RedisServer
 from tests.harness.registry import NodeRegistrar
@@ -67,6 +68,12 @@ def test_twistd_lists_the_plugin() -> None:
     result = twistd("--help")
     assert result.returncode == 0
     assert re.search(r"^\s+mpush-alloc\s", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_plugin_version_is_mpush_allocs() -> None:
+    result = twistd("mpush-alloc", "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"mpush-alloc {mpush.__version__}\n"
 
 
 def test_plugin_help_documents_its_options() -> None:

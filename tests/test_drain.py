@@ -88,11 +88,6 @@ class Listener:
 
 
 @dataclass
-class Health:
-    draining: Any = False
-
-
-@dataclass
 class Stack:
     clock: Clock
     cache: FakeCache
@@ -101,7 +96,6 @@ class Stack:
     pushes: PushResource
     site: AllocSite
     listener: Listener
-    health: Health
     drain: Drain
 
     def user(self, name: str) -> None:
@@ -125,11 +119,10 @@ def make_stack(*, drain_delay: float = 2.0, grace: float = 5.0, settle: float = 
     root.putChild(b"push", pushes)
     site = AllocSite(root, reactor=clock)
     listener = Listener(clock)
-    health = Health()
-    drain = Drain(health=health, listener=listener, pusher=client, site=site,
+    drain = Drain(listener=listener, pusher=client, site=site,
                   drain_delay=drain_delay, shutdown_grace=grace, settle=settle, flush=1.0,
                   clock=clock)
-    return Stack(clock, cache, pool, client, pushes, site, listener, health, drain)
+    return Stack(clock, cache, pool, client, pushes, site, listener, drain)
 
 
 def answer(ex: Exchange) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -155,7 +148,7 @@ def test_steps_happen_in_order_at_their_times() -> None:
     ex = stack.post({"userId": "fast", "content": "hi"})
     assert stack.client.admission.inflight == 1
     done = stack.drain.run()
-    assert stack.health.draining is True  # at once
+    assert stack.drain.draining is True  # at once
     stack.clock.advance(1.9)
     assert stack.listener.stopped_at == []  # still listening during the drain delay
     stack.clock.advance(0.1)
@@ -255,13 +248,13 @@ def test_a_stop_during_start_skips_the_delay() -> None:
     done = stack.drain.run()
     stack.clock.advance(0.05)
     assert fired(done)
-    assert stack.health.draining is True
+    assert stack.drain.draining is True
 
 
 def test_negative_durations_are_refused() -> None:
     stack = make_stack()
     with pytest.raises(ValueError, match="drain_delay"):
-        Drain(health=stack.health, listener=stack.listener, pusher=stack.client,
+        Drain(listener=stack.listener, pusher=stack.client,
               site=stack.site, drain_delay=-1.0, shutdown_grace=1.0, clock=stack.clock)
 
 
@@ -293,7 +286,7 @@ def test_the_daemon_drains_once_then_stops_its_services_in_reverse() -> None:
     first = root.stopService()
     second = root.stopService()  # twistd and a test may both ask
     stack.clock.advance(0.5)
-    assert events == [] and stack.health.draining is True
+    assert events == [] and stack.drain.draining is True
     assert not fired(first)
     stack.clock.advance(0.5)  # nothing in flight, no connection: the rest at once
     assert fired(first) and fired(second)

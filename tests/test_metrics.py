@@ -21,6 +21,7 @@ from mpush.balance import BalancePolicy, Candidate
 from mpush.config import ConfigError, load_settings
 from mpush.daemon.metrics import Metrics, StateCollector
 from mpush.services.refresher import Refresher
+from mpush.services.status import Status
 from mpush.web.metrics import MetricsResource
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
@@ -72,6 +73,8 @@ class FakeGateways:
 @dataclass
 class FakeZk:
     state: str = "connected"
+    session_id: int | None = None
+    initialized: bool = True
     cs: dict[str, Any] = field(default_factory=dict)
     gs: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +88,14 @@ class FakeZk:
 @dataclass
 class FakeRedis:
     healthy: bool = True
+    mode: str = "single"
+    last_error: str | None = None
+    password: str | None = None
+
+
+@dataclass
+class FakeDrain:
+    draining: bool = False
 
 
 @dataclass
@@ -112,9 +123,9 @@ def test_collector_reads_the_state_at_scrape_time() -> None:
     push = FakePush(inflight=4)
     push.outcomes["offline"] = 7
     site = FakeSite(requests={(b"/", 200): 5, (b"other", 404): 2}, head_timeouts=1)
-    draining = [False]
-    metrics = Metrics(StateCollector(site=site, policy=policy, push=push, gateways=gateways,
-                                     zk=zk, redis=redis, draining=lambda: draining[0]))
+    drain = FakeDrain()
+    status = Status(zk=zk, redis=redis, gateways=gateways, policy=policy, drain=drain)
+    metrics = Metrics(StateCollector(status, site=site, push=push))
     for _ in range(3):
         policy.allocate()
 
@@ -147,7 +158,7 @@ def test_collector_reads_the_state_at_scrape_time() -> None:
         "head_timeout": 1, "body_too_large": 0}
 
     # The same collector, later: it reads, it keeps nothing.
-    zk.state, redis.healthy, draining[0] = "connected", True, True
+    zk.state, redis.healthy, drain.draining = "connected", True, True
     policy.allocate()
     found = scrape(metrics)
     assert labelled(found, "mpush_alloc_zookeeper_state", "state")["connected"] == 1
@@ -160,7 +171,7 @@ def test_a_server_or_gateway_that_leaves_has_no_series_left() -> None:
     policy = policy_of("10.0.0.1:3000", "10.0.0.2:3000")
     gateways = FakeGateways({"10.0.0.1:3001": {"connected": 1, "configured": 1, "pending": 0},
                              "10.0.0.2:3001": {"connected": 1, "configured": 1, "pending": 0}})
-    metrics = Metrics(StateCollector(policy=policy, gateways=gateways))
+    metrics = Metrics(StateCollector(Status(policy=policy, gateways=gateways)))
     policy.allocate()
     text = metrics.exposition().decode()
     assert "10.0.0.2:3000" in text and "10.0.0.2:3001" in text
@@ -183,7 +194,7 @@ def test_a_server_or_gateway_that_leaves_has_no_series_left() -> None:
 
 
 def test_a_zookeeper_state_not_known_in_advance_still_shows() -> None:
-    metrics = Metrics(StateCollector(zk=FakeZk(state="connecting")))
+    metrics = Metrics(StateCollector(Status(zk=FakeZk(state="connecting"))))
     states = labelled(scrape(metrics), "mpush_alloc_zookeeper_state", "state")
     assert states["connecting"] == 1 and sum(states.values()) == 1
 
@@ -277,7 +288,7 @@ def site_with_metrics() -> tuple[AllocSite, Metrics, StringTransport, Any]:
     policy = policy_of("10.0.0.1:3000")
     root = RootResource(policy)
     site = AllocSite(root)
-    metrics = Metrics(StateCollector(policy=policy))
+    metrics = Metrics(StateCollector(Status(policy=policy)))
     metrics.attach(site=site)
     root.putChild(b"metrics", MetricsResource(metrics))
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))

@@ -128,3 +128,104 @@ def test_privileged_start_is_not_passed_on() -> None:
     parent = make(events, Recorder("a", events))
     parent.privilegedStartService()
     assert events == []
+
+
+def test_a_child_added_after_start_starts_and_stops_first() -> None:
+    events: list[str] = []
+    parent = make(events, Recorder("a", events), Recorder("b", events))
+    parent.startService()
+    late = Recorder("c", events, manual=True)
+    added = parent.addService(late)
+    assert events == ["start a", "start b", "start c"]
+    # addService on a running parent hands back the child's start.
+    assert isinstance(added, Deferred) and not added.called
+    assert late.pending is not None
+    late.pending.callback(None)
+    assert added.called
+    events.clear()
+    stopped = parent.stopService()
+    assert stopped.called
+    assert events == ["stop c", "stop b", "stop a"]
+    assert not late.running
+
+
+def test_a_child_added_before_start_is_not_started_by_adding() -> None:
+    events: list[str] = []
+    parent = make(events, Recorder("a", events))
+    added = parent.addService(Recorder("b", events))
+    assert added is None or added.called
+    assert events == []
+    parent.startService()
+    assert events == ["start a", "start b"]
+
+
+def test_remove_on_a_running_parent_stops_the_child_and_forgets_it() -> None:
+    events: list[str] = []
+    a, b, c = Recorder("a", events), Recorder("b", events), Recorder("c", events)
+    parent = make(events, a, b, c)
+    parent.startService()
+    events.clear()
+    removed = parent.removeService(b)
+    assert isinstance(removed, Deferred) and removed.called
+    assert events == ["stop b"] and not b.running
+    assert list(parent) == [a, c]
+    events.clear()
+    parent.stopService()
+    assert events == ["stop c", "stop a"], "b is stopped once, not again"
+
+
+def test_a_child_removed_during_start_before_its_turn_never_starts() -> None:
+    events: list[str] = []
+    a = Recorder("a", events, manual=True)
+    b, c = Recorder("b", events), Recorder("c", events)
+    parent = make(events, a, b, c)
+    started = parent.startService()
+    parent.removeService(b)
+    assert a.pending is not None
+    a.pending.callback(None)
+    assert started.called
+    assert events == ["start a", "start c"]
+    events.clear()
+    parent.stopService()
+    assert events == ["stop c", "stop a"]
+
+
+def test_a_child_added_during_start_goes_after_the_ones_before_it() -> None:
+    events: list[str] = []
+    a = Recorder("a", events, manual=True)
+    parent = make(events, a, Recorder("b", events))
+    started = parent.startService()
+    added = parent.addService(Recorder("c", events))
+    assert events == ["start a"], "c must wait for a and b"
+    assert a.pending is not None
+    a.pending.callback(None)
+    assert events == ["start a", "start b", "start c"]
+    assert started.called and added.called
+    events.clear()
+    parent.stopService()
+    assert events == ["stop c", "stop b", "stop a"]
+
+
+def test_a_child_added_while_stopping_is_not_started() -> None:
+    events: list[str] = []
+    parent = make(events, Recorder("a", events))
+    parent.startService()
+    parent.stopService()
+    parent.addService(Recorder("b", events))
+    assert events == ["start a", "stop a"]
+
+
+def test_a_failed_late_start_fails_its_add_with_start_error() -> None:
+    events: list[str] = []
+    parent = make(events, Recorder("a", events))
+    parent.startService()
+    added = parent.addService(Recorder("b", events, broken=True))
+    failures: list[Exception] = []
+    added.addErrback(lambda f: failures.append(f.value))
+    assert len(failures) == 1 and isinstance(failures[0], StartError)
+    assert failures[0].name == "b"
+    # The parent keeps running what it had; b is not in the stop order.
+    assert parent.running
+    events.clear()
+    parent.stopService()
+    assert events == ["stop a"]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import pytest
+
+import mpush
 from mpush.cluster import kazoo_logs as logbridge
 from mpush.daemon.tap import AllocDaemon, Options, makeService
 from tests.harness.daemon import write_config
@@ -29,3 +34,28 @@ def test_make_service_opens_nothing_and_orders_the_children(tmp_path: Path) -> N
     assert {t.ident for t in threading.enumerate()} == threads
     assert root.getServiceNamed("zookeeper").client is None
     assert root.getServiceNamed("web").listening is None
+
+
+def test_version_option_prints_mpush_allocs_version(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before --config is read: `twistd mpush-alloc --version` needs no config file.
+    with pytest.raises(SystemExit) as exited:
+        Options().parseOptions(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"mpush-alloc {mpush.__version__}\n"
+
+
+def test_setup_reads_the_same_version() -> None:
+    setup_py = Path(__file__).parent.parent / "setup.py"
+    result = subprocess.run([sys.executable, str(setup_py), "--version"], capture_output=True,
+                            text=True, check=True, cwd=setup_py.parent, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == mpush.__version__
+
+
+def test_the_plugin_imports_no_mpush_module_until_chosen() -> None:
+    # twistd imports every plugin module to list them (`twistd --help`).
+    code = ("import sys, twisted.plugins.mpush_alloc as p;"
+            "print(sorted(m for m in sys.modules if m.startswith('mpush')));"
+            "print(p.mpushAlloc.tapname)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.splitlines() == ["[]", "mpush-alloc"]

@@ -20,6 +20,7 @@ from twisted.internet.testing import StringTransport
 from mpush.cluster import kazoo_logs as logbridge
 from mpush.daemon.tap import AllocDaemon, Options, makeService
 from mpush.services.ordered import OrderedService
+from mpush.services.status import Status
 from mpush.web.health import HealthResource
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
@@ -32,7 +33,7 @@ from tests.harness.zookeeper import ZooKeeperServer
 
 SECRET = "pw-Zq81-never-shown"
 
-# -- fakes: the attributes and methods HealthResource reads, nothing more ----
+# -- fakes: the attributes and methods the Status reads, nothing more -------
 
 
 @dataclass
@@ -84,6 +85,7 @@ class FakeRefresher:
     last_error: str | None = None
     stale: bool = False
     refreshes: int = 7
+    failures: int = 0
 
 
 @dataclass
@@ -100,20 +102,26 @@ class FakePolicy:
 
 
 @dataclass
+class FakeDrain:
+    draining: bool = False
+
+
+@dataclass
 class Fakes:
     zk: FakeZk = field(default_factory=FakeZk)
     cache: FakeCache = field(default_factory=FakeCache)
     gateways: FakeGateways = field(default_factory=FakeGateways)
     refresher: FakeRefresher = field(default_factory=FakeRefresher)
     policy: FakePolicy = field(default_factory=FakePolicy)
+    drain: FakeDrain | None = field(default_factory=FakeDrain)
     clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
         self.clock.advance(100.0)
 
-    def site(self, **kw: Any) -> tuple[AllocSite, HealthResource]:
-        health = HealthResource(self.zk, self.cache, self.gateways, self.refresher,
-                                self.policy, clock=self.clock, **kw)
+    def site(self) -> tuple[AllocSite, HealthResource]:
+        health = HealthResource(Status(self.zk, self.cache, self.gateways, self.refresher,
+                                       self.policy, drain=self.drain, clock=self.clock))
         # Mounted the way makeService mounts it: routing through the real root.
         root = RootResource(self.policy)
         root.putChild(b"health", health)
@@ -303,8 +311,8 @@ def test_503_lists_impairments_after_the_blocking_reason() -> None:
 
 
 def test_draining_flag_is_503() -> None:
-    fakes = Fakes()
-    site, _ = fakes.site(draining=True)
+    fakes = Fakes(drain=FakeDrain(draining=True))
+    site, _ = fakes.site()
     status, doc = health(site)
     assert status == 503
     assert doc["status"] == "unavailable"
@@ -312,19 +320,29 @@ def test_draining_flag_is_503() -> None:
     assert doc["reasons"] == ["draining"]
 
 
-def test_draining_callable_is_read_on_every_request_and_settable() -> None:
+def test_the_drains_flag_is_read_on_every_request() -> None:
     fakes = Fakes()
-    state = {"draining": False}
-    site, resource = fakes.site(draining=lambda: state["draining"])
+    site, _ = fakes.site()
     assert health(site)[0] == 200
-    state["draining"] = True
+    # What the drain sequence does: set its own flag; /health follows.
+    assert fakes.drain is not None
+    fakes.drain.draining = True
     status, doc = health(site)
     assert (status, doc["draining"]) == (503, True)
-    # What the drain sequence will do: flip it on the resource itself.
-    resource.draining = False
+    fakes.drain.draining = False
     assert health(site)[0] == 200
-    resource.draining = True
-    assert health(site)[0] == 503
+
+
+def test_without_a_drain_it_is_not_draining() -> None:
+    site, _ = Fakes(drain=None).site()
+    status, doc = health(site)
+    assert (status, doc["draining"]) == (200, False)
+
+
+def test_a_status_missing_a_part_is_refused() -> None:
+    fakes = Fakes()
+    with pytest.raises(ValueError, match="redis"):
+        HealthResource(Status(fakes.zk, None, fakes.gateways, fakes.refresher, fakes.policy))
 
 
 def test_head_has_get_status_and_length_without_body() -> None:

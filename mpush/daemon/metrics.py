@@ -14,11 +14,19 @@ every metric.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from mpush.services.status import (
+    AllocationStatus,
+    GatewaysStatus,
+    RefreshStatus,
+    Status,
+    ZooKeeperStatus,
+)
 
 PREFIX = "mpush_alloc_"
 #: ZooKeeper states, each a series of ``mpush_alloc_zookeeper_state``
@@ -34,7 +42,7 @@ REFRESH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    2.5, 5.0, 10.0)
 
 
-# -- what is read (structural types; the real objects are in tap.makeService) --
+# -- what is read besides the status (structural types; see tap.make_metrics) --
 
 
 class SiteState(Protocol):
@@ -50,14 +58,11 @@ class ServerLike(Protocol):
     allocated: int
 
 
-class PolicyLike(Protocol):
+@runtime_checkable
+class Describes(Protocol):
+    """A policy that tells each server's load (:class:`mpush.balance.BalancePolicy`)."""
+
     def describe(self) -> Sequence[ServerLike]: ...
-
-
-class RefresherLike(Protocol):
-    refreshes: int
-    failures: int
-    stale: bool
 
 
 class PushLike(Protocol):
@@ -65,61 +70,41 @@ class PushLike(Protocol):
     inflight: int
 
 
-class GatewaysLike(Protocol):
-    def status(self) -> Mapping[str, Mapping[str, int]]: ...
-
-
-class ZkLike(Protocol):
-    state: str
-
-    def connection_servers(self) -> Mapping[str, Any]: ...
-    def gateway_servers(self) -> Mapping[str, Any]: ...
-
-
-class RedisLike(Protocol):
-    healthy: bool
-
-
 # -- the collector ------------------------------------------------------------
 
 
 class StateCollector:
-    """Reads the daemon's state at scrape time; every part is optional."""
+    """Reads the daemon's state at scrape time: one :class:`Status` snapshot
+    (the same reading ``/health`` renders), the site's and the pushes'
+    counters, and the policy's per-server load. Every part is optional."""
 
-    def __init__(self, *, site: SiteState | None = None, policy: PolicyLike | None = None,
-                 refresher: RefresherLike | None = None, push: PushLike | None = None,
-                 gateways: GatewaysLike | None = None, zk: ZkLike | None = None,
-                 redis: RedisLike | None = None,
-                 draining: Callable[[], bool] | None = None) -> None:
+    def __init__(self, status: Status | None = None, *, site: SiteState | None = None,
+                 push: PushLike | None = None) -> None:
+        self.status = Status() if status is None else status
         self.site = site
-        self.policy = policy
-        self.refresher = refresher
         self.push = push
-        self.gateways = gateways
-        self.zk = zk
-        self.redis = redis
-        self.draining = draining
 
     def collect(self) -> Iterator[Metric]:
+        snap = self.status.snapshot()
         if self.site is not None:
             yield from self._site(self.site)
-        if self.policy is not None:
-            yield from self._policy(self.policy)
-        if self.refresher is not None:
-            yield from self._refresher(self.refresher)
+        if snap.allocation is not None:
+            yield from self._allocation(snap.allocation)
+        if snap.refresh is not None:
+            yield from self._refresh(snap.refresh)
         if self.push is not None:
             yield from self._push(self.push)
-        if self.gateways is not None:
-            yield from self._gateways(self.gateways)
-        if self.zk is not None:
-            yield from self._zk(self.zk)
-        if self.redis is not None:
+        if snap.gateways is not None:
+            yield from self._gateways(snap.gateways)
+        if snap.zookeeper is not None:
+            yield from self._zk(snap.zookeeper)
+        if snap.redis is not None:
             yield GaugeMetricFamily(PREFIX + "redis_up",
                                     "1 while Redis answers (the last probe or call worked)",
-                                    value=1 if self.redis.healthy else 0)
-        if self.draining is not None:
+                                    value=1 if snap.redis.reachable else 0)
+        if snap.draining is not None:
             yield GaugeMetricFamily(PREFIX + "draining", "1 once the daemon is stopping",
-                                    value=1 if self.draining() else 0)
+                                    value=1 if snap.draining else 0)
 
     def _site(self, site: SiteState) -> Iterator[Metric]:
         requests = CounterMetricFamily(PREFIX + "http_requests",
@@ -137,10 +122,13 @@ class StateCollector:
         yield GaugeMetricFamily(PREFIX + "http_connections", "Open HTTP connections",
                                 value=len(site.channels))
 
-    def _policy(self, policy: PolicyLike) -> Iterator[Metric]:
-        servers = policy.describe()
-        yield GaugeMetricFamily(PREFIX + "servers",
-                                "Connection servers in the allocation list", value=len(servers))
+    def _allocation(self, allocation: AllocationStatus) -> Iterator[Metric]:
+        yield GaugeMetricFamily(PREFIX + "servers", "Connection servers in the allocation list",
+                                value=allocation.servers)
+        policy = self.status.policy
+        if not isinstance(policy, Describes):
+            return  # no per-server load to show (not the daemon's policy)
+        # Per-server counters are metrics only (/health shows none): read here.
         allocations = CounterMetricFamily(
             PREFIX + "allocations",
             "GET / answers that listed this server first, since it joined the list",
@@ -148,21 +136,21 @@ class StateCollector:
         online = GaugeMetricFamily(PREFIX + "server_online",
                                    "Online users of this server at the last refresh (its"
                                    " share of its IP's count)", labels=["server"])
-        for s in servers:
+        for s in policy.describe():
             allocations.add_metric([s.address], s.allocated)
             online.add_metric([s.address], s.online)
         yield allocations
         yield online
 
-    def _refresher(self, refresher: RefresherLike) -> Iterator[Metric]:
+    def _refresh(self, refresh: RefreshStatus) -> Iterator[Metric]:
         yield CounterMetricFamily(PREFIX + "refreshes", "Refreshes of the allocation list done",
-                                  value=refresher.refreshes)
+                                  value=refresh.refreshes)
         yield CounterMetricFamily(PREFIX + "refresh_failures",
                                   "Refreshes whose online counts could not be read",
-                                  value=refresher.failures)
+                                  value=refresh.failures)
         yield GaugeMetricFamily(PREFIX + "servers_stale",
                                 "1 while serving a list ZooKeeper no longer shows",
-                                value=1 if refresher.stale else 0)
+                                value=1 if refresh.stale else 0)
 
     def _push(self, push: PushLike) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(PREFIX + "push_outcomes",
@@ -175,8 +163,7 @@ class StateCollector:
                                 "User pushes (a broadcast: 1) whose outcome is not known yet",
                                 value=push.inflight)
 
-    def _gateways(self, gateways: GatewaysLike) -> Iterator[Metric]:
-        status = gateways.status()
+    def _gateways(self, gateways: GatewaysStatus) -> Iterator[Metric]:
         labels = ["gateway"]
         connected = GaugeMetricFamily(PREFIX + "gateway_connections",
                                       "Connected connections to this gateway server", labels=labels)
@@ -186,34 +173,26 @@ class StateCollector:
         pending = GaugeMetricFamily(PREFIX + "gateway_pending_requests",
                                     "Requests sent to this gateway server awaiting an answer",
                                     labels=labels)
-        totals = {"connected": 0, "configured": 0, "pending": 0}
-        up = 0
-        for address, s in status.items():
-            c, k, p = int(s.get("connected", 0)), int(s.get("configured", 0)), \
-                int(s.get("pending", 0))
-            connected.add_metric([address], c)
-            configured.add_metric([address], k)
-            pending.add_metric([address], p)
-            totals["connected"] += c
-            totals["configured"] += k
-            totals["pending"] += p
-            up += c > 0
+        for g in gateways.servers:
+            connected.add_metric([g.address], g.connected)
+            configured.add_metric([g.address], g.configured)
+            pending.add_metric([g.address], g.pending)
         yield connected
         yield configured
         yield pending
         yield GaugeMetricFamily(PREFIX + "gateways_known", "Gateway servers known",
-                                value=len(status))
+                                value=gateways.known)
         yield GaugeMetricFamily(PREFIX + "gateways_connected",
                                 "Gateway servers with at least one connected connection",
-                                value=up)
+                                value=gateways.up)
         yield GaugeMetricFamily(PREFIX + "gateways_connections",
                                 "Connected gateway connections, all servers",
-                                value=totals["connected"])
+                                value=gateways.connections)
         yield GaugeMetricFamily(PREFIX + "gateways_pending_requests",
                                 "Gateway requests awaiting an answer, all servers",
-                                value=totals["pending"])
+                                value=gateways.pending)
 
-    def _zk(self, zk: ZkLike) -> Iterator[Metric]:
+    def _zk(self, zk: ZooKeeperStatus) -> Iterator[Metric]:
         state = GaugeMetricFamily(PREFIX + "zookeeper_state",
                                   "1 for the ZooKeeper session's current state, 0 for the"
                                   " others", labels=["state"])
@@ -223,10 +202,10 @@ class StateCollector:
         yield state
         yield GaugeMetricFamily(PREFIX + "zookeeper_connection_servers",
                                 "Connection server nodes in the ZooKeeper view",
-                                value=len(zk.connection_servers()))
+                                value=zk.connection_servers)
         yield GaugeMetricFamily(PREFIX + "zookeeper_gateway_servers",
                                 "Gateway server nodes in the ZooKeeper view",
-                                value=len(zk.gateway_servers()))
+                                value=zk.gateway_servers)
 
 
 # -- the daemon's metrics -----------------------------------------------------
@@ -266,7 +245,7 @@ class Metrics:
             self.collector.push = push
         if refresher is not None:
             refresher.on_refreshed = self.refresh_duration.observe
-            self.collector.refresher = refresher
+            self.collector.status.refresher = refresher
 
     def exposition(self) -> bytes:
         """The Prometheus text (format 0.0.4)."""

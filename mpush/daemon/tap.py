@@ -2,6 +2,12 @@
 
 Nothing here opens a socket or starts a thread: twistd may fork (daemonize)
 after ``makeService``, so all of that happens in the services' start.
+
+:func:`makeService` only wires; each ``make_*`` function builds one part.
+Each imports its own modules, so that ``twistd mpush-alloc --help`` (which
+imports this module) does not load kazoo, txredisapi or prometheus-client.
+The children of :class:`AllocDaemon` start in the order the ``make_*``
+functions add them: ZooKeeper, Redis, gateways, refresher, web (admin).
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ import atexit
 import gc
 import os
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -18,8 +25,22 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from mpush.config import DEFAULT_CONFIG_FILE, ConfigError, Settings, load_settings
-from mpush.services.drain import Drain
+from mpush.reactor import default_reactor
 from mpush.services.ordered import OrderedService
+
+if TYPE_CHECKING:
+    from mpush.balance import BalancePolicy
+    from mpush.cluster.gateways import GatewayPool
+    from mpush.cluster.redis import RedisService
+    from mpush.cluster.zookeeper import ZkWatcher
+    from mpush.daemon.listener import WebService
+    from mpush.services.drain import Drain
+    from mpush.services.pusher import PushClient
+    from mpush.services.refresher import Refresher
+    from mpush.services.status import Status
+    from mpush.web.push import PushResource
+    from mpush.web.root import RootResource
+    from mpush.web.site import AllocSite
 
 
 class Options(usage.Options):
@@ -38,6 +59,13 @@ class Options(usage.Options):
     ]
 
     settings: Settings
+
+    def opt_version(self) -> None:
+        """Display mpush-alloc's version and exit."""
+        from mpush import __version__
+
+        print(f"mpush-alloc {__version__}")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         try:
@@ -86,11 +114,7 @@ class AllocDaemon(OrderedService):
     def _give_up(self, reason: Failure) -> None:
         self.log.critical("mpush-alloc could not start: {reason}",
                           reason=reason.getErrorMessage())
-        reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
+        reactor = default_reactor(self._reactor)
         # twistd has no exit-status API: exit 1 once it has cleaned up (its
         # pidfile removed, logs flushed) on the way out.
         atexit.register(_exit_failed)
@@ -103,95 +127,160 @@ def _exit_failed() -> None:
     os._exit(1)
 
 
-def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
-    # Imported here so that `twistd --help` stays light.
-    from mpush.balance import BalancePolicy
-    from mpush.cluster.gateways import GatewayPool
-    from mpush.cluster.kazoo_logs import bridge_stdlib_logging
-    from mpush.cluster.redis import RedisService
+# -- the parts ------------------------------------------------------------------
+
+
+def make_zookeeper(settings: Settings, reactor: Any = None) -> ZkWatcher:
     from mpush.cluster.zookeeper import ZkWatcher
-    from mpush.daemon.listener import WebService
-    from mpush.daemon.metrics import Metrics, StateCollector
+
+    zk = ZkWatcher(settings.zk, reactor=reactor)
+    zk.setName("zookeeper")
+    return zk
+
+
+def make_redis(settings: Settings, reactor: Any = None) -> RedisService:
+    from mpush.cluster.redis import RedisService
+
+    cache = RedisService(settings.redis, reactor=reactor)
+    cache.setName("redis")
+    return cache
+
+
+def make_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None) -> GatewayPool:
+    from mpush.cluster.gateways import GatewayPool
+
+    alloc = settings.alloc
+    gateways = GatewayPool(zk, connections_per_server=settings.gateway_client_num,
+                           connect_timeout=alloc.gateway_connect_timeout,
+                           max_packet_size=settings.max_packet_size,
+                           max_pending_per_connection=alloc.max_pending_per_gateway,
+                           reactor=reactor)
+    gateways.setName("gateways")
+    return gateways
+
+
+def make_pusher(settings: Settings, gateways: GatewayPool, cache: RedisService,
+                reactor: Any = None) -> PushClient:
     from mpush.services.pusher import PushClient
+
+    return PushClient(gateways, cache, max_inflight=settings.alloc.max_inflight_pushes,
+                      max_packet_size=settings.max_packet_size,
+                      broadcast_timeout=settings.alloc.broadcast_timeout, reactor=reactor)
+
+
+def make_refresher(settings: Settings, policy: BalancePolicy, zk: ZkWatcher,
+                   cache: RedisService, reactor: Any = None) -> Refresher:
     from mpush.services.refresher import Refresher
+
+    refresher = Refresher(policy, zk, cache, interval=settings.alloc.refresh_interval,
+                          change_delay=settings.alloc.change_delay, reactor=reactor)
+    refresher.setName("refresher")
+    return refresher
+
+
+@dataclass
+class Web:
+    """The main port: its resource tree, its site and its listener."""
+
+    root: RootResource
+    push: PushResource
+    site: AllocSite
+    listener: WebService
+
+
+def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, status: Status,
+             reactor: Any = None) -> Web:
+    from mpush.daemon.listener import WebService
     from mpush.web.health import HealthResource
-    from mpush.web.metrics import MetricsResource
     from mpush.web.openapi import OpenApiResource
     from mpush.web.page import PageResource
     from mpush.web.push import PushResource
-    from mpush.web.root import AdminRoot, RootResource
+    from mpush.web.root import RootResource
     from mpush.web.site import AllocSite
+
+    alloc = settings.alloc
+    root = RootResource(policy, retry_after=alloc.retry_after)
+    push = PushResource(pusher, token=alloc.push_token, allow=alloc.push_allow,
+                        push_timeout=alloc.push_timeout, max_users=alloc.max_users_per_push,
+                        retry_after=alloc.retry_after)
+    root.putChild(b"push", push)
+    root.putChild(b"index.html", PageResource())
+    root.putChild(b"openapi.json", OpenApiResource())
+    root.putChild(b"health", HealthResource(status))
+    site = AllocSite(root, access_log=alloc.access_log, max_request_size=alloc.max_request_size,
+                     request_head_timeout=alloc.request_head_timeout, reactor=reactor)
+    listener = WebService(site, settings.port, interface=alloc.interface,
+                          protocol=settings.protocol, tls_cert=alloc.tls_cert,
+                          tls_key=alloc.tls_key, data_dir=alloc.data_dir, reactor=reactor)
+    listener.setName("web")
+    return Web(root, push, site, listener)
+
+
+def make_metrics(settings: Settings, status: Status, web: Web, pusher: PushClient,
+                 refresher: Refresher, reactor: Any = None) -> WebService | None:
+    """Mounts ``/metrics``: on the main port, or on the admin port (returned to add)."""
+    from mpush.daemon.listener import WebService
+    from mpush.daemon.metrics import Metrics, StateCollector
+    from mpush.web.metrics import MetricsResource
+    from mpush.web.root import AdminRoot
+    from mpush.web.site import AllocSite
+
+    # Read at scrape time (the collector) or observed through hooks (histograms).
+    metrics = Metrics(StateCollector(status))
+    metrics.attach(site=web.site, push=pusher.admission, refresher=refresher)
+    resource = MetricsResource(metrics)
+    alloc = settings.alloc
+    if alloc.admin_port is None:
+        web.root.putChild(b"metrics", resource)
+        return None
+    # Its own port, plain http, /metrics only (the main port then has none).
+    admin = AdminRoot()
+    admin.putChild(b"metrics", resource)
+    admin_site = AllocSite(admin, request_head_timeout=alloc.request_head_timeout,
+                           reactor=reactor)
+    listener = WebService(admin_site, alloc.admin_port, interface=alloc.interface,
+                          reactor=reactor)
+    listener.setName("admin")
+    return listener
+
+
+def make_drain(settings: Settings, web: Web, pusher: PushClient, reactor: Any = None) -> Drain:
+    from mpush.services.drain import Drain
+
+    return Drain(listener=web.listener, pusher=pusher, site=web.site,
+                 drain_delay=settings.alloc.drain_delay,
+                 shutdown_grace=settings.alloc.shutdown_grace, clock=reactor)
+
+
+# -- the tree -------------------------------------------------------------------
+
+
+def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
+    from mpush.balance import BalancePolicy
+    from mpush.cluster.kazoo_logs import bridge_stdlib_logging
+    from mpush.services.status import Status
 
     settings = options.settings
     bridge_stdlib_logging()
     root = AllocDaemon(reactor)
-
-    zk = ZkWatcher(settings.zk, reactor=reactor)
-    zk.setName("zookeeper")
+    zk = make_zookeeper(settings, reactor)
     zk.setServiceParent(root)
-
-    cache = RedisService(settings.redis, reactor=reactor)
-    cache.setName("redis")
+    cache = make_redis(settings, reactor)
     cache.setServiceParent(root)
-
-    gateways = GatewayPool(zk, connections_per_server=settings.gateway_client_num,
-                           connect_timeout=settings.alloc.gateway_connect_timeout,
-                           max_packet_size=settings.max_packet_size,
-                           max_pending_per_connection=settings.alloc.max_pending_per_gateway,
-                           reactor=reactor)
-    gateways.setName("gateways")
+    gateways = make_gateways(settings, zk, reactor)
     gateways.setServiceParent(root)
-    pusher = PushClient(gateways, cache, max_inflight=settings.alloc.max_inflight_pushes,
-                        max_packet_size=settings.max_packet_size,
-                        broadcast_timeout=settings.alloc.broadcast_timeout, reactor=reactor)
-
+    pusher = make_pusher(settings, gateways, cache, reactor)
     policy = BalancePolicy()
-    refresher = Refresher(policy, zk, cache, interval=settings.alloc.refresh_interval,
-                          change_delay=settings.alloc.change_delay, reactor=reactor)
-    refresher.setName("refresher")
+    refresher = make_refresher(settings, policy, zk, cache, reactor)
     refresher.setServiceParent(root)
-
-    resource = RootResource(policy, retry_after=settings.alloc.retry_after)
-    push = PushResource(pusher, token=settings.alloc.push_token,
-                        allow=settings.alloc.push_allow,
-                        push_timeout=settings.alloc.push_timeout,
-                        max_users=settings.alloc.max_users_per_push,
-                        retry_after=settings.alloc.retry_after)
-    resource.putChild(b"push", push)
-    resource.putChild(b"index.html", PageResource())
-    resource.putChild(b"openapi.json", OpenApiResource())
     # The refresher stamps last_success with this reactor's clock.
-    health = HealthResource(zk, cache, gateways, refresher, policy, clock=reactor)
-    resource.putChild(b"health", health)
-    site = AllocSite(resource, access_log=settings.alloc.access_log,
-                     max_request_size=settings.alloc.max_request_size,
-                     request_head_timeout=settings.alloc.request_head_timeout,
-                     reactor=reactor)
-    web = WebService(site, settings.port, interface=settings.alloc.interface,
-                     protocol=settings.protocol, tls_cert=settings.alloc.tls_cert,
-                     tls_key=settings.alloc.tls_key, data_dir=settings.alloc.data_dir,
-                     reactor=reactor)
-    web.setName("web")
-    web.setServiceParent(root)
-    # Read at scrape time (the collector) or observed through hooks (histograms).
-    metrics = Metrics(StateCollector(policy=policy, gateways=gateways, zk=zk, redis=cache,
-                                     draining=lambda: health.draining))
-    metrics.attach(site=site, push=pusher.admission, refresher=refresher)
-    metrics_resource = MetricsResource(metrics)
-    admin_port = settings.alloc.admin_port
-    if admin_port is None:
-        resource.putChild(b"metrics", metrics_resource)
-    else:
-        # Its own port, plain http, /metrics only (the main port then has none).
-        admin = AdminRoot()
-        admin.putChild(b"metrics", metrics_resource)
-        admin_site = AllocSite(admin, request_head_timeout=settings.alloc.request_head_timeout,
-                               reactor=reactor)
-        admin_web = WebService(admin_site, admin_port, interface=settings.alloc.interface,
-                               reactor=reactor)
-        admin_web.setName("admin")
-        admin_web.setServiceParent(root)
-    root.drain = Drain(health=health, listener=web, pusher=pusher, site=site,
-                       drain_delay=settings.alloc.drain_delay,
-                       shutdown_grace=settings.alloc.shutdown_grace, clock=reactor)
+    status = Status(zk, cache, gateways, refresher, policy, clock=reactor)
+    web = make_web(settings, policy, pusher, status, reactor)
+    web.listener.setServiceParent(root)
+    admin = make_metrics(settings, status, web, pusher, refresher, reactor)
+    if admin is not None:
+        admin.setServiceParent(root)
+    # The drain comes last (it needs the site, which needs /health): the
+    # status reads its flag from now on.
+    root.drain = status.drain = make_drain(settings, web, pusher, reactor)
     return root

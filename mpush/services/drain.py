@@ -47,10 +47,6 @@ class Clock(Protocol):
                   **kw: Any) -> IDelayedCall: ...
 
 
-class HealthLike(Protocol):
-    draining: Any  # HealthResource.draining: a bool (or a callable) to set
-
-
 class ListenerLike(Protocol):
     """What is used of :class:`mpush.web.site.WebService`."""
 
@@ -90,7 +86,7 @@ class Drain:
 
     log = Logger(namespace="mpush.services.drain")
 
-    def __init__(self, *, health: HealthLike, listener: ListenerLike,
+    def __init__(self, *, listener: ListenerLike,
                  pusher: PusherLike, site: SiteLike, drain_delay: float,
                  shutdown_grace: float, settle: float = DEFAULT_SETTLE,
                  flush: float = DEFAULT_FLUSH, clock: Clock | None = None) -> None:
@@ -98,7 +94,6 @@ class Drain:
                             ("settle", settle), ("flush", flush)):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, not {value!r}")
-        self.health = health
         self.listener = listener
         self.pusher = pusher
         self.site = site
@@ -114,6 +109,8 @@ class Drain:
         self.expired = 0  # gateway requests ended "timeout" after the grace
         self.forced = 0  # push calls (a /push request each) ended without their outcomes
         self.connections: tuple[int, int] = (0, 0)  # (closed, aborted)
+        # Owned here, read by /health and /metrics: True from the drain's start on.
+        self.draining = False
 
     @property
     def clock(self) -> Clock:
@@ -168,7 +165,7 @@ class Drain:
     async def _run(self) -> None:
         clock = self.clock
         started = clock.seconds()
-        self.health.draining = True
+        self.draining = True
         if self.listener.listening is None:
             # Never listened (a stop during start): nobody to drain for.
             self.log.info("draining: /health answers 503; the listener was not open")

@@ -17,17 +17,23 @@ def json_error(request: Request, status: int, message: str, **extra: object) -> 
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def not_found(request: Request) -> bytes:
+    """``404``: no resource at the request's path."""
+    path = request.path.decode("utf-8", "replace")
+    return json_error(request, 404, f"no resource at {path}")
+
+
 class JsonNotFound(Resource):
     """What unknown paths get: ``404`` with a JSON body."""
 
     isLeaf = True
 
     def render(self, request: Request) -> bytes:
-        path = request.path.decode("utf-8", "replace")
-        return json_error(request, 404, f"no resource at {path}")
+        return not_found(request)
 
 
 def method_not_allowed(request: Request, allowed: tuple[bytes, ...]) -> bytes:
+    """``405`` with ``Allow`` (header and body) listing ``allowed``."""
     request.setHeader(b"allow", b", ".join(allowed))
     method = request.method.decode("ascii", "replace")
     return json_error(request, 405, f"method {method} not allowed", allow=[

@@ -7,14 +7,12 @@ import hashlib
 import re
 from importlib import resources
 
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from mpush.web.errors import json_error, method_not_allowed
+from mpush.web.base import JsonLeaf
 
 __all__ = ["PageResource", "load_page"]
 
-_ALLOWED = (b"GET", b"HEAD")
 _INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 
@@ -42,32 +40,21 @@ def _content_security_policy(html: bytes) -> bytes:
     ])
 
 
-class PageResource(Resource):
+class PageResource(JsonLeaf):
     """Serves one HTML page from memory (``GET``/``HEAD``), ``text/html; charset=utf-8``.
 
     ``html`` defaults to the packaged page, read once here.
     """
 
-    isLeaf = True
-
     def __init__(self, html: bytes | None = None) -> None:
         super().__init__()
         self._html = load_page() if html is None else html
         self._csp = _content_security_policy(self._html)
-        self._length = b"%d" % len(self._html)
 
-    def render(self, request: Request) -> bytes:
-        if request.postpath:
-            path = request.path.decode("utf-8", "replace")
-            return json_error(request, 404, f"no resource at {path}")
-        if request.method not in _ALLOWED:
-            return method_not_allowed(request, _ALLOWED)
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", self._csp)
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"referrer-policy", b"no-referrer")
         request.setHeader(b"cache-control", b"no-cache")
-        if request.method == b"HEAD":
-            request.setHeader(b"content-length", self._length)
-            return b""
         return self._html

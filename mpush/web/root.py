@@ -11,9 +11,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from mpush.config.keys import default
-from mpush.web.errors import JsonNotFound, json_error, method_not_allowed
+from mpush.web.base import JsonResource
+from mpush.web.errors import JsonNotFound, json_error
 
-_ALLOWED = (b"GET", b"HEAD")
 _TEXT = b"text/plain; charset=utf-8"
 
 
@@ -26,7 +26,7 @@ class Allocator(Protocol):
     def body(self) -> bytes | None: ...
 
 
-class RootResource(Resource):
+class RootResource(JsonResource):
     """``/`` answers allocations; named children hold the other endpoints."""
 
     def __init__(self, allocator: Allocator,
@@ -43,16 +43,20 @@ class RootResource(Resource):
             return self
         return self._not_found
 
-    def render(self, request: Request) -> bytes:
-        method = request.method
-        if method == b"GET":
+    def render(self, request: Request) -> bytes | int:
+        # The hot path (benchmarked): GET straight to the policy's prepared
+        # bytes, as before the base class; the base's dispatch (a dict lookup
+        # and a getattr, ~0.1 µs) only for HEAD and the 405s.
+        if request.method == b"GET":
             return self._answer(request, self._allocator.allocate())
-        if method == b"HEAD":
-            # A HEAD is no allocation: show the body's size, count nothing.
-            body = self._answer(request, self._allocator.body)
-            request.setHeader(b"content-length", b"%d" % len(body))
-            return b""
-        return method_not_allowed(request, _ALLOWED)
+        return super().render(request)
+
+    def render_GET(self, request: Request) -> bytes:
+        return self._answer(request, self._allocator.allocate())
+
+    def head_body(self, request: Request) -> bytes:
+        # A HEAD is no allocation: show the body's size, count nothing.
+        return self._answer(request, self._allocator.body)
 
     def _answer(self, request: Request, body: bytes | None) -> bytes:
         if body is None:

@@ -1,0 +1,249 @@
+"""One reading of what the daemon depends on, for ``/health`` and ``/metrics``.
+
+:class:`Status` holds the live objects (ZooKeeper watcher, Redis service,
+gateway pool, refresher, allocation policy, drain); :meth:`Status.snapshot`
+reads each once into frozen dataclasses. ``/health``
+(:mod:`mpush.web.health`) and the metrics collector
+(:mod:`mpush.daemon.metrics`) both render from that snapshot, so they cannot
+disagree on what "connected" or "stale" means, and the gateways are
+aggregated in one place.
+
+Reading is in-memory only (no ZooKeeper, Redis or gateway call): a load
+balancer may poll ``/health`` as often as it likes. Every part is optional
+(a section is ``None`` without its object): the collector is also used on
+parts of a daemon, in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IReactorTime
+
+from mpush.reactor import default_reactor
+
+__all__ = [
+    "AllocationStatus",
+    "GatewayStatus",
+    "GatewaysStatus",
+    "RedisStatus",
+    "RefreshStatus",
+    "Status",
+    "StatusSnapshot",
+    "ZooKeeperStatus",
+]
+
+
+# -- what is read (typed so that unit tests can pass fakes) ------------------
+
+
+class ZkState(Protocol):
+    """What is read of :class:`mpush.cluster.zookeeper.ZkWatcher`."""
+
+    state: str
+    session_id: int | None
+    initialized: bool
+
+    def connection_servers(self) -> Mapping[str, Any]: ...
+    def gateway_servers(self) -> Mapping[str, Any]: ...
+
+
+class RedisState(Protocol):
+    """What is read of :class:`mpush.cluster.redis.RedisService`. ``password`` is
+    read only to scrub it from error texts, should one ever carry it."""
+
+    mode: str
+    healthy: bool
+    last_error: str | None
+    password: str | None
+
+
+class GatewayState(Protocol):
+    """What is read of :class:`mpush.cluster.gateways.GatewayPool`."""
+
+    def status(self) -> Mapping[str, Mapping[str, int]]: ...
+
+
+class RefreshState(Protocol):
+    """What is read of :class:`mpush.services.refresher.Refresher`."""
+
+    last_success: float | None
+    last_error: str | None
+    stale: bool
+    refreshes: int
+    failures: int
+
+
+class PolicyState(Protocol):
+    """What is read of the allocation policy (:class:`mpush.balance.BalancePolicy`)."""
+
+    @property
+    def body(self) -> bytes | None: ...
+    @property
+    def servers(self) -> tuple[Any, ...]: ...
+
+
+class DrainState(Protocol):
+    """What is read of :class:`mpush.services.drain.Drain`: set once the stop began."""
+
+    draining: bool
+
+
+# -- the snapshot -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ZooKeeperStatus:
+    state: str  # "connected", "suspended", "lost", "stopped", ...
+    session_id: int | None
+    initialized: bool  # the first full view is loaded
+    connection_servers: int  # nodes in the view
+    gateway_servers: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStatus:
+    mode: str
+    reachable: bool  # the last probe or call worked
+    last_error: str | None  # the password scrubbed
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    address: str
+    connected: int  # connected connections
+    configured: int  # connections kept when all is well
+    pending: int  # requests awaiting an answer
+    unanswering: int  # > 0: its last requests timed out (a frozen server)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaysStatus:
+    servers: tuple[GatewayStatus, ...]  # in the pool's order
+    known: int
+    up: int  # with at least one connected connection
+    partial: int  # up, but fewer connections than configured
+    silent: int  # not answering
+    connections: int  # connected, all servers
+    configured_connections: int
+    pending: int
+
+    @property
+    def down(self) -> int:
+        return self.known - self.up
+
+    @classmethod
+    def of(cls, status: Mapping[str, Mapping[str, int]]) -> GatewaysStatus:
+        # Absent keys (fakes, or a pool without that figure) read 0.
+        servers = tuple(
+            GatewayStatus(address, int(s.get("connected", 0)), int(s.get("configured", 0)),
+                          int(s.get("pending", 0)), int(s.get("unanswering", 0)))
+            for address, s in status.items())
+        return cls(
+            servers=servers,
+            known=len(servers),
+            up=sum(1 for s in servers if s.connected > 0),
+            partial=sum(1 for s in servers if 0 < s.connected < s.configured),
+            silent=sum(1 for s in servers if s.unanswering > 0),
+            connections=sum(s.connected for s in servers),
+            configured_connections=sum(s.configured for s in servers),
+            pending=sum(s.pending for s in servers),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationStatus:
+    """The policy: what ``GET /`` hands out."""
+
+    servers: int  # connection servers in the allocation list
+    serving: bool  # there is a list to answer with (else GET / is 503)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshStatus:
+    """The refresher: how fresh the allocation list is."""
+
+    stale: bool  # serving a list ZooKeeper no longer shows
+    last_success_age: float | None  # seconds since the last good refresh, >= 0
+    last_error: str | None  # the password scrubbed
+    refreshes: int
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    """Everything ``/health`` and ``/metrics`` show of the daemon's state."""
+
+    draining: bool | None  # None: no drain to ask
+    allocation: AllocationStatus | None
+    refresh: RefreshStatus | None
+    zookeeper: ZooKeeperStatus | None
+    redis: RedisStatus | None
+    gateways: GatewaysStatus | None
+
+
+# -- the reader ---------------------------------------------------------------
+
+
+class Status:
+    """Reads the daemon's live objects into a :class:`StatusSnapshot`.
+
+    ``clock`` must be the reactor the refresher stamps ``last_success``
+    with. The attributes may be set after construction: the drain is made
+    last (it needs the site, which needs ``/health``, which needs this).
+    """
+
+    def __init__(self, zk: ZkState | None = None, redis: RedisState | None = None,
+                 gateways: GatewayState | None = None, refresher: RefreshState | None = None,
+                 policy: PolicyState | None = None, *, drain: DrainState | None = None,
+                 clock: IReactorTime | None = None) -> None:
+        self.zk = zk
+        self.redis = redis
+        self.gateways = gateways
+        self.refresher = refresher
+        self.policy = policy
+        self.drain = drain
+        self._clock = clock
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The parts not given (``/health`` needs all but the drain)."""
+        parts = ("zk", "redis", "gateways", "refresher", "policy")
+        return tuple(name for name in parts if getattr(self, name) is None)
+
+    def snapshot(self) -> StatusSnapshot:
+        zk, redis, gateways, policy = self.zk, self.redis, self.gateways, self.policy
+        return StatusSnapshot(
+            draining=None if self.drain is None else bool(self.drain.draining),
+            allocation=None if policy is None else AllocationStatus(
+                len(policy.servers), policy.body is not None),
+            refresh=self._refresh(),
+            zookeeper=None if zk is None else ZooKeeperStatus(
+                zk.state, zk.session_id, zk.initialized, len(zk.connection_servers()),
+                len(zk.gateway_servers())),
+            redis=None if redis is None else RedisStatus(
+                redis.mode, bool(redis.healthy), self._scrub(redis.last_error)),
+            gateways=None if gateways is None else GatewaysStatus.of(gateways.status()),
+        )
+
+    def _refresh(self) -> RefreshStatus | None:
+        ref = self.refresher
+        if ref is None:
+            return None
+        age = None
+        if ref.last_success is not None:
+            # Clamped: a clock stepped back must not show a negative age.
+            self._clock = default_reactor(self._clock)
+            age = max(0.0, self._clock.seconds() - ref.last_success)
+        return RefreshStatus(bool(ref.stale), age, self._scrub(ref.last_error),
+                             ref.refreshes, ref.failures)
+
+    def _scrub(self, text: str | None) -> str | None:
+        # Defence in depth: RedisService's messages never carry the password,
+        # but a health page is often open wider than the logs.
+        password = self.redis.password if self.redis is not None else None
+        if text is not None and password:
+            text = text.replace(password, "***")
+        return text
