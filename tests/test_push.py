@@ -1,6 +1,6 @@
 """Unit tests of mpush.services.pusher: PushClient on a fake gateway pool and a fake Redis.
 
-The fake pool keeps the GatewayPool contract (docs/INTERNALS.md): every
+The fake pool keeps the GatewayPool contract (docs/architecture.md): every
 request ends exactly once, with a scripted reply or its own timer, both on a
 ``task.Clock``. It decodes every packet it is asked to send, so the tests
 check the bytes the real pool would write.

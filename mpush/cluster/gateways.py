@@ -7,7 +7,7 @@ sessionId and ends every request exactly once. :class:`GatewayPool` keeps
 to every gateway server of the ZooKeeper view, keyed by ``host:port``, and
 follows the view.
 
-Decisions (see also MPUSH.md §4 and docs/PEER-NOTES.md):
+Decisions (see also docs/mpush-peer.md):
 
 * Outcomes (:class:`GatewayReply`): ``"ok"`` an OK answering cmd 16;
   ``"error"`` an ERROR answering cmd 16 (``code`` is the server's ErrorCode,

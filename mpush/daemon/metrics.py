@@ -8,7 +8,7 @@ labelled series (a connection server, a gateway) is there exactly while its
 subject is, so churn in ZooKeeper cannot make the output grow. The request
 path pays for three histograms only (``GET /`` latency, push latency,
 refresh duration, each a handful of additions) and for a dict increment per
-answered request (``AllocSite.requests``). README.md ("Metrics") documents
+answered request (``AllocSite.requests``). docs/operations.md ("Metrics") documents
 every metric.
 """
 

@@ -18,7 +18,7 @@ PushAdmission` (``client.admission``): at most ``max_inflight`` user pushes
 :class:`~mpush.services.admission.PushRefused`; the outcome counts; and at
 shutdown :meth:`PushClient.expire_all` then :meth:`PushClient.end_all_as_timeout`.
 
-Where we differ from the Java client, and why (see docs/push-client.md):
+Where we differ from the Java client, and why (see docs/library.md):
 
 * A route change is resent once, within the original deadline (Java resends
   with a fresh full timeout, and again on every further route change).
@@ -90,7 +90,7 @@ DEFAULT_BROADCAST_TIMEOUT: Final[float] = default("mp.alloc.broadcast-timeout")
 
 
 class GatewayPoolLike(Protocol):
-    """What we need of ``mpush.cluster.gateways.GatewayPool`` (docs/INTERNALS.md)."""
+    """What we need of ``mpush.cluster.gateways.GatewayPool`` (docs/architecture.md)."""
 
     def addresses(self) -> list[str]: ...
 

@@ -63,8 +63,8 @@ def schemas() -> Json:
         },
         "Page": {"type": "string", "description": "a self-contained HTML page"},
         "Metrics": {"type": "string", "pattern": "^# (HELP|TYPE) mpush_alloc_",
-                    "description": "Prometheus text exposition format 0.0.4; README.md"
-                                   " (Metrics) lists every metric"},
+                    "description": "Prometheus text exposition format 0.0.4;"
+                                   " docs/operations.md (Metrics) lists every metric"},
     }
 
 
