@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from mpush.daemon import tls
+from mpush.reactor import default_reactor
 
 
 class WebService(Service):
@@ -27,10 +28,7 @@ class WebService(Service):
                  protocol: str = "http", tls_cert: str | None = None,
                  tls_key: str | None = None, data_dir: str = ".",
                  reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
+        reactor = default_reactor(reactor)
         self._reactor = reactor
         self.site = site
         self.port = port

@@ -44,6 +44,7 @@ from twisted.logger import Logger
 
 from mpush.config.keys import default
 from mpush.outcomes import AckModel, PushOutcome, TimeoutCause
+from mpush.reactor import default_reactor
 from mpush.routes import Route
 from mpush.services.admission import PushAdmission, PushRefused
 from mpush.services.push_results import (
@@ -183,10 +184,7 @@ class PushClient:
     ) -> None:
         if not broadcast_timeout > 0:
             raise ValueError(f"broadcast_timeout must be > 0, not {broadcast_timeout!r}")
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
+        reactor = default_reactor(reactor)
         self._pool = pool
         self._reactor = reactor
         self._max_packet_size = max_packet_size

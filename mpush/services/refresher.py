@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from mpush.balance import AllocPolicy, Candidate, RefreshToken
 from mpush.config.keys import default
+from mpush.reactor import default_reactor
 
 __all__ = [
     "DEFAULT_CHANGE_DELAY",
@@ -121,10 +122,7 @@ class Refresher(Service):
             raise ValueError(f"interval must be > 0, not {interval!r}")
         if not change_delay >= 0:
             raise ValueError(f"change_delay must be >= 0, not {change_delay!r}")
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
+        reactor = default_reactor(reactor)
         self.policy = policy
         self._view = view
         self._cache = cache

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.reactor import default_reactor
 from mpush.routes import ROUTE_KEY_PREFIX, Route, parse_routes
 
 __all__ = [
@@ -72,10 +73,7 @@ class RouteCache:
             raise ValueError(f"route TTLs must be >= 0, not {ttl!r} / {negative_ttl!r}")
         if not isinstance(max_size, int) or max_size < 0:
             raise ValueError(f"route cache size must be an int >= 0, not {max_size!r}")
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
+        reactor = default_reactor(reactor)
         self._cache = cache
         self._ttl = ttl
         self._negative_ttl = negative_ttl
