@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mpush.wire.codec import client_type_of
+from mpush.wire import client_type_of
 
 __all__ = ["ROUTE_KEY_PREFIX", "Route", "parse_route", "parse_routes"]
 

@@ -78,12 +78,12 @@ def test_default_and_bounds_accessors() -> None:
 
 def test_defaults_other_modules_take_are_the_tables() -> None:
     """Modules keep their names for a default, but the value is the table's."""
+    from mpush import wire as protocol
     from mpush.cluster import gateways as gateway
     from mpush.services import pusher as push
     from mpush.services import refresher as alloc
     from mpush.web import push_body
     from mpush.web import site as server
-    from mpush.wire import codec as protocol
 
     assert alloc.DEFAULT_REFRESH_INTERVAL == default("mp.alloc.refresh-interval")
     assert alloc.DEFAULT_CHANGE_DELAY == default("mp.alloc.change-delay")
@@ -98,7 +98,7 @@ def test_defaults_other_modules_take_are_the_tables() -> None:
 
 def test_push_timeout_floor_is_the_push_clients() -> None:
     """Two facts that must agree: the config's lowest push-timeout, the client's floor."""
-    from mpush.wire.codec import MIN_TIMEOUT_MS
+    from mpush.wire import MIN_TIMEOUT_MS
 
     assert bounds("mp.alloc.push-timeout")[0] * 1000 == MIN_TIMEOUT_MS
 

@@ -26,7 +26,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from mpush.wire.codec import (
+from mpush.wire import (
     CMD_ERROR,
     CMD_GATEWAY_KICK,
     CMD_GATEWAY_PUSH,

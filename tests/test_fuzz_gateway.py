@@ -36,7 +36,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from mpush.cluster.gateways import OUTCOMES, GatewayProtocol, GatewayReply
-from mpush.wire.codec import (
+from mpush.wire import (
     CMD_ERROR,
     CMD_GATEWAY_PUSH,
     CMD_OK,

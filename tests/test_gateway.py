@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from mpush.cluster.gateways import REPLY_LIMIT_FLOOR, GatewayPool, GatewayProtocol, GatewayReply
 from mpush.cluster.zookeeper import ServerNode
-from mpush.wire.codec import (
+from mpush.wire import (
     CMD_GATEWAY_PUSH,
     ERR_OFFLINE,
     ERROR_REASONS,

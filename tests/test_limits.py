@@ -31,7 +31,7 @@ from mpush.web.site import (
     HeadDeadlineChannel,
     TrackedChannel,
 )
-from mpush.wire.codec import PacketTooLarge
+from mpush.wire import PacketTooLarge
 from tests.harness.daemon import write_config
 from tests.test_web_push import (
     Exchange,

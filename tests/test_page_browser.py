@@ -18,7 +18,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 
-from mpush.wire.codec import java_alloc_content
+from mpush.wire import java_alloc_content
 from tests.test_web_push import TOKEN, FakePushClient, make_site
 
 webdriver = pytest.importorskip("selenium.webdriver")

@@ -1,4 +1,4 @@
-"""Unit tests of mpush.wire.codec: the gateway wire codec.
+"""Unit tests of mpush.wire: the gateway wire codec.
 
 Byte vectors are written out by hand from the Java sources (Packet,
 ByteBufMessage, GatewayPushMessage, OkMessage, ErrorMessage), not produced
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpush.wire.codec import (
+from mpush.wire import (
     CMD_ERROR,
     CMD_GATEWAY_PUSH,
     CMD_OK,

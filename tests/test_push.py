@@ -25,7 +25,7 @@ from mpush.config import AllocSettings
 from mpush.outcomes import PushOutcome, TimeoutCause
 from mpush.routes import parse_routes
 from mpush.services.pusher import PushClient, PushRefused, PushResult
-from mpush.wire.codec import (
+from mpush.wire import (
     CMD_GATEWAY_PUSH,
     FLAG_BIZ_ACK,
     GatewayPush,

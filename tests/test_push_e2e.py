@@ -14,7 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
-from mpush.wire.codec import CMD_GATEWAY_PUSH, FLAG_AUTO_ACK
+from mpush.wire import CMD_GATEWAY_PUSH, FLAG_AUTO_ACK
 from tests.harness.redis import RedisServer
 from tests.harness.stack import Stack, running_stack
 from tests.harness.web import request, until

@@ -29,7 +29,7 @@ from mpush.web.page import PageResource, load_page
 from mpush.web.push import PushResource
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
-from mpush.wire.codec import PacketTooLarge, java_alloc_content
+from mpush.wire import PacketTooLarge, java_alloc_content
 
 TOKEN = "t0ken-for-tests-0123456789"
 LIMIT = 2048

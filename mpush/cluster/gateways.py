@@ -74,7 +74,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mpush.config.keys import default
-from mpush.wire.codec import (
+from mpush.wire import (
     CMD_GATEWAY_PUSH,
     DEFAULT_MAX_PACKET_SIZE,
     INT32_MAX,

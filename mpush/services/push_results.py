@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mpush.outcomes import GatewayOutcome, PushOutcome, TimeoutCause
-from mpush.wire.codec import ERR_OFFLINE, ERR_ROUTER_CHANGE, ERROR_REASONS
+from mpush.wire import ERR_OFFLINE, ERR_ROUTER_CHANGE, ERROR_REASONS
 
 __all__ = [
     "GatewayReplyLike",

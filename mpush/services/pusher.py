@@ -62,14 +62,14 @@ from mpush.services.route_cache import (
     RedisLike,
     RouteCache,
 )
-from mpush.wire.codec import (
+from mpush.wire import (
     DEFAULT_MAX_PACKET_SIZE,
     DEFAULT_TIMEOUT_MS,
     MIN_TIMEOUT_MS,
-    _java_is_blank,
     broadcast_packet,
     single_push_packet,
 )
+from mpush.wire import java_is_blank as _java_is_blank
 
 __all__ = [
     "DEFAULT_BROADCAST_TIMEOUT",

@@ -11,7 +11,7 @@ from typing import Any
 
 from mpush.outcomes import AckModel, PushOutcome
 from mpush.web.push_body import MAX_TIMEOUT_MS
-from mpush.wire.codec import MIN_TIMEOUT_MS
+from mpush.wire import MIN_TIMEOUT_MS
 
 __all__ = ["Json", "ref", "schemas"]
 

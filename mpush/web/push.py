@@ -34,7 +34,7 @@ from mpush.services.admission import PushRefused
 from mpush.web.errors import json_error, method_not_allowed
 from mpush.web.push_access import IPNetwork, PushAccess, client_ip, header
 from mpush.web.push_body import BadRequest, PushOrder, parse_push_body
-from mpush.wire.codec import (
+from mpush.wire import (
     INT32_MAX,
     INT32_MIN,
     MIN_TIMEOUT_MS,

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from mpush.config.keys import bounds
 from mpush.outcomes import AckModel
-from mpush.wire.codec import MIN_TIMEOUT_MS
+from mpush.wire import MIN_TIMEOUT_MS
 
 __all__ = ["MAX_TIMEOUT_MS", "BadRequest", "PushOrder", "parse_push_body"]
 

@@ -55,7 +55,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 
-from mpush.wire.codec import (
+from mpush.wire import (
     CMD_GATEWAY_PUSH,
     CMD_HEARTBEAT,
     CMD_OK,
