@@ -4,7 +4,7 @@ One :class:`GatewayProtocol` on a ``StringTransport`` with a ``Clock``, a few
 requests pending, then a generated stream from the "gateway", split at
 generated points and fed chunk by chunk. The stream is judged by
 :func:`reference`, a small independent reading of the wire format
-(mpush/protocol.py's docstring) that works byte by byte, so the expected
+(mpush/wire/frames.py's docstring) that works byte by byte, so the expected
 result cannot depend on how the stream was split. Properties, on every
 example:
 
@@ -35,7 +35,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from mpush.cluster.gateways import OUTCOMES, GatewayProtocol, GatewayReply
+from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply
+from mpush.outcomes import GatewayOutcome
 from mpush.wire import (
     CMD_ERROR,
     CMD_GATEWAY_PUSH,
@@ -147,7 +148,8 @@ class Conn:
     def __init__(self, pending: int) -> None:
         self.clock = Clock()
         self.transport = StringTransport()
-        self.proto = GatewayProtocol(ADDR, clock=self.clock, max_reply_size=MAX_REPLY)
+        self.proto = GatewayProtocol(ADDR, clock=self.clock, max_reply_size=MAX_REPLY,
+                                     max_pending=10_000)
         self.proto.makeConnection(self.transport)
         self.fired: dict[int, list[GatewayReply]] = {}
         self.failures: list[Failure] = []
@@ -221,7 +223,7 @@ def run(stream: bytes, cuts: list[int], pending: int, *, end: str = "lost") -> J
     c.proto.connectionLost(Failure(ConnectionError("gone")))
     final = c.outcomes()
     assert final == {sid: outcome or leftover for sid, outcome in want.items()}
-    assert set(final.values()) <= OUTCOMES
+    assert set(final.values()) <= set(GatewayOutcome)
     assert c.proto.pending_count == 0 and c.clock.getDelayedCalls() == []
     return judged
 

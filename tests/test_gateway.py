@@ -1,4 +1,4 @@
-"""Gateway connections (mpush.cluster.gateways).
+"""Gateway connections (mpush.cluster.gateway_connection) and the pool (mpush.cluster.gateways).
 
 Part 1 drives one GatewayProtocol by hand (StringTransport + Clock): fully
 deterministic. Part 2 runs a GatewayPool on the real reactor against a tiny
@@ -24,8 +24,10 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from mpush.cluster.gateways import REPLY_LIMIT_FLOOR, GatewayPool, GatewayProtocol, GatewayReply
+from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply
+from mpush.cluster.gateways import REPLY_LIMIT_FLOOR, GatewayPool
 from mpush.cluster.zookeeper import ServerNode
+from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.wire import (
     CMD_GATEWAY_PUSH,
     ERR_OFFLINE,
@@ -270,6 +272,27 @@ def test_cancel_ends_as_timeout_without_errback() -> None:
     d.cancel()
     c.proto.connectionLost(Failure(ConnectionResetError()))
     assert len(r.replies) == 1
+
+
+def test_timeouts_say_their_cause() -> None:
+    c = Conn()
+    timer, cancelled, answered = c.send(timeout=1.0), c.send(timeout=5.0), c.send(timeout=5.0)
+    stopping = c.send(timeout=5.0)
+    sids = [p.session_id for p in c.sent()]
+    c.proto.dataReceived(ok(sids[2]))
+    c.clock.advance(1.0)
+    assert timer.reply is not None and timer.reply.outcome == GatewayOutcome.TIMEOUT
+    assert timer.reply.cause is TimeoutCause.DEADLINE
+    assert timer.reply.detail == "no answer within 1 s"
+    assert answered.reply is not None and answered.reply.cause is None
+    assert c.proto.expire_all(TimeoutCause.SHUTDOWN) == 2  # the cancelled one is still pending
+    assert cancelled.reply is not None and stopping.reply is not None
+    for r in (cancelled.reply, stopping.reply):
+        assert (r.outcome, r.cause) == (GatewayOutcome.TIMEOUT, TimeoutCause.SHUTDOWN)
+    assert c.proto.ready and c.proto.pending_count == 0  # the connection stays up
+    d = c.proto.request(build(), 5.0)
+    d.cancel()
+    assert Recorder(d).reply.cause is TimeoutCause.DEADLINE  # the caller's own deadline
 
 
 def test_callbacks_may_reenter_during_connection_lost() -> None:

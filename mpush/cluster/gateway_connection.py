@@ -1,0 +1,330 @@
+"""One TCP connection to one gateway server, and how each request on it ends.
+
+:class:`GatewayProtocol` frames requests, matches the OK/ERROR answers to
+pending requests by sessionId and ends every request exactly once, with a
+:class:`GatewayReply`. The pool (:mod:`mpush.cluster.gateways`) keeps such
+connections to every gateway server.
+
+Decisions (see also docs/mpush-peer.md):
+
+* Outcomes (:class:`~mpush.outcomes.GatewayOutcome`): ``OK`` an OK answering
+  cmd 16; ``ERROR`` an ERROR answering cmd 16 (``code`` is the server's
+  ErrorCode, whatever its value: 1 offline, 2 client failure, 3 router
+  change, 4, 100, 101 or unknown — the push layer maps them), *or* an
+  OK/ERROR whose ``cmd`` is not 16 (then ``code`` is None: not an answer to
+  a push, i.e. a failure); ``TIMEOUT`` our own timer (the server never
+  answers a timeout itself), the caller cancelled, or the daemon is stopping
+  (``cause`` tells which); ``UNAVAILABLE`` nothing was sent (the address is
+  unknown, no connection is up, or every connected connection has its
+  pending limit of requests waiting); ``LOST`` the connection closed (or was
+  closed by us) while the request waited — the push may or may not have
+  been delivered.
+* The returned Deferred never errbacks and fires once. ``d.cancel()`` ends
+  the request at once as ``TIMEOUT`` (detail "cancelled"): the caller
+  stopped waiting, which is what a timeout is; the Deferred still never
+  errbacks, so ``addTimeout`` and ``DeferredList`` users see a reply.
+* sessionIds: a per-connection counter 1..2**31-1 that wraps to 1, skipping
+  ids still pending. 0 and negative ids are never used, so a stray reply
+  with sessionId 0 can never match.
+* A frame that breaks the protocol (bad length, truncated body, a command
+  other than OK/ERROR, crypto/compress/json flags) desynchronises the
+  stream: that connection alone is aborted, its pending requests end
+  ``LOST`` at once, and it is logged once with the peer's address. An
+  answer whose sessionId matches nothing pending (a late answer after our
+  timeout, the final OK of a taskId broadcast) is normal: debug log only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mpush.outcomes import GatewayOutcome, TimeoutCause
+from mpush.wire import (
+    CMD_GATEWAY_PUSH,
+    INT32_MAX,
+    ErrorMessage,
+    Heartbeat,
+    OkMessage,
+    Packet,
+    PacketDecoder,
+    ProtocolError,
+    decode_reply,
+)
+
+__all__ = ["GatewayProtocol", "GatewayReply", "check_timeout"]
+
+log = Logger(namespace="mpush.cluster.gateway_connection")
+
+
+@dataclass(frozen=True)
+class GatewayReply:
+    """How one request to one gateway server ended."""
+
+    outcome: GatewayOutcome
+    gateway: str  # "host:port"
+    code: int | None = None  # ERROR code; None unless outcome ERROR from an ERROR for cmd 16
+    message: OkMessage | ErrorMessage | None = None  # the decoded answer, if any
+    detail: str | None = None  # why, for logs ("connection lost: ...", "cancelled", ...)
+    # Set on every TIMEOUT reply: DEADLINE (our timer, or the caller gave up)
+    # or SHUTDOWN (expired by the pool as the daemon stops); None otherwise.
+    cause: TimeoutCause | None = None
+
+
+def check_timeout(timeout: float) -> float:
+    """``timeout`` if it is a positive, finite number of seconds; ValueError otherwise."""
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return timeout
+
+
+class _Pending:
+    __slots__ = ("deferred", "done", "session_id", "timer")
+
+    def __init__(self, session_id: int,
+                 on_cancel: Callable[[_Pending], None]) -> None:
+        self.session_id = session_id
+        self.deferred: Deferred[GatewayReply] = Deferred(lambda _d: on_cancel(self))
+        self.timer: IDelayedCall | None = None
+        self.done = False
+
+
+class GatewayProtocol(Protocol):
+    """One connection to one gateway server: requests out, answers matched back.
+
+    Usable alone (tests drive it with a ``StringTransport`` and a ``Clock``);
+    the pool passes ``on_made``/``on_lost`` to learn about its state.
+    ``max_reply_size`` bounds a reply body (and so the receive buffer);
+    ``max_pending`` the requests waiting at once.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        clock: IReactorTime,
+        max_reply_size: int,
+        max_pending: int,
+        on_made: Callable[[GatewayProtocol], object] | None = None,
+        on_lost: Callable[[GatewayProtocol, Failure], object] | None = None,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+        self.address = address
+        self.max_pending = max_pending
+        self._clock = clock
+        self._decoder = PacketDecoder(max_reply_size)
+        self._on_made = on_made
+        self._on_lost = on_lost
+        self._pending: dict[int, _Pending] = {}
+        self._next_session = 1
+        self._usable = False  # made, not lost, stream in sync, not being closed
+        self._broken = False  # a protocol error was seen: ignore further bytes
+        self._lost = False
+        # Requests ended by our timer since the last frame from the server:
+        # above 0, the server is not answering (frozen, overloaded).
+        self.unanswered = 0
+
+    # -- state -----------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True while requests can be written on this connection.
+
+        (Not ``connected``: ``Protocol`` already uses that name.)
+        """
+        return self._usable
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is gone (connectionLost ran)."""
+        return self._lost
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def has_capacity(self) -> bool:
+        return self._usable and len(self._pending) < self.max_pending
+
+    # -- requests --------------------------------------------------------
+
+    def request(self, build: Callable[[int], bytes], timeout: float) -> Deferred[GatewayReply]:
+        """Send ``build(session_id)`` and wait at most ``timeout`` seconds for its answer.
+
+        ``build`` is only called when the request will be sent; its
+        exceptions propagate from here, before anything is written.
+        """
+        check_timeout(timeout)
+        if not self._usable:
+            return succeed(self._reply(GatewayOutcome.UNAVAILABLE, detail="not connected"))
+        if len(self._pending) >= self.max_pending:
+            return succeed(self._reply(GatewayOutcome.UNAVAILABLE,
+                                       detail="pending limit reached"))
+        session_id = self._allocate_session()
+        data = build(session_id)
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError(f"build() must return bytes, not {type(data).__name__}")
+        entry = _Pending(session_id, self._cancelled)
+        self._pending[session_id] = entry
+        entry.timer = self._clock.callLater(timeout, self._expire, entry, timeout)
+        assert self.transport is not None
+        self.transport.write(bytes(data))
+        return entry.deferred
+
+    def _allocate_session(self) -> int:
+        # Terminates: fewer than max_pending (<< 2**31) ids are in use.
+        while True:
+            sid = self._next_session
+            self._next_session = sid + 1 if sid < INT32_MAX else 1
+            if sid not in self._pending:
+                return sid
+
+    def _reply(self, outcome: GatewayOutcome, **kw: Any) -> GatewayReply:
+        return GatewayReply(outcome, self.address, **kw)
+
+    def _cancelled(self, entry: _Pending) -> None:
+        # The caller's own deadline (addTimeout, or it simply gave up).
+        self._finish(entry, self._reply(GatewayOutcome.TIMEOUT, detail="cancelled",
+                                        cause=TimeoutCause.DEADLINE))
+
+    def _expire(self, entry: _Pending, timeout: float) -> None:
+        entry.timer = None  # it is firing: nothing to cancel
+        self.unanswered += 1
+        self._finish(entry, self._reply(GatewayOutcome.TIMEOUT,
+                                        detail=f"no answer within {timeout:g} s",
+                                        cause=TimeoutCause.DEADLINE))
+
+    def _finish(self, entry: _Pending, reply: GatewayReply) -> None:
+        # The single exit of every request: whichever comes first (answer,
+        # timer, loss, cancel) wins, the others find it done.
+        if entry.done:
+            return
+        entry.done = True
+        if self._pending.get(entry.session_id) is entry:
+            del self._pending[entry.session_id]
+        if entry.timer is not None and entry.timer.active():
+            entry.timer.cancel()
+        entry.timer = None
+        entry.deferred.callback(reply)
+
+    def _fail_all(self, outcome: GatewayOutcome, detail: str,
+                  cause: TimeoutCause | None = None) -> None:
+        # Swap first: a callback may send a new request on this object.
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            self._finish(entry, self._reply(outcome, detail=detail, cause=cause))
+
+    def expire_all(self, cause: TimeoutCause) -> int:
+        """End every pending request now as ``TIMEOUT`` with ``cause``; how many.
+
+        The connection stays up (a late answer matches nothing, as after our
+        own timer). Used at shutdown, once the grace period is over.
+        """
+        count = len(self._pending)
+        self._fail_all(GatewayOutcome.TIMEOUT, cause.value, cause)
+        return count
+
+    def close(self, detail: str) -> None:
+        """Abort the connection now; pending requests end ``LOST`` with ``detail``."""
+        self._usable = False
+        self._fail_all(GatewayOutcome.LOST, detail)
+        if self.transport is not None and not self._lost:
+            _abort(self.transport)
+
+    # -- Protocol ----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        # Requests are small and latency matters (the Java client does the same).
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+        self._usable = True
+        if self._on_made is not None:
+            self._on_made(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._broken or self._lost:
+            return
+        error: ProtocolError | None = None
+        try:
+            packets = self._decoder.feed(data)
+        except ProtocolError as e:
+            # The answers complete before the bad bytes still count: the
+            # outcome must not depend on how TCP split the stream.
+            error, packets = e, list(e.decoded)
+        if packets:
+            self.unanswered = 0  # it speaks again
+        for packet in packets:
+            if self._broken:
+                return
+            if isinstance(packet, Heartbeat):
+                continue  # the Java server sends none here; harmless anyway
+            self._answer(packet)
+        if error is not None and not self._broken:
+            self._protocol_error(str(error))
+
+    def _answer(self, packet: Packet) -> None:
+        try:
+            msg = decode_reply(packet)
+        except ProtocolError as e:
+            self._protocol_error(f"sessionId {packet.session_id}: {e}")
+            return
+        entry = self._pending.get(packet.session_id)
+        if entry is None:
+            log.debug("gateway {gateway}: answer for sessionId {sid} matches no pending"
+                      " request (late, or a taskId broadcast's final OK)",
+                      gateway=self.address, sid=packet.session_id)
+            return
+        self._finish(entry, self._answer_reply(msg))
+
+    def _answer_reply(self, msg: OkMessage | ErrorMessage) -> GatewayReply:
+        if msg.cmd != CMD_GATEWAY_PUSH:
+            return self._reply(GatewayOutcome.ERROR, message=msg,
+                               detail=f"answer is for cmd {msg.cmd}, not {CMD_GATEWAY_PUSH}")
+        if isinstance(msg, OkMessage):
+            return self._reply(GatewayOutcome.OK, message=msg)
+        return self._reply(GatewayOutcome.ERROR, code=msg.code, message=msg, detail=msg.reason)
+
+    def _protocol_error(self, text: str) -> None:
+        self._broken = True
+        self._usable = False
+        peer = _peer(self.transport)
+        log.warn("gateway {gateway} ({peer}): protocol error, closing the connection: {error}",
+                 gateway=self.address, peer=peer, error=text)
+        self._fail_all(GatewayOutcome.LOST, f"protocol error: {text}")
+        if self.transport is not None:
+            _abort(self.transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._usable = False
+        self._lost = True
+        self._fail_all(GatewayOutcome.LOST, f"connection lost: {reason.getErrorMessage()}")
+        if self._on_lost is not None:
+            self._on_lost(self, reason)
+
+
+def _abort(transport: Any) -> None:
+    # Abort, don't flush: the stream is out of sync or we are leaving, and
+    # a peer that stopped reading would keep a graceful close waiting.
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()
+
+
+def _peer(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+        return f"{peer.host}:{peer.port}"
+    except Exception:
+        return "?"
