@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply
 from mpush.cluster.gateways import REPLY_LIMIT_FLOOR, GatewayPool
-from mpush.cluster.zookeeper import ServerNode
+from mpush.cluster.server_node import ServerNode
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.wire import (
     CMD_GATEWAY_PUSH,

@@ -25,7 +25,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, globalLogPublisher
 
-from mpush.cluster.zookeeper import NodeDataError, ServerNode, ZkWatcher
+from mpush.cluster.server_node import NodeDataError, ServerNode
+from mpush.cluster.zookeeper import ZkWatcher
 from tests.harness.registry import NodeRegistrar, digest_acl_id, node_json
 from tests.harness.zkfaults import CuttableProxy, expire_session
 from tests.harness.zookeeper import ZooKeeperServer

@@ -1,0 +1,110 @@
+"""One mpush server node as a Java server writes it in ZooKeeper: parsed and checked.
+
+Pure (no I/O): :meth:`ServerNode.parse` takes a child's name and data and
+returns the node, or raises :class:`NodeDataError` saying why it is unusable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["MAX_NODE_DATA", "NodeDataError", "ServerNode"]
+
+# A Java node is well under 1 KB; anything this big is not one of ours.
+MAX_NODE_DATA = 64 * 1024
+
+
+class NodeDataError(ValueError):
+    """A node's data is not a usable mpush server node."""
+
+
+@dataclass(frozen=True)
+class ServerNode:
+    """One child of ``/cluster/cs`` or ``/cluster/gs``."""
+
+    name: str
+    host: str
+    port: int
+    # Excluded from the hash (a mapping is not hashable), kept in equality
+    # so that an attrs-only change is an "updated" event.
+    attrs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # Read-only copy: nodes are shared with every listener.
+        object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
+
+    @property
+    def public_host(self) -> str:
+        """The address clients get: ``attrs.public_ip`` if set, else host."""
+        ip = self.attrs.get("public_ip")
+        if isinstance(ip, str) and ip.strip():
+            return ip.strip()
+        return self.host
+
+    @property
+    def weight(self) -> float:
+        """``attrs.weight`` as a positive float; 1 if absent or unusable."""
+        raw = self.attrs.get("weight", 1)
+        if isinstance(raw, bool):
+            return 1.0
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            return 1.0
+        if not math.isfinite(value) or value <= 0:
+            return 1.0
+        return value
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, name: str, data: bytes | None) -> ServerNode:
+        """Parse the JSON a Java server writes; raise NodeDataError if unusable.
+
+        Lenient where fastjson (the Java reader) is: a port given as a
+        decimal string or an integral float is accepted, extra keys ignored.
+        """
+        if not data:
+            raise NodeDataError("no data")
+        if len(data) > MAX_NODE_DATA:
+            raise NodeDataError(f"data too large ({len(data)} bytes)")
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise NodeDataError(f"not UTF-8 JSON: {e}") from None
+        if not isinstance(doc, dict):
+            raise NodeDataError("not a JSON object")
+        host = doc.get("host")
+        if not isinstance(host, str) or not host.strip():
+            raise NodeDataError("missing or empty host")
+        port = _parse_port(doc.get("port"))
+        attrs = doc.get("attrs")
+        if attrs is None:
+            attrs = {}
+        elif not isinstance(attrs, dict):
+            raise NodeDataError("attrs is not a JSON object")
+        return cls(name=name, host=host.strip(), port=port, attrs=attrs)
+
+
+def _parse_port(raw: Any) -> int:
+    port: int | None = None
+    if isinstance(raw, bool):
+        port = None
+    elif isinstance(raw, int):
+        port = raw
+    elif isinstance(raw, float) and raw.is_integer():
+        port = int(raw)
+    elif isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) <= 5:
+        port = int(raw.strip())
+    if port is None:
+        raise NodeDataError(f"missing or non-numeric port: {raw!r}")
+    if not 0 < port < 65536:
+        raise NodeDataError(f"port out of range: {port}")
+    return port
