@@ -5,7 +5,7 @@ slot function, the slot map read from ``CLUSTER SLOTS``, and a router that
 sends each command to the master owning its key's slot and follows
 ``MOVED`` / ``ASK`` redirects. Connections themselves are not made here: the
 router is given a ``connection_for(address)`` callable (see
-:class:`mpush.cluster.redis.RedisConnection`), which keeps this module free of
+:class:`mpush.cluster.redis_connection.RedisConnection`), which keeps this module free of
 sockets and easy to test.
 """
 
