@@ -1,9 +1,11 @@
-"""Outgoing TCP connections kept up by ``ClientService``: the shared pieces.
+"""Outgoing TCP connections kept up by ``ClientService`` (the gateway pool's).
 
 An endpoint for ``host:port`` that skips the resolver for IP literals, an
 endpoint wrapper that reports each failed attempt (for one log line per
 state change instead of one per attempt), and a ``ClientService`` whose
-per-retry message is demoted to debug.
+per-retry message is demoted to debug. Nothing here is gateway-specific
+but the endpoint's repr; the Redis client keeps its own connection model
+(see :mod:`mpush.cluster.redis_connection` for why).
 """
 
 from __future__ import annotations
