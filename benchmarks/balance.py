@@ -4,8 +4,8 @@ Ten connection servers, one per IP, start with 0, 1000, ..., 9000 online
 users. 100,000 clients arrive evenly over 5 minutes; each asks GET / and
 connects to the FIRST server of the answer, which raises that server's count
 in the (simulated) Redis. The real policies and the real Refresher run on a
-task.Clock with an in-memory ZooKeeper view and Redis, so nothing depends on
-wall-clock time and every run prints the same balance figures.
+task.Clock with the in-memory ZooKeeper view and Redis of tests/fakes.py, so
+nothing depends on wall-clock time and every run prints the same balance figures.
 
 Run: .venv/bin/python benchmarks/balance.py
 """
@@ -15,12 +15,9 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,6 +31,7 @@ from mpush.balance import (
 )
 from mpush.config import AllocSettings
 from mpush.services.refresher import Refresher
+from tests.fakes import Cache, Node, View
 
 # Ours refreshes at the default of mp.alloc.refresh-interval.
 OUR_INTERVAL = float(AllocSettings.refresh_interval)
@@ -46,54 +44,16 @@ DURATION = 300.0  # s
 LIMIT = 1.05
 
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    host: str
-    port: int
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def public_host(self) -> str:
-        return self.attrs.get("public_ip") or self.host
-
-    @property
-    def weight(self) -> float:
-        return float(self.attrs.get("weight", 1))
-
-
-class View:
-    initialized = True
-    state = "connected"
-
-    def __init__(self, nodes: Iterable[Node]) -> None:
-        self.nodes = {n.name: n for n in nodes}
-
-    def connection_servers(self) -> dict[str, Node]:
-        return dict(self.nodes)
-
-    def add_listener(self, cb: Callable[[str, str, Any], None]) -> None:
-        pass  # the cluster does not change during the run
-
-
-class Redis:
-    def __init__(self, counts: Mapping[str, int]) -> None:
-        self.counts = dict(counts)
-
-    def online_counts(self, ips: Iterable[str]) -> Deferred[dict[str, int]]:
-        return succeed({ip: self.counts.get(ip, 0) for ip in ips})
-
-
 def simulate(
     policy: AllocPolicy, interval: float, weights: Sequence[float], connect_delay: float = 0.0
 ) -> list[int]:
     """Final online count per server."""
     ips = [f"10.0.0.{i + 1}" for i in range(SERVERS)]
-    view = View(
+    view = View(*(
         Node(f"cs{i:02d}", ip, 3000, {"weight": w})
         for i, (ip, w) in enumerate(zip(ips, weights, strict=True))
-    )
-    redis = Redis(dict(zip(ips, START_COUNTS, strict=True)))
+    ))  # the cluster does not change during the run
+    redis = Cache(dict(zip(ips, START_COUNTS, strict=True)), missing=0)
     clock = Clock()
     refresher = Refresher(policy, view, redis, interval, change_delay=1.0, reactor=clock)
     refresher.startService()

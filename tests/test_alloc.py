@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mpush.balance import BalancePolicy, Candidate, JavaPolicy
 from mpush.services.refresher import DEFAULT_REFRESH_INTERVAL, Refresher
+from tests.fakes import Cache, Node, View
 
 # ---------------------------------------------------------------- helpers
 
@@ -36,73 +35,6 @@ def firsts(policy: Any, n: int) -> list[str]:
 
 def addresses(policy: Any) -> list[str]:
     return [c.address for c in policy.servers]
-
-
-@dataclass(frozen=True)
-class Node:
-    """Stands in for mpush.cluster.zookeeper.ServerNode."""
-
-    name: str
-    host: str
-    port: int = 3000
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def public_host(self) -> str:
-        return self.attrs.get("public_ip") or self.host
-
-    @property
-    def weight(self) -> float:
-        return float(self.attrs.get("weight", 1))
-
-
-class View:
-    """Stands in for mpush.cluster.zookeeper.ZkWatcher."""
-
-    def __init__(self, *nodes: Node) -> None:
-        self.nodes = {n.name: n for n in nodes}
-        self.listeners: list[Callable[[str, str, Any], None]] = []
-        self.initialized = True
-        self.state = "connected"
-        self.reads = 0
-
-    def connection_servers(self) -> dict[str, Node]:
-        self.reads += 1
-        return dict(self.nodes)
-
-    def add_listener(self, cb: Callable[[str, str, Any], None]) -> None:
-        self.listeners.append(cb)
-
-    def set(self, *nodes: Node) -> None:
-        self.nodes = {n.name: n for n in nodes}
-        self.notify("cs")
-
-    def notify(self, kind: str) -> None:
-        for cb in self.listeners:
-            cb(kind, "updated", None)
-
-
-class Cache:
-    """Stands in for mpush.cluster.redis.RedisService. ``manual`` leaves each call's
-    Deferred to the test; ``error`` fails calls."""
-
-    def __init__(self, counts: Mapping[str, int] | None = None) -> None:
-        self.counts = dict(counts or {})
-        self.calls: list[list[str]] = []
-        self.pending: list[Deferred[dict[str, int]]] = []
-        self.manual = False
-        self.error: Exception | None = None
-
-    def online_counts(self, ips: Any) -> Deferred[dict[str, int]]:
-        ips = list(ips)
-        self.calls.append(ips)
-        if self.manual:
-            d: Deferred[dict[str, int]] = Deferred()
-            self.pending.append(d)
-            return d
-        if self.error is not None:
-            return fail(self.error)
-        return succeed({ip: self.counts[ip] for ip in ips if ip in self.counts})
 
 
 @pytest.fixture

@@ -28,15 +28,8 @@ from mpush.services.pusher import PushClient
 from mpush.web.push import PushResource
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
-from tests.test_push import FakeCache, Reply, loc
-from tests.test_web_push import (
-    Exchange,
-    FixedAllocator,
-    connect,
-    http_post,
-    push_resource,
-    split,
-)
+from tests.fakes import FakeCache, FixedAllocator, Reply, loc, push_resource
+from tests.http_exchange import Exchange, connect, http_post, split
 
 GW = "10.0.0.5:3001"
 

@@ -32,16 +32,9 @@ from mpush.web.site import (
     TrackedChannel,
 )
 from mpush.wire import PacketTooLarge
+from tests.fakes import FakePushClient, FixedAllocator, push_resource
 from tests.harness.daemon import write_config
-from tests.test_web_push import (
-    Exchange,
-    FakePushClient,
-    FixedAllocator,
-    connect,
-    http_post,
-    push_resource,
-    split,
-)
+from tests.http_exchange import Exchange, connect, http_post, split
 
 # ------------------------------------------------------------ helpers
 

@@ -19,7 +19,7 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 
 from mpush.wire import java_alloc_content
-from tests.test_web_push import TOKEN, FakePushClient, make_site
+from tests.fakes import TOKEN, FakePushClient, make_site
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.options import Options  # noqa: E402

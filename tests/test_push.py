@@ -1,6 +1,6 @@
 """Unit tests of mpush.services.pusher: PushClient on a fake gateway pool and a fake Redis.
 
-The fake pool keeps the GatewayPool contract (docs/architecture.md): every
+The fake pool (tests/fakes.py) keeps the GatewayPool contract (docs/architecture.md): every
 request ends exactly once, with a scripted reply or its own timer, both on a
 ``task.Clock``. It decodes every packet it is asked to send, so the tests
 check the bytes the real pool would write.
@@ -8,15 +8,13 @@ check the bytes the real pool would write.
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -26,159 +24,13 @@ from mpush.outcomes import PushOutcome, TimeoutCause
 from mpush.routes import parse_routes
 from mpush.services.pusher import PushClient, PushRefused, PushResult
 from mpush.wire import (
-    CMD_GATEWAY_PUSH,
     FLAG_BIZ_ACK,
     GatewayPush,
-    Packet,
-    PacketDecoder,
     PacketTooLarge,
 )
+from tests.fakes import A, B, FakeCache, FakePool, Step, loc
 
-A = "10.0.0.5:3001"
-B = "10.0.0.6:3001"
 MAX_INFLIGHT = AllocSettings().max_inflight_pushes  # the daemon's default limit
-
-# ---------------------------------------------------------------- fakes
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A GatewayReply-compatible duck type."""
-
-    outcome: str
-    gateway: str
-    code: int | None = None
-    message: Any = None
-    cause: TimeoutCause | None = None  # None unless outcome "timeout" (GatewayReply's contract)
-
-
-@dataclass(frozen=True)
-class Step:
-    """How the fake pool answers one request."""
-
-    outcome: str = "ok"  # "ok" | "error" | "unavailable" | "lost" | "silent" (only the timer)
-    code: int | None = None
-    after: float = 0.01  # s until the reply
-    at_timeout: bool = False  # reply in the very tick of the timeout, ahead of the timer
-    before: Callable[[], None] | None = None  # run just before replying
-
-
-@dataclass
-class Sent:
-    address: str
-    timeout: float
-    at: float
-    packet: Packet
-    push: GatewayPush
-
-
-class FakePool:
-    """Records requests; answers them as scripted per address (default: OK after 10 ms)."""
-
-    def __init__(self, clock: Clock, addresses: tuple[str, ...] = ()) -> None:
-        self.clock = clock
-        self.known = list(addresses)
-        self.sent: list[Sent] = []
-        self.steps: dict[str, list[Step]] = {}
-        self.ended = 0
-        self.live: dict[int, tuple[str, Callable[[Reply], None]]] = {}  # sid -> (address, end)
-        self._ids: Iterator[int] = itertools.count(1)
-
-    def script(self, address: str, *steps: Step) -> None:
-        self.steps.setdefault(address, []).extend(steps)
-
-    def addresses(self) -> list[str]:
-        return list(self.known)
-
-    def request(self, address: str, build: Callable[[int], bytes], timeout: float) -> Deferred[Any]:
-        sid = next(self._ids)
-        data = build(sid)  # its exceptions propagate, as the real pool's
-        [packet] = PacketDecoder(max_body=1 << 20).feed(data)
-        assert isinstance(packet, Packet) and packet.cmd == CMD_GATEWAY_PUSH
-        assert packet.session_id == sid
-        self.sent.append(
-            Sent(address, timeout, self.clock.seconds(), packet,
-                 GatewayPush.decode_body(packet.body))
-        )
-        queue = self.steps.get(address, [])
-        step = queue.pop(0) if queue else Step()
-        if step.outcome == "unavailable":
-            self.ended += 1
-            return succeed(Reply("unavailable", address))  # at once, as the real pool
-        d: Deferred[Any] = Deferred()
-        calls: list[IDelayedCall] = []
-
-        def end(reply: Reply) -> None:
-            for call in calls:
-                if call.active():
-                    call.cancel()
-            assert not d.called, "request ended twice"
-            self.ended += 1
-            self.live.pop(sid, None)
-            d.callback(reply)
-
-        def answer() -> None:
-            if step.before is not None:
-                step.before()
-            end(Reply(step.outcome, address, step.code))
-
-        if step.outcome != "silent":
-            # Scheduled before the timer: at an equal time, Clock runs it first.
-            calls.append(self.clock.callLater(timeout if step.at_timeout else step.after, answer))
-        calls.append(self.clock.callLater(timeout, end, Reply("timeout", address)))
-        self.live[sid] = (address, end)
-        return d
-
-    def expire_pending(self, cause: TimeoutCause) -> int:
-        """GatewayPool's contract: every pending request ends timeout now, with ``cause``."""
-        live, self.live = self.live, {}
-        for address, end in live.values():
-            end(Reply("timeout", address, cause=cause))
-        return len(live)
-
-
-class FakeCache:
-    """Redis hashes in a dict; counts HGETALL calls; can hold answers back or fail."""
-
-    def __init__(self) -> None:
-        self.hashes: dict[str, dict[str, str]] = {}
-        self.calls: list[str] = []
-        self.manual = False
-        self.pending: list[tuple[dict[str, str], Deferred[dict[str, str]]]] = []
-        self.error: Exception | None = None
-
-    def hgetall(self, key: str) -> Deferred[dict[str, str]]:
-        self.calls.append(key)
-        if self.error is not None:
-            return fail(self.error)
-        value = dict(self.hashes.get(key, {}))  # what Redis holds when the call arrives
-        if self.manual:
-            d: Deferred[dict[str, str]] = Deferred()
-            self.pending.append((value, d))
-            return d
-        return succeed(value)
-
-    def release(self, *order: int) -> None:
-        """Answer the held calls, in the given order of their indexes (default: as made)."""
-        pending, self.pending = self.pending, []
-        for i in order or range(len(pending)):
-            value, d = pending[i]
-            d.callback(value)
-
-
-def loc(
-    address: str = A, os_name: str | None = "android", conn: str | None = "c1", **extra: Any
-) -> str:
-    """ClientLocation JSON as the Java server writes it (nulls left out)."""
-    host, port = address.rsplit(":", 1)
-    value: dict[str, Any] = {"port": int(port), "host": host, "deviceId": "d1", **extra}
-    if os_name is not None:
-        value["osName"] = os_name
-    value["clientVersion"] = "1.0"
-    if conn is not None:
-        value["connId"] = conn
-    return json.dumps(value)
-
 
 @dataclass
 class Env:

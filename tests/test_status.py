@@ -1,4 +1,4 @@
-"""The status snapshot (mpush.services.status) on the /health test's fakes."""
+"""The status snapshot (mpush.services.status) on the /health fakes of tests/fakes.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from mpush.services.status import GatewaysStatus, GatewayStatus, Status
-from tests.test_web_health import SECRET, FakeDrain, Fakes
+from tests.fakes import SECRET, FakeDrain, Fakes
 
 
 def status_of(fakes: Fakes) -> Status:

@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
-
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
-
-
-class FixedAllocator:
-    def __init__(self, body: bytes | None) -> None:
-        self._body = body
-        self.allocations = 0
-
-    def allocate(self) -> bytes | None:
-        if self._body is not None:
-            self.allocations += 1
-        return self._body
-
-    @property
-    def body(self) -> bytes | None:
-        return self._body
-
-
-def request(site: AllocSite, raw: bytes) -> bytes:
-    """Feed one raw HTTP/1.1 request to a fresh channel; return what it wrote."""
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.dataReceived(raw)
-    channel.connectionLost(None)
-    return transport.value()
-
-
-def split(response: bytes) -> tuple[str, dict[str, str], bytes]:
-    head, _, body = response.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return lines[0], headers, body
+from tests.fakes import FixedAllocator
+from tests.http_exchange import request, split_status_line
 
 
 def test_get_root_answers_the_policy_body_as_text() -> None:
     alloc = FixedAllocator(b"10.0.0.1:3000,10.0.0.2:3000")
     site = AllocSite(RootResource(alloc))
-    status, headers, body = split(request(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    status, headers, body = split_status_line(request(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
     assert status == "HTTP/1.1 200 OK"
     assert headers["content-type"] == "text/plain; charset=utf-8"
     assert headers["content-length"] == str(len(body))
@@ -58,7 +22,7 @@ def test_get_root_answers_the_policy_body_as_text() -> None:
 def test_head_counts_no_allocation_and_sends_no_body() -> None:
     alloc = FixedAllocator(b"10.0.0.1:3000")
     site = AllocSite(RootResource(alloc))
-    status, headers, body = split(request(site, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    status, headers, body = split_status_line(request(site, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"))
     assert status == "HTTP/1.1 200 OK"
     assert headers["content-length"] == "13"
     assert body == b""
@@ -67,7 +31,7 @@ def test_head_counts_no_allocation_and_sends_no_body() -> None:
 
 def test_no_server_known_is_503_with_retry_after() -> None:
     site = AllocSite(RootResource(FixedAllocator(None), retry_after=7))
-    status, headers, body = split(request(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    status, headers, body = split_status_line(request(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
     assert status.startswith("HTTP/1.1 503")
     assert headers["retry-after"] == "7"
     assert headers["content-type"] == "application/json"
@@ -78,7 +42,7 @@ def test_other_methods_get_405_with_allow() -> None:
     site = AllocSite(RootResource(FixedAllocator(b"a:1")))
     for method in (b"POST", b"PUT", b"DELETE", b"OPTIONS"):
         raw = method + b" / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-        status, headers, body = split(request(site, raw))
+        status, headers, body = split_status_line(request(site, raw))
         assert status.startswith("HTTP/1.1 405"), method
         assert headers["allow"] == "GET, HEAD"
         assert b'"status":405' in body
@@ -88,7 +52,7 @@ def test_unknown_paths_are_404_json() -> None:
     site = AllocSite(RootResource(FixedAllocator(b"a:1")))
     for path in (b"/nope", b"//", b"/a/b", b"/index.htm"):
         raw = b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
-        status, headers, body = split(request(site, raw))
+        status, headers, body = split_status_line(request(site, raw))
         assert status.startswith("HTTP/1.1 404"), path
         assert headers["content-type"] == "application/json"
         assert b'"status":404' in body

@@ -8,7 +8,7 @@ from twisted.web.server import Request
 
 from mpush.web.base import JsonLeaf, JsonResource
 from mpush.web.site import AllocSite
-from tests.test_web_alloc import request, split
+from tests.http_exchange import request, split_status_line
 
 
 class Both(JsonLeaf):
@@ -36,7 +36,7 @@ def site_with(**children: JsonResource) -> AllocSite:
 
 def ask(site: AllocSite, method: bytes, path: bytes) -> tuple[str, dict[str, str], bytes]:
     raw = method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-    return split(request(site, raw))
+    return split_status_line(request(site, raw))
 
 
 def test_allowed_methods_come_from_the_render_methods() -> None:

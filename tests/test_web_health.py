@@ -6,151 +6,34 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
 from mpush.cluster import kazoo_logs as logbridge
 from mpush.daemon.tap import AllocDaemon, Options, makeService
 from mpush.services.ordered import OrderedService
 from mpush.services.status import Status
 from mpush.web.health import HealthResource
-from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
+from tests.fakes import SECRET, FakeDrain, FakePolicy, Fakes
 from tests.harness.daemon import free_port, write_config
 from tests.harness.fakenode import FakeNode
 from tests.harness.redis import RedisServer
 from tests.harness.web import request as http_request
 from tests.harness.web import sleep
 from tests.harness.zookeeper import ZooKeeperServer
-
-SECRET = "pw-Zq81-never-shown"
-
-# -- fakes: the attributes and methods the Status reads, nothing more -------
-
-
-@dataclass
-class FakeZk:
-    state: str = "connected"
-    session_id: int | None = 0x1000ABC
-    initialized: bool = True
-    cs: dict[str, object] = field(default_factory=lambda: {"cs1": object(), "cs2": object()})
-    gs: dict[str, object] = field(default_factory=lambda: {"gs1": object()})
-
-    def connection_servers(self) -> Mapping[str, Any]:
-        return dict(self.cs)
-
-    def gateway_servers(self) -> Mapping[str, Any]:
-        return dict(self.gs)
-
-
-@dataclass
-class FakeCache:
-    mode: str = "single"
-    healthy: bool = True
-    last_error: str | None = None
-    password: str | None = SECRET
-    io_calls: int = 0
-
-    # Any of these on the request path would be I/O: count, so a test can
-    # show /health makes none.
-    def execute(self, *args: Any) -> None:
-        self.io_calls += 1
-
-    def online_counts(self, ips: Any) -> None:
-        self.io_calls += 1
-
-
-@dataclass
-class FakeGateways:
-    servers: dict[str, dict[str, int]] = field(default_factory=lambda: {
-        "10.0.0.5:3001": {"connected": 2, "configured": 2, "pending": 3},
-        "10.0.0.6:3001": {"connected": 2, "configured": 2, "pending": 1},
-    })
-
-    def status(self) -> Mapping[str, Mapping[str, int]]:
-        return {a: dict(s) for a, s in self.servers.items()}
-
-
-@dataclass
-class FakeRefresher:
-    last_success: float | None = 90.0
-    last_error: str | None = None
-    stale: bool = False
-    refreshes: int = 7
-    failures: int = 0
-
-
-@dataclass
-class FakePolicy:
-    addresses: tuple[str, ...] = ("10.0.0.5:3000", "10.0.0.6:3000")
-
-    @property
-    def body(self) -> bytes | None:
-        return ",".join(self.addresses).encode() or None
-
-    @property
-    def servers(self) -> tuple[Any, ...]:
-        return self.addresses
-
-
-@dataclass
-class FakeDrain:
-    draining: bool = False
-
-
-@dataclass
-class Fakes:
-    zk: FakeZk = field(default_factory=FakeZk)
-    cache: FakeCache = field(default_factory=FakeCache)
-    gateways: FakeGateways = field(default_factory=FakeGateways)
-    refresher: FakeRefresher = field(default_factory=FakeRefresher)
-    policy: FakePolicy = field(default_factory=FakePolicy)
-    drain: FakeDrain | None = field(default_factory=FakeDrain)
-    clock: Clock = field(default_factory=Clock)
-
-    def __post_init__(self) -> None:
-        self.clock.advance(100.0)
-
-    def site(self) -> tuple[AllocSite, HealthResource]:
-        health = HealthResource(Status(self.zk, self.cache, self.gateways, self.refresher,
-                                       self.policy, drain=self.drain, clock=self.clock))
-        # Mounted the way makeService mounts it: routing through the real root.
-        root = RootResource(self.policy)
-        root.putChild(b"health", health)
-        return AllocSite(root), health
-
-
-def raw_request(site: AllocSite, raw: bytes) -> bytes:
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.dataReceived(raw)
-    channel.connectionLost(None)
-    return transport.value()
-
-
-def split(response: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, _, body = response.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), headers, body
+from tests.http_exchange import request, split
 
 
 def get(site: AllocSite, method: bytes = b"GET", path: bytes = b"/health",
         ) -> tuple[int, dict[str, str], bytes]:
     raw = method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-    return split(raw_request(site, raw))
+    return split(request(site, raw))
 
 
 def health(site: AllocSite) -> tuple[int, dict[str, Any]]:

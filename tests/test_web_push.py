@@ -10,163 +10,31 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 
-from mpush.config import AllocSettings
-from mpush.services.admission import PushAdmission
-from mpush.services.push_results import shutdown_results
-from mpush.web.page import PageResource, load_page
-from mpush.web.push import PushResource
+from mpush.web.page import load_page
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
 from mpush.wire import PacketTooLarge, java_alloc_content
+from tests.fakes import (
+    SITE_REQUEST_LIMIT,
+    TOKEN,
+    FakePushClient,
+    FixedAllocator,
+    make_site,
+    push_resource,
+)
+from tests.http_exchange import connect, http_post, split
 
-TOKEN = "t0ken-for-tests-0123456789"
-LIMIT = 2048
+LIMIT = SITE_REQUEST_LIMIT  # make_site's default max_request_size
 
-
-@dataclass(frozen=True)
-class FakeResult:
-    """Shaped like mpush.services.pusher.PushResult."""
-
-    user_id: str | None
-    client_type: int | None
-    result: str
-    gateway: str | None
-    ms: float
-
-
-@dataclass
-class FakePushClient:
-    """Records calls; answers from ``outcomes`` (user id -> result), at once or when told.
-
-    Its calls go through a real PushAdmission, as PushClient's do.
-    """
-
-    outcomes: dict[str, str] = field(default_factory=dict)
-    hold: bool = False  # keep the Deferreds pending in `pending`
-    raises: Exception | None = None
-    max_inflight: int = field(default_factory=lambda: AllocSettings().max_inflight_pushes)
-    calls: list[tuple[str, Any, bytes, dict[str, Any]]] = field(default_factory=list)
-    pending: list[tuple[Deferred[list[FakeResult]], list[FakeResult]]] = field(
-        default_factory=list)
-    admission: PushAdmission = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.admission = PushAdmission(max_inflight=self.max_inflight)
-
-    def push(self, user_ids: Sequence[str], content: bytes, *, ack: str = "none",
-             timeout_ms: int = 3000, tags: Sequence[str] | None = None,
-             ) -> Deferred[list[FakeResult]]:
-        self.calls.append(("push", list(user_ids), content,
-                           {"ack": ack, "timeout_ms": timeout_ms, "tags": tags}))
-        if self.raises is not None:
-            raise self.raises
-        results = []
-        for uid in user_ids:
-            outcome = self.outcomes.get(uid, "success")
-            if outcome == "offline":
-                results.append(FakeResult(uid, None, "offline", None, 0.4))
-            else:
-                results.append(FakeResult(uid, 1, outcome, "10.0.0.5:3001", 12.345))
-        users = list(dict.fromkeys(user_ids))
-        return self.admission.run(len(users), lambda: self._answer(results),
-                                  lambda: shutdown_results(users))
-
-    def broadcast(self, content: bytes, *, tags: Sequence[str] | None = None,
-                  condition: str | None = None, task_id: str | None = None,
-                  ack: str = "none", timeout_ms: int | None = None,
-                  ) -> Deferred[list[FakeResult]]:
-        self.calls.append(("broadcast", None, content, {
-            "tags": tags, "condition": condition, "task_id": task_id, "ack": ack,
-            "timeout_ms": timeout_ms}))
-        if self.raises is not None:
-            raise self.raises
-        results = [FakeResult(None, None, "success", "10.0.0.5:3001", 20.0),
-                   FakeResult(None, None, "timeout", "10.0.0.6:3001", 30000.0)]
-        return self.admission.run(1, lambda: self._answer(results),
-                                  lambda: shutdown_results([None]))
-
-    def _answer(self, results: list[FakeResult]) -> Deferred[list[FakeResult]]:
-        if self.hold:
-            d: Deferred[list[FakeResult]] = Deferred()
-            self.pending.append((d, results))
-            return d
-        return succeed(results)
-
-
-class FixedAllocator:
-    body = b"10.0.0.1:3000"
-
-    def allocate(self) -> bytes:
-        return self.body
-
-
-def push_resource(client: Any, **options: Any) -> PushResource:
-    """A PushResource with the config's defaults (``AllocSettings``), overridden by ``options``."""
-    alloc = AllocSettings()
-    return PushResource(client, **{
-        "allow": alloc.push_allow, "push_timeout": alloc.push_timeout,
-        "max_users": alloc.max_users_per_push, "retry_after": alloc.retry_after, **options})
-
-
-def make_site(client: FakePushClient, *, token: str | None = None,
-              allow: Sequence[str] = ("127.0.0.1/32", "::1/128"),
-              max_request_size: int = LIMIT) -> AllocSite:
-    root = RootResource(FixedAllocator())
-    root.putChild(b"push", push_resource(client, token=token, allow=allow, push_timeout=3.0))
-    root.putChild(b"index.html", PageResource())
-    return AllocSite(root, max_request_size=max_request_size)
-
-
-@dataclass
-class Exchange:
-    transport: StringTransport
-    channel: Any
-
-    def feed(self, data: bytes) -> None:
-        self.channel.dataReceived(data)
-
-    @property
-    def raw(self) -> bytes:
-        return self.transport.value()
-
-
-def connect(site: AllocSite, peer: IPv4Address | IPv6Address | None = None) -> Exchange:
-    peer = peer or IPv4Address("TCP", "127.0.0.1", 40000)
-    channel = site.buildProtocol(peer)
-    transport = StringTransport(peerAddress=peer)
-    channel.makeConnection(transport)
-    return Exchange(transport, channel)
-
-
-def split(response: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, _, body = response.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), headers, body
-
-
-def http_post(body: bytes, headers: dict[str, str] | None = None, path: str = "/push",
-              method: str = "POST") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1:9999"]
-    all_headers = {"Content-Type": "application/json", **(headers or {})}
-    lines += [f"{k}: {v}" for k, v in all_headers.items()]
-    lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 def post(site: AllocSite, body: bytes | dict[str, Any], headers: dict[str, str] | None = None,
@@ -687,7 +555,7 @@ def test_root_stays_the_allocation_api(site: AllocSite) -> None:
     ex.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     status, headers, body = split(ex.raw)
     assert (status, headers["content-type"], body) == (
-        200, "text/plain; charset=utf-8", FixedAllocator.body)
+        200, "text/plain; charset=utf-8", FixedAllocator.DEFAULT_BODY)
 
 
 # ------------------------------------------------------------ real sockets
