@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mpush.wire import CMD_GATEWAY_PUSH, GatewayPush, Packet, PacketDecoder
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
@@ -36,6 +35,7 @@ from mpush.web.page import PageResource
 from mpush.web.push import PushResource
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
+from mpush.wire import CMD_GATEWAY_PUSH, GatewayPush, Packet, PacketDecoder
 
 # ---------------------------------------------------------------- allocation
 
