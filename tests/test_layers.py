@@ -4,6 +4,9 @@
   imports no Twisted and no other layer: it can be read and tested alone.
 * ``web/`` imports no adapter from ``cluster/``: it renders the status
   snapshot and calls services.
+* ``mpush.interfaces`` (the typing protocols every layer may name) imports
+  only the pure core and third-party packages: no adapter, service, web
+  resource or daemon part, so that importing it never pulls a layer in.
 * Nothing under ``mpush/`` imports the test harness (it is not installed).
 * No import cycles between modules, counting imports made inside functions
   too (they only defer the cycle).
@@ -95,6 +98,21 @@ def test_web_imports_no_cluster_adapter(name: str) -> None:
         if within(target, ("mpush.cluster", "mpush.gateway", "mpush.cache"))
     ]
     assert not bad, "web/ reads the status snapshot and calls services:\n" + "\n".join(bad)
+
+
+#: What ``mpush.interfaces`` may import from mpush: the pure core only.
+INTERFACES_MAY_IMPORT = ("mpush.outcomes", "mpush.config", "mpush.routes", "mpush.wire",
+                         "mpush.balance")
+
+
+def test_interfaces_import_only_the_pure_core() -> None:
+    path = modules()["mpush.interfaces"]
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
+        for target, line in imports_of("mpush.interfaces", path)
+        if within(target, ("mpush",)) and not within(target, INTERFACES_MAY_IMPORT)
+    ]
+    assert not bad, "mpush.interfaces is importable by every layer:\n" + "\n".join(bad)
 
 
 def test_nothing_in_the_product_imports_the_harness_or_the_tests() -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from typing import Any, Final
-from typing import Protocol as TypingProtocol
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
@@ -39,6 +38,7 @@ from twisted.python.failure import Failure
 from mpush.cluster.connecting import QuietClientService, ReportingEndpoint, tcp_endpoint
 from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply, check_timeout
 from mpush.config.keys import default
+from mpush.interfaces import ClusterView
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.reactor import default_reactor
 from mpush.wire import DEFAULT_MAX_PACKET_SIZE
@@ -48,7 +48,6 @@ __all__ = [
     "GatewayPool",
     "GatewayProtocol",
     "GatewayReply",
-    "GatewayView",
     "default_retry_policy",
 ]
 
@@ -75,14 +74,6 @@ def default_retry_policy() -> Callable[[int], float]:
     return backoffPolicy(
         initialDelay=0.1, maxDelay=8.0, factor=2.0, jitter=lambda: random.uniform(0.0, 0.5)
     )
-
-
-class GatewayView(TypingProtocol):
-    """What the pool needs of :class:`mpush.cluster.zookeeper.ZkWatcher`."""
-
-    def gateway_servers(self) -> dict[str, Any]: ...
-
-    def add_listener(self, cb: Callable[[str, str, Any], object]) -> None: ...
 
 
 # ------------------------------------------------------ servers and their slots
@@ -162,7 +153,7 @@ class GatewayPool(Service):
 
     def __init__(
         self,
-        view: GatewayView,
+        view: ClusterView,
         *,
         connections_per_server: int = DEFAULT_CONNECTIONS,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,

@@ -18,10 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
+from mpush.interfaces import (
+    ClusterView,
+    Draining,
+    GatewayRequester,
+    Policy,
+    RedisClient,
+    RefreshReport,
+)
 from mpush.reactor import default_reactor
 
 __all__ = [
@@ -34,61 +41,6 @@ __all__ = [
     "StatusSnapshot",
     "ZooKeeperStatus",
 ]
-
-
-# -- what is read (typed so that unit tests can pass fakes) ------------------
-
-
-class ZkState(Protocol):
-    """What is read of :class:`mpush.cluster.zookeeper.ZkWatcher`."""
-
-    state: str
-    session_id: int | None
-    initialized: bool
-
-    def connection_servers(self) -> Mapping[str, Any]: ...
-    def gateway_servers(self) -> Mapping[str, Any]: ...
-
-
-class RedisState(Protocol):
-    """What is read of :class:`mpush.cluster.redis.RedisService`. ``password`` is
-    read only to scrub it from error texts, should one ever carry it."""
-
-    mode: str
-    healthy: bool
-    last_error: str | None
-    password: str | None
-
-
-class GatewayState(Protocol):
-    """What is read of :class:`mpush.cluster.gateways.GatewayPool`."""
-
-    def status(self) -> Mapping[str, Mapping[str, int]]: ...
-
-
-class RefreshState(Protocol):
-    """What is read of :class:`mpush.services.refresher.Refresher`."""
-
-    last_success: float | None
-    last_error: str | None
-    stale: bool
-    refreshes: int
-    failures: int
-
-
-class PolicyState(Protocol):
-    """What is read of the allocation policy (:class:`mpush.balance.BalancePolicy`)."""
-
-    @property
-    def body(self) -> bytes | None: ...
-    @property
-    def servers(self) -> tuple[Any, ...]: ...
-
-
-class DrainState(Protocol):
-    """What is read of :class:`mpush.services.drain.Drain`: set once the stop began."""
-
-    draining: bool
 
 
 # -- the snapshot -------------------------------------------------------------
@@ -195,9 +147,9 @@ class Status:
     last (it needs the site, which needs ``/health``, which needs this).
     """
 
-    def __init__(self, zk: ZkState | None = None, redis: RedisState | None = None,
-                 gateways: GatewayState | None = None, refresher: RefreshState | None = None,
-                 policy: PolicyState | None = None, *, drain: DrainState | None = None,
+    def __init__(self, zk: ClusterView | None = None, redis: RedisClient | None = None,
+                 gateways: GatewayRequester | None = None, refresher: RefreshReport | None = None,
+                 policy: Policy | None = None, *, drain: Draining | None = None,
                  clock: IReactorTime | None = None) -> None:
         self.zk = zk
         self.redis = redis
