@@ -1,7 +1,8 @@
 """The layering rules of mpush/, read from the imports with ``ast``.
 
-* The pure core (wire codec, balance policy, routes, outcomes, config)
-  imports no Twisted and no other layer: it can be read and tested alone.
+* The pure core (wire codec, balance policy, routes, outcomes, config,
+  argument checks) imports no Twisted and no other layer: it can be read
+  and tested alone.
 * ``web/`` imports no adapter from ``cluster/``: it renders the status
   snapshot and calls services.
 * ``mpush.interfaces`` (the typing protocols every layer may name) imports
@@ -23,7 +24,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "mpush"
 
 #: Module-name prefixes of the pure core.
-PURE = ("mpush.wire", "mpush.balance", "mpush.routes", "mpush.outcomes", "mpush.config")
+PURE = ("mpush.wire", "mpush.balance", "mpush.routes", "mpush.outcomes", "mpush.config",
+        "mpush.arguments")
 #: What the pure core may import from mpush: itself only.
 PURE_MAY_IMPORT = PURE
 #: Third-party packages that bring an event loop or I/O with them.
@@ -101,8 +103,7 @@ def test_web_imports_no_cluster_adapter(name: str) -> None:
 
 
 #: What ``mpush.interfaces`` may import from mpush: the pure core only.
-INTERFACES_MAY_IMPORT = ("mpush.outcomes", "mpush.config", "mpush.routes", "mpush.wire",
-                         "mpush.balance")
+INTERFACES_MAY_IMPORT = PURE
 
 
 def test_interfaces_import_only_the_pure_core() -> None:

@@ -35,6 +35,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.arguments import require_non_negative, require_positive
 from mpush.cluster.connecting import QuietClientService, ReportingEndpoint, tcp_endpoint
 from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply, check_timeout
 from mpush.config.keys import default
@@ -165,9 +166,8 @@ class GatewayPool(Service):
     ) -> None:
         _at_least("connections_per_server", connections_per_server)
         _at_least("max_pending_per_connection", max_pending_per_connection)
-        if not connect_timeout > 0:
-            raise ValueError(f"connect_timeout must be > 0, not {connect_timeout}")
-        _at_least("removal_grace", removal_grace, 0)
+        require_positive(connect_timeout=connect_timeout)
+        require_non_negative(removal_grace=removal_grace)
         self._view = view
         self._reactor = default_reactor(reactor)
         self.connections_per_server = connections_per_server

@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from mpush.arguments import require_non_negative
 from mpush.interfaces import HttpSite, Pusher, WebListener
 
 __all__ = ["DEFAULT_FLUSH", "DEFAULT_SETTLE", "Drain"]
@@ -49,10 +50,8 @@ class Drain:
                  pusher: Pusher, site: HttpSite, drain_delay: float,
                  shutdown_grace: float, settle: float = DEFAULT_SETTLE,
                  flush: float = DEFAULT_FLUSH, clock: IReactorTime | None = None) -> None:
-        for name, value in (("drain_delay", drain_delay), ("shutdown_grace", shutdown_grace),
-                            ("settle", settle), ("flush", flush)):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, not {value!r}")
+        require_non_negative(drain_delay=drain_delay, shutdown_grace=shutdown_grace,
+                             settle=settle, flush=flush)
         self.listener = listener
         self.pusher = pusher
         self.site = site

@@ -42,6 +42,7 @@ from typing import Any, Final
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 from twisted.logger import Logger
 
+from mpush.arguments import require_positive
 from mpush.config.keys import default
 from mpush.interfaces import GatewayReplyInfo, GatewayRequester, RedisClient
 from mpush.outcomes import AckModel, PushOutcome, TimeoutCause
@@ -165,8 +166,7 @@ class PushClient:
         negative_route_ttl: float = DEFAULT_NEGATIVE_ROUTE_TTL,
         reactor: Any = None,
     ) -> None:
-        if not broadcast_timeout > 0:
-            raise ValueError(f"broadcast_timeout must be > 0, not {broadcast_timeout!r}")
+        require_positive(broadcast_timeout=broadcast_timeout)
         reactor = default_reactor(reactor)
         self._pool = pool
         self._reactor = reactor

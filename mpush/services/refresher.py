@@ -21,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.arguments import require_non_negative, require_positive
 from mpush.balance import AllocPolicy, Candidate, RefreshToken
 from mpush.config.keys import default
 from mpush.interfaces import ClusterView, RedisClient, ServerNodeInfo
@@ -90,11 +91,8 @@ class Refresher(Service):
         reactor: Any = None,
         timeout: float | None = None,
     ) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be > 0, not {interval!r}")
-        if not change_delay >= 0:
-            raise ValueError(f"change_delay must be >= 0, not {change_delay!r}")
-        reactor = default_reactor(reactor)
+        require_positive(interval=interval)
+        require_non_negative(change_delay=change_delay)
         self.policy = policy
         self._view = view
         self._cache = cache
@@ -103,7 +101,7 @@ class Refresher(Service):
         # Bound on one count fetch: RedisService promises to fail sooner, but
         # a refresh that never ends would block every later one.
         self._timeout = interval if timeout is None else timeout
-        self._reactor = reactor
+        self._reactor = default_reactor(reactor)
 
         self.last_success: float | None = None  # reactor time of the last applied counts
         self.last_error: str | None = None  # why the last count fetch failed, None if it worked

@@ -67,12 +67,11 @@ class RouteCache:
             raise ValueError(f"route TTLs must be >= 0, not {ttl!r} / {negative_ttl!r}")
         if not isinstance(max_size, int) or max_size < 0:
             raise ValueError(f"route cache size must be an int >= 0, not {max_size!r}")
-        reactor = default_reactor(reactor)
         self._cache = cache
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._max_size = max_size
-        self._reactor = reactor
+        self._reactor = default_reactor(reactor)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest use first
         # Offline/no-route answers live apart, briefly: a burst of pushes to
         # absent users must not evict the warm routes of online ones. One

@@ -17,7 +17,7 @@ parts of a daemon, in tests.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -139,25 +139,23 @@ class StatusSnapshot:
 # -- the reader ---------------------------------------------------------------
 
 
+@dataclass(eq=False)  # a holder of live objects: identity, not value
 class Status:
     """Reads the daemon's live objects into a :class:`StatusSnapshot`.
 
     ``clock`` must be the reactor the refresher stamps ``last_success``
-    with. The attributes may be set after construction: the drain is made
-    last (it needs the site, which needs ``/health``, which needs this).
+    with (the global reactor if None). The attributes may be set after
+    construction: the drain is made last (it needs the site, which needs
+    ``/health``, which needs this).
     """
 
-    def __init__(self, zk: ClusterView | None = None, redis: RedisClient | None = None,
-                 gateways: GatewayRequester | None = None, refresher: RefreshReport | None = None,
-                 policy: Policy | None = None, *, drain: Draining | None = None,
-                 clock: IReactorTime | None = None) -> None:
-        self.zk = zk
-        self.redis = redis
-        self.gateways = gateways
-        self.refresher = refresher
-        self.policy = policy
-        self.drain = drain
-        self._clock = clock
+    zk: ClusterView | None = None
+    redis: RedisClient | None = None
+    gateways: GatewayRequester | None = None
+    refresher: RefreshReport | None = None
+    policy: Policy | None = None
+    drain: Draining | None = field(default=None, kw_only=True)
+    clock: IReactorTime | None = field(default=None, kw_only=True)
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -187,8 +185,8 @@ class Status:
         age = None
         if ref.last_success is not None:
             # Clamped: a clock stepped back must not show a negative age.
-            self._clock = default_reactor(self._clock)
-            age = max(0.0, self._clock.seconds() - ref.last_success)
+            self.clock = default_reactor(self.clock)
+            age = max(0.0, self.clock.seconds() - ref.last_success)
         return RefreshStatus(bool(ref.stale), age, self._scrub(ref.last_error),
                              ref.refreshes, ref.failures)
 
