@@ -1,9 +1,13 @@
 """The layering rules of mpush/, read from the imports with ``ast``.
 
-* The pure core (wire codec, balance policy, routes, outcomes, config)
-  imports no Twisted and no other layer: it can be read and tested alone.
+* The pure core (wire codec, balance policy, routes, outcomes, config,
+  argument checks) imports no Twisted and no other layer: it can be read
+  and tested alone.
 * ``web/`` imports no adapter from ``cluster/``: it renders the status
   snapshot and calls services.
+* ``mpush.interfaces`` (the typing protocols every layer may name) imports
+  only the pure core and third-party packages: no adapter, service, web
+  resource or daemon part, so that importing it never pulls a layer in.
 * Nothing under ``mpush/`` imports the test harness (it is not installed).
 * No import cycles between modules, counting imports made inside functions
   too (they only defer the cycle).
@@ -20,7 +24,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "mpush"
 
 #: Module-name prefixes of the pure core.
-PURE = ("mpush.wire", "mpush.balance", "mpush.routes", "mpush.outcomes", "mpush.config")
+PURE = ("mpush.wire", "mpush.balance", "mpush.routes", "mpush.outcomes", "mpush.config",
+        "mpush.arguments")
 #: What the pure core may import from mpush: itself only.
 PURE_MAY_IMPORT = PURE
 #: Third-party packages that bring an event loop or I/O with them.
@@ -95,6 +100,20 @@ def test_web_imports_no_cluster_adapter(name: str) -> None:
         if within(target, ("mpush.cluster", "mpush.gateway", "mpush.cache"))
     ]
     assert not bad, "web/ reads the status snapshot and calls services:\n" + "\n".join(bad)
+
+
+#: What ``mpush.interfaces`` may import from mpush: the pure core only.
+INTERFACES_MAY_IMPORT = PURE
+
+
+def test_interfaces_import_only_the_pure_core() -> None:
+    path = modules()["mpush.interfaces"]
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
+        for target, line in imports_of("mpush.interfaces", path)
+        if within(target, ("mpush",)) and not within(target, INTERFACES_MAY_IMPORT)
+    ]
+    assert not bad, "mpush.interfaces is importable by every layer:\n" + "\n".join(bad)
 
 
 def test_nothing_in_the_product_imports_the_harness_or_the_tests() -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from typing import Any, Final
-from typing import Protocol as TypingProtocol
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
@@ -36,9 +35,11 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.arguments import require_non_negative, require_positive
 from mpush.cluster.connecting import QuietClientService, ReportingEndpoint, tcp_endpoint
 from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply, check_timeout
 from mpush.config.keys import default
+from mpush.interfaces import ClusterView
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.reactor import default_reactor
 from mpush.wire import DEFAULT_MAX_PACKET_SIZE
@@ -48,7 +49,6 @@ __all__ = [
     "GatewayPool",
     "GatewayProtocol",
     "GatewayReply",
-    "GatewayView",
     "default_retry_policy",
 ]
 
@@ -75,14 +75,6 @@ def default_retry_policy() -> Callable[[int], float]:
     return backoffPolicy(
         initialDelay=0.1, maxDelay=8.0, factor=2.0, jitter=lambda: random.uniform(0.0, 0.5)
     )
-
-
-class GatewayView(TypingProtocol):
-    """What the pool needs of :class:`mpush.cluster.zookeeper.ZkWatcher`."""
-
-    def gateway_servers(self) -> dict[str, Any]: ...
-
-    def add_listener(self, cb: Callable[[str, str, Any], object]) -> None: ...
 
 
 # ------------------------------------------------------ servers and their slots
@@ -162,7 +154,7 @@ class GatewayPool(Service):
 
     def __init__(
         self,
-        view: GatewayView,
+        view: ClusterView,
         *,
         connections_per_server: int = DEFAULT_CONNECTIONS,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -174,9 +166,8 @@ class GatewayPool(Service):
     ) -> None:
         _at_least("connections_per_server", connections_per_server)
         _at_least("max_pending_per_connection", max_pending_per_connection)
-        if not connect_timeout > 0:
-            raise ValueError(f"connect_timeout must be > 0, not {connect_timeout}")
-        _at_least("removal_grace", removal_grace, 0)
+        require_positive(connect_timeout=connect_timeout)
+        require_non_negative(removal_grace=removal_grace)
         self._view = view
         self._reactor = default_reactor(reactor)
         self.connections_per_server = connections_per_server

@@ -14,7 +14,7 @@ The connection pieces are re-exported here, where they used to live.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -32,6 +32,7 @@ from mpush.cluster.redis_connection import (
     fmt_address,
 )
 from mpush.cluster.redis_sentinel import SentinelResolver
+from mpush.config import RedisSettings
 from mpush.reactor import default_reactor
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "RedisAuthError",
     "RedisConnection",
     "RedisService",
-    "RedisSettingsLike",
     "RedisUnavailable",
     "SentinelResolver",
 ]
@@ -49,17 +49,6 @@ log = Logger(namespace="mpush.cluster.redis")
 
 MODES = ("single", "sentinel", "cluster")
 ONLINE_KEY_PREFIX = "mp:oul:"
-
-
-class RedisSettingsLike(Protocol):
-    """What RedisService reads from ``mpush.config.RedisSettings``."""
-
-    mode: str
-    nodes: tuple[tuple[str, int], ...]
-    password: str | None
-    sentinel_master: str | None
-    connect_timeout: float
-    reply_timeout: float
 
 
 class RedisService(Service):
@@ -76,7 +65,7 @@ class RedisService(Service):
 
     def __init__(
         self,
-        settings: RedisSettingsLike,
+        settings: RedisSettings,
         reactor: Any = None,
         *,
         probe_interval: float | None = None,

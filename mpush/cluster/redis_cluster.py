@@ -134,7 +134,7 @@ def command_key(args: Sequence[Any]) -> Any | None:
 
 
 class NodeClient(Protocol):
-    """What the router needs from a connection to one node."""
+    """What the router needs from a connection to one node (``RedisConnection``)."""
 
     def execute(self, *args: Any, asking: bool = False) -> Deferred[Any]:
         """Send one command; with ``asking`` send ``ASKING`` right before it

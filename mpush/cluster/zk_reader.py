@@ -67,7 +67,7 @@ class KazooBridge:
 
 
 class ReaderHost(Protocol):
-    """What a :class:`PathReader` uses of its watcher."""
+    """What a :class:`PathReader` uses of its watcher (``zookeeper.ZkWatcher``)."""
 
     log: Logger
     error_retry_delay: float  # s before re-reading after an unexpected error

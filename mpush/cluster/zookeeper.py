@@ -27,7 +27,7 @@ the reactor in that order, so the last reply applied is the newest state.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from mpush.cluster import kazoo_logs as logbridge
 from mpush.cluster.server_node import NodeDataError, ServerNode
 from mpush.cluster.zk_reader import KazooBridge, PathReader
+from mpush.config import ZkSettings
 from mpush.reactor import default_reactor
 
 __all__ = [
@@ -56,31 +57,14 @@ PATHS = {"cs": "/cluster/cs", "gs": "/cluster/gs"}
 _KIND_BY_PATH = {path: kind for kind, path in PATHS.items()}
 
 
-class ZkSettingsLike(Protocol):
-    """The fields of ``mpush.config.ZkSettings`` this module reads.
-
-    ``server_address`` is a kazoo hosts string and may carry a chroot of its
-    own; the namespace is appended to it (``h1:p1,h2:p2/chroot/mpush``).
-    """
-
-    @property
-    def server_address(self) -> str: ...
-    @property
-    def namespace(self) -> str | None: ...
-    @property
-    def digest(self) -> str | None: ...
-    @property
-    def session_timeout(self) -> float: ...
-    @property
-    def connection_timeout(self) -> float: ...
-
-
 # cb(kind, event, node): kind "cs"|"gs"; event "added"|"updated"|"removed"
 # (with the node) or "resync" (node None: a full re-read just completed).
 Listener = Callable[[str, str, "ServerNode | None"], object]
 
 
-def _make_client(settings: ZkSettingsLike) -> KazooClient:
+def _make_client(settings: ZkSettings) -> KazooClient:
+    # server_address is a kazoo hosts string and may carry a chroot of its
+    # own; the namespace is appended to it (h1:p1,h2:p2/chroot/mpush).
     digest = settings.digest or None
     namespace = (settings.namespace or "").strip("/")
     hosts = settings.server_address.strip()
@@ -115,7 +99,7 @@ class ZkWatcher(Service):
     # connected; connection errors need none (reconnects trigger a round).
     error_retry_delay = 5.0
 
-    def __init__(self, settings: ZkSettingsLike, reactor: Any = None) -> None:
+    def __init__(self, settings: ZkSettings, reactor: Any = None) -> None:
         self._settings = settings
         self._reactor = default_reactor(reactor)
         self._bridge = KazooBridge(self._reactor)

@@ -28,8 +28,7 @@ class WebService(Service):
                  protocol: str = "http", tls_cert: str | None = None,
                  tls_key: str | None = None, data_dir: str = ".",
                  reactor: Any = None) -> None:
-        reactor = default_reactor(reactor)
-        self._reactor = reactor
+        self._reactor = default_reactor(reactor)
         self.site = site
         self.port = port
         self.interface = interface

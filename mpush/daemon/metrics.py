@@ -14,12 +14,13 @@ every metric.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from mpush.interfaces import Admission, HttpSite, LoadReporter
 from mpush.services.status import (
     AllocationStatus,
     GatewaysStatus,
@@ -42,34 +43,6 @@ REFRESH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    2.5, 5.0, 10.0)
 
 
-# -- what is read besides the status (structural types; see tap.make_metrics) --
-
-
-class SiteState(Protocol):
-    requests: dict[tuple[bytes, int], int]
-    head_timeouts: int
-    body_refusals: int
-    channels: Any  # a sized collection of open connections
-
-
-class ServerLike(Protocol):
-    address: str
-    online: float
-    allocated: int
-
-
-@runtime_checkable
-class Describes(Protocol):
-    """A policy that tells each server's load (:class:`mpush.balance.BalancePolicy`)."""
-
-    def describe(self) -> Sequence[ServerLike]: ...
-
-
-class PushLike(Protocol):
-    outcomes: dict[str, int]
-    inflight: int
-
-
 # -- the collector ------------------------------------------------------------
 
 
@@ -78,8 +51,8 @@ class StateCollector:
     (the same reading ``/health`` renders), the site's and the pushes'
     counters, and the policy's per-server load. Every part is optional."""
 
-    def __init__(self, status: Status | None = None, *, site: SiteState | None = None,
-                 push: PushLike | None = None) -> None:
+    def __init__(self, status: Status | None = None, *, site: HttpSite | None = None,
+                 push: Admission | None = None) -> None:
         self.status = Status() if status is None else status
         self.site = site
         self.push = push
@@ -106,7 +79,7 @@ class StateCollector:
             yield GaugeMetricFamily(PREFIX + "draining", "1 once the daemon is stopping",
                                     value=1 if snap.draining else 0)
 
-    def _site(self, site: SiteState) -> Iterator[Metric]:
+    def _site(self, site: HttpSite) -> Iterator[Metric]:
         requests = CounterMetricFamily(PREFIX + "http_requests",
                                        "HTTP requests answered, by path and status",
                                        labels=["path", "status"])
@@ -126,7 +99,7 @@ class StateCollector:
         yield GaugeMetricFamily(PREFIX + "servers", "Connection servers in the allocation list",
                                 value=allocation.servers)
         policy = self.status.policy
-        if not isinstance(policy, Describes):
+        if not isinstance(policy, LoadReporter):
             return  # no per-server load to show (not the daemon's policy)
         # Per-server counters are metrics only (/health shows none): read here.
         allocations = CounterMetricFamily(
@@ -152,7 +125,7 @@ class StateCollector:
                                 "1 while serving a list ZooKeeper no longer shows",
                                 value=1 if refresh.stale else 0)
 
-    def _push(self, push: PushLike) -> Iterator[Metric]:
+    def _push(self, push: Admission) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(PREFIX + "push_outcomes",
                                        "Push outcomes answered, by result (one per target;"
                                        " a broadcast: one per gateway)", labels=["result"])

@@ -17,29 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.interfaces import PushOutcomeRow
 from mpush.outcomes import PushOutcome
 
-__all__ = ["PushAdmission", "PushRefused", "ResultLike"]
+__all__ = ["PushAdmission", "PushRefused"]
 
 log = Logger(namespace="mpush.services.admission")
 
 
-class ResultLike(Protocol):
-    """What is counted of a result (``mpush.services.pusher.PushResult``)."""
-
-    @property
-    def result(self) -> str: ...  # a PushOutcome value
-    @property
-    def ms(self) -> float: ...
-
-
-R = TypeVar("R", bound=ResultLike)
+R = TypeVar("R", bound=PushOutcomeRow)  # counted: its result and ms
 
 
 class PushRefused(Exception):

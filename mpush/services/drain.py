@@ -27,13 +27,13 @@ fails: an error is logged and the stop goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
-
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+
+from mpush.arguments import require_non_negative
+from mpush.interfaces import HttpSite, Pusher, WebListener
 
 __all__ = ["DEFAULT_FLUSH", "DEFAULT_SETTLE", "Drain"]
 
@@ -41,59 +41,17 @@ DEFAULT_SETTLE = 2.0  # s: pushes still in flight after expire_all may finish
 DEFAULT_FLUSH = 2.0  # s: for the last answers to be written before connections close
 
 
-class Clock(Protocol):
-    def seconds(self) -> float: ...
-    def callLater(self, delay: float, f: Callable[..., Any], *a: Any,
-                  **kw: Any) -> IDelayedCall: ...
-
-
-class ListenerLike(Protocol):
-    """What is used of :class:`mpush.web.site.WebService`."""
-
-    listening: Any
-
-    def stopService(self) -> Deferred[None] | None: ...
-
-
-class AdmissionLike(Protocol):
-    """What is used of :class:`mpush.services.admission.PushAdmission`."""
-
-    inflight: int
-
-    @property
-    def calls(self) -> int: ...
-    def when_idle(self) -> Deferred[None]: ...
-    def close(self) -> None: ...
-
-
-class PusherLike(Protocol):
-    """What is used of :class:`mpush.services.pusher.PushClient`."""
-
-    admission: AdmissionLike
-
-    def expire_all(self) -> int: ...
-    def end_all_as_timeout(self) -> int: ...
-
-
-class SiteLike(Protocol):
-    """What is used of :class:`mpush.web.site.AllocSite`."""
-
-    def close_connections(self, wait: float) -> Deferred[tuple[int, int]]: ...
-
-
 class Drain:
     """One drain; :meth:`run` may be called more than once (same Deferred's outcome)."""
 
     log = Logger(namespace="mpush.services.drain")
 
-    def __init__(self, *, listener: ListenerLike,
-                 pusher: PusherLike, site: SiteLike, drain_delay: float,
+    def __init__(self, *, listener: WebListener,
+                 pusher: Pusher, site: HttpSite, drain_delay: float,
                  shutdown_grace: float, settle: float = DEFAULT_SETTLE,
-                 flush: float = DEFAULT_FLUSH, clock: Clock | None = None) -> None:
-        for name, value in (("drain_delay", drain_delay), ("shutdown_grace", shutdown_grace),
-                            ("settle", settle), ("flush", flush)):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, not {value!r}")
+                 flush: float = DEFAULT_FLUSH, clock: IReactorTime | None = None) -> None:
+        require_non_negative(drain_delay=drain_delay, shutdown_grace=shutdown_grace,
+                             settle=settle, flush=flush)
         self.listener = listener
         self.pusher = pusher
         self.site = site
@@ -113,7 +71,7 @@ class Drain:
         self.draining = False
 
     @property
-    def clock(self) -> Clock:
+    def clock(self) -> IReactorTime:
         if self._clock is None:
             from twisted.internet import reactor
 

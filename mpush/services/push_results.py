@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from mpush.outcomes import GatewayOutcome, PushOutcome, TimeoutCause
 from mpush.wire import ERR_OFFLINE, ERR_ROUTER_CHANGE, ERROR_REASONS
 
+if TYPE_CHECKING:  # annotations only: this module stays free of Twisted at runtime
+    from mpush.interfaces import GatewayReplyInfo
+
 __all__ = [
-    "GatewayReplyLike",
     "PushResult",
     "ShutdownReply",
     "error_reason",
@@ -22,23 +24,6 @@ __all__ = [
     "reply_result",
     "shutdown_results",
 ]
-
-
-class GatewayReplyLike(Protocol):
-    """What we read of ``mpush.cluster.gateways.GatewayReply``.
-
-    Also ``cause`` (a :class:`TimeoutCause`, None unless the outcome is
-    timeout), read with ``getattr``: a reply without it is a plain deadline.
-    """
-
-    @property
-    def outcome(self) -> str: ...  # a GatewayOutcome value
-
-    @property
-    def gateway(self) -> str: ...
-
-    @property
-    def code(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -85,12 +70,12 @@ def error_reason(code: int | None) -> str:
     return f"gateway error {code}" + (f" ({text})" if text else "")
 
 
-def is_router_change(reply: GatewayReplyLike | None) -> bool:
+def is_router_change(reply: GatewayReplyInfo | None) -> bool:
     return (reply is not None and reply.outcome == GatewayOutcome.ERROR
             and reply.code == ERR_ROUTER_CHANGE)
 
 
-def reply_result(reply: GatewayReplyLike | None, *, single: bool) -> tuple[PushOutcome, str | None]:
+def reply_result(reply: GatewayReplyInfo | None, *, single: bool) -> tuple[PushOutcome, str | None]:
     """(result, reason) of a reply; None is a pool that broke its never-fails contract.
 
     ``single``: a single push, where the gateway's OFFLINE error means the

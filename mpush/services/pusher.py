@@ -37,18 +37,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 from twisted.logger import Logger
 
+from mpush.arguments import require_positive
 from mpush.config.keys import default
+from mpush.interfaces import GatewayReplyInfo, GatewayRequester, RedisClient
 from mpush.outcomes import AckModel, PushOutcome, TimeoutCause
 from mpush.reactor import default_reactor
 from mpush.routes import Route
 from mpush.services.admission import PushAdmission, PushRefused
 from mpush.services.push_results import (
-    GatewayReplyLike,
     PushResult,
     ShutdownReply,
     is_router_change,
@@ -59,7 +60,6 @@ from mpush.services.route_cache import (
     DEFAULT_NEGATIVE_ROUTE_TTL,
     DEFAULT_ROUTE_CACHE_SIZE,
     DEFAULT_ROUTE_TTL,
-    RedisLike,
     RouteCache,
 )
 from mpush.wire import (
@@ -73,8 +73,6 @@ from mpush.wire import java_is_blank as _java_is_blank
 
 __all__ = [
     "DEFAULT_BROADCAST_TIMEOUT",
-    "GatewayPoolLike",
-    "GatewayReplyLike",
     "PushClient",
     "PushRefused",
     "PushResult",
@@ -85,21 +83,6 @@ log = Logger(namespace="mpush.services.pusher")
 #: A gateway answers a broadcast once it has pushed to all its users, at
 #: about 3,000 users/s (flow control): far longer than a single push.
 DEFAULT_BROADCAST_TIMEOUT: Final[float] = default("mp.alloc.broadcast-timeout")
-
-
-# ------------------------------------------------------------------ contracts
-
-
-class GatewayPoolLike(Protocol):
-    """What we need of ``mpush.cluster.gateways.GatewayPool`` (docs/architecture.md)."""
-
-    def addresses(self) -> list[str]: ...
-
-    def request(
-        self, address: str, build: Callable[[int], bytes], timeout: float
-    ) -> Deferred[Any]: ...  # Deferred[GatewayReplyLike], never errbacks
-
-    def expire_pending(self, cause: TimeoutCause) -> int: ...  # pending requests end timeout
 
 
 # --------------------------------------------------------------------- pushes
@@ -162,17 +145,18 @@ def _check_timeout_ms(timeout_ms: object) -> int:
 class PushClient:
     """Pushes to users and broadcasts, on the reactor thread.
 
-    ``pool``: a GatewayPool-like (:class:`GatewayPoolLike`); ``cache``: a
-    RedisService-like (:class:`RedisLike`). Nothing to start or stop: the
-    pool and the cache are the services. ``max_inflight`` (required: the
-    daemon passes ``mp.alloc.max-inflight-pushes``) bounds the user pushes
-    in flight; ``admission`` counts them, see :class:`PushAdmission`.
+    ``pool``: a GatewayPool-like (:class:`~mpush.interfaces.GatewayRequester`);
+    ``cache``: a RedisService-like (:class:`~mpush.interfaces.RedisClient`).
+    Nothing to start or stop: the pool and the cache are the services.
+    ``max_inflight`` (required: the daemon passes ``mp.alloc.max-inflight-pushes``)
+    bounds the user pushes in flight; ``admission`` counts them, see
+    :class:`PushAdmission`.
     """
 
     def __init__(
         self,
-        pool: GatewayPoolLike,
-        cache: RedisLike,
+        pool: GatewayRequester,
+        cache: RedisClient,
         *,
         max_inflight: int,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
@@ -182,8 +166,7 @@ class PushClient:
         negative_route_ttl: float = DEFAULT_NEGATIVE_ROUTE_TTL,
         reactor: Any = None,
     ) -> None:
-        if not broadcast_timeout > 0:
-            raise ValueError(f"broadcast_timeout must be > 0, not {broadcast_timeout!r}")
+        require_positive(broadcast_timeout=broadcast_timeout)
         reactor = default_reactor(reactor)
         self._pool = pool
         self._reactor = reactor
@@ -339,7 +322,7 @@ class PushClient:
 
     async def _request(
         self, address: str, build: Callable[[int], bytes], timeout: float
-    ) -> GatewayReplyLike | None:
+    ) -> GatewayReplyInfo | None:
         """The pool's reply; None if the pool broke its never-fails contract."""
         if self.stopping:
             return ShutdownReply(address)
@@ -431,7 +414,7 @@ class PushClient:
         user_id: str,
         ct: int,
         gateway: str,
-        reply: GatewayReplyLike | None,
+        reply: GatewayReplyInfo | None,
     ) -> PushResult:
         result, reason = reply_result(reply, single=True)
         if result is PushOutcome.OFFLINE:

@@ -10,8 +10,8 @@ node (never from servers to none) and flags itself ``stale``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -21,8 +21,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.arguments import require_non_negative, require_positive
 from mpush.balance import AllocPolicy, Candidate, RefreshToken
 from mpush.config.keys import default
+from mpush.interfaces import ClusterView, RedisClient, ServerNodeInfo
 from mpush.reactor import default_reactor
 
 __all__ = [
@@ -47,36 +49,7 @@ DEFAULT_CHANGE_DELAY: float = default("mp.alloc.change-delay")
 # --------------------------------------------------------------------------
 
 
-class ServerNodeLike(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def public_host(self) -> str: ...
-    @property
-    def weight(self) -> float: ...
-
-
-class ViewLike(Protocol):
-    """What the Refresher needs of mpush.cluster.zookeeper.ZkWatcher."""
-
-    initialized: bool
-    state: str
-
-    def connection_servers(self) -> Mapping[str, ServerNodeLike]: ...
-    def add_listener(self, cb: Callable[[str, str, Any], None]) -> None: ...
-
-
-class CacheLike(Protocol):
-    """What the Refresher needs of mpush.cluster.redis.RedisService."""
-
-    def online_counts(self, ips: Iterable[str]) -> Deferred[dict[str, int]]: ...
-
-
-def _candidate_or_reason(node: ServerNodeLike) -> Candidate | str:
+def _candidate_or_reason(node: ServerNodeInfo) -> Candidate | str:
     """A node as served to clients, or why it cannot be served."""
     host = node.public_host
     if not host:
@@ -111,18 +84,15 @@ class Refresher(Service):
     def __init__(
         self,
         policy: AllocPolicy,
-        view: ViewLike,
-        cache: CacheLike,
+        view: ClusterView,
+        cache: RedisClient,
         interval: float = DEFAULT_REFRESH_INTERVAL,
         change_delay: float = DEFAULT_CHANGE_DELAY,
         reactor: Any = None,
         timeout: float | None = None,
     ) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be > 0, not {interval!r}")
-        if not change_delay >= 0:
-            raise ValueError(f"change_delay must be >= 0, not {change_delay!r}")
-        reactor = default_reactor(reactor)
+        require_positive(interval=interval)
+        require_non_negative(change_delay=change_delay)
         self.policy = policy
         self._view = view
         self._cache = cache
@@ -131,7 +101,7 @@ class Refresher(Service):
         # Bound on one count fetch: RedisService promises to fail sooner, but
         # a refresh that never ends would block every later one.
         self._timeout = interval if timeout is None else timeout
-        self._reactor = reactor
+        self._reactor = default_reactor(reactor)
 
         self.last_success: float | None = None  # reactor time of the last applied counts
         self.last_error: str | None = None  # why the last count fetch failed, None if it worked
@@ -275,7 +245,7 @@ class Refresher(Service):
         d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token,))
         return d
 
-    def _candidates(self, nodes: Mapping[str, ServerNodeLike]) -> list[Candidate]:
+    def _candidates(self, nodes: Mapping[str, ServerNodeInfo]) -> list[Candidate]:
         out: list[Candidate] = []
         seen: set[tuple[str, str]] = set()
         for name in sorted(nodes):  # a stable order for equal loads

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.interfaces import RedisClient
 from mpush.reactor import default_reactor
 from mpush.routes import ROUTE_KEY_PREFIX, Route, parse_routes
 
@@ -19,7 +20,6 @@ __all__ = [
     "DEFAULT_NEGATIVE_ROUTE_TTL",
     "DEFAULT_ROUTE_CACHE_SIZE",
     "DEFAULT_ROUTE_TTL",
-    "RedisLike",
     "RouteCache",
 ]
 
@@ -36,12 +36,6 @@ DEFAULT_ROUTE_CACHE_SIZE: Final = 100_000
 #: about 3 s of pushes to absent users at the daemon's top rate.
 DEFAULT_NEGATIVE_CACHE_SIZE: Final = 10_000
 _WARNED_MAX = 1024  # distinct bad route values remembered so each is logged once
-
-
-class RedisLike(Protocol):
-    """What we need of ``mpush.cluster.redis.RedisService``."""
-
-    def hgetall(self, key: str) -> Deferred[dict[str, str]]: ...
 
 
 @dataclass
@@ -61,7 +55,7 @@ class RouteCache:
 
     def __init__(
         self,
-        cache: RedisLike,
+        cache: RedisClient,
         *,
         ttl: float = DEFAULT_ROUTE_TTL,
         negative_ttl: float = DEFAULT_NEGATIVE_ROUTE_TTL,
@@ -73,12 +67,11 @@ class RouteCache:
             raise ValueError(f"route TTLs must be >= 0, not {ttl!r} / {negative_ttl!r}")
         if not isinstance(max_size, int) or max_size < 0:
             raise ValueError(f"route cache size must be an int >= 0, not {max_size!r}")
-        reactor = default_reactor(reactor)
         self._cache = cache
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._max_size = max_size
-        self._reactor = reactor
+        self._reactor = default_reactor(reactor)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest use first
         # Offline/no-route answers live apart, briefly: a burst of pushes to
         # absent users must not evict the warm routes of online ones. One

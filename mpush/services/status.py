@@ -17,11 +17,18 @@ parts of a daemon, in tests.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IReactorTime
 
+from mpush.interfaces import (
+    ClusterView,
+    Draining,
+    GatewayRequester,
+    Policy,
+    RedisClient,
+    RefreshReport,
+)
 from mpush.reactor import default_reactor
 
 __all__ = [
@@ -34,61 +41,6 @@ __all__ = [
     "StatusSnapshot",
     "ZooKeeperStatus",
 ]
-
-
-# -- what is read (typed so that unit tests can pass fakes) ------------------
-
-
-class ZkState(Protocol):
-    """What is read of :class:`mpush.cluster.zookeeper.ZkWatcher`."""
-
-    state: str
-    session_id: int | None
-    initialized: bool
-
-    def connection_servers(self) -> Mapping[str, Any]: ...
-    def gateway_servers(self) -> Mapping[str, Any]: ...
-
-
-class RedisState(Protocol):
-    """What is read of :class:`mpush.cluster.redis.RedisService`. ``password`` is
-    read only to scrub it from error texts, should one ever carry it."""
-
-    mode: str
-    healthy: bool
-    last_error: str | None
-    password: str | None
-
-
-class GatewayState(Protocol):
-    """What is read of :class:`mpush.cluster.gateways.GatewayPool`."""
-
-    def status(self) -> Mapping[str, Mapping[str, int]]: ...
-
-
-class RefreshState(Protocol):
-    """What is read of :class:`mpush.services.refresher.Refresher`."""
-
-    last_success: float | None
-    last_error: str | None
-    stale: bool
-    refreshes: int
-    failures: int
-
-
-class PolicyState(Protocol):
-    """What is read of the allocation policy (:class:`mpush.balance.BalancePolicy`)."""
-
-    @property
-    def body(self) -> bytes | None: ...
-    @property
-    def servers(self) -> tuple[Any, ...]: ...
-
-
-class DrainState(Protocol):
-    """What is read of :class:`mpush.services.drain.Drain`: set once the stop began."""
-
-    draining: bool
 
 
 # -- the snapshot -------------------------------------------------------------
@@ -187,25 +139,23 @@ class StatusSnapshot:
 # -- the reader ---------------------------------------------------------------
 
 
+@dataclass(eq=False)  # a holder of live objects: identity, not value
 class Status:
     """Reads the daemon's live objects into a :class:`StatusSnapshot`.
 
     ``clock`` must be the reactor the refresher stamps ``last_success``
-    with. The attributes may be set after construction: the drain is made
-    last (it needs the site, which needs ``/health``, which needs this).
+    with (the global reactor if None). The attributes may be set after
+    construction: the drain is made last (it needs the site, which needs
+    ``/health``, which needs this).
     """
 
-    def __init__(self, zk: ZkState | None = None, redis: RedisState | None = None,
-                 gateways: GatewayState | None = None, refresher: RefreshState | None = None,
-                 policy: PolicyState | None = None, *, drain: DrainState | None = None,
-                 clock: IReactorTime | None = None) -> None:
-        self.zk = zk
-        self.redis = redis
-        self.gateways = gateways
-        self.refresher = refresher
-        self.policy = policy
-        self.drain = drain
-        self._clock = clock
+    zk: ClusterView | None = None
+    redis: RedisClient | None = None
+    gateways: GatewayRequester | None = None
+    refresher: RefreshReport | None = None
+    policy: Policy | None = None
+    drain: Draining | None = field(default=None, kw_only=True)
+    clock: IReactorTime | None = field(default=None, kw_only=True)
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -235,8 +185,8 @@ class Status:
         age = None
         if ref.last_success is not None:
             # Clamped: a clock stepped back must not show a negative age.
-            self._clock = default_reactor(self._clock)
-            age = max(0.0, self._clock.seconds() - ref.last_success)
+            self.clock = default_reactor(self.clock)
+            age = max(0.0, self.clock.seconds() - ref.last_success)
         return RefreshStatus(bool(ref.stale), age, self._scrub(ref.last_error),
                              ref.refreshes, ref.failures)
 

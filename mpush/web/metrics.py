@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from twisted.web.server import Request
 
+from mpush.interfaces import MetricsExporter
 from mpush.web.base import JsonLeaf
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.encode()  # text/plain; version=0.0.4; charset=utf-8
 
 
-class Exposition(Protocol):
-    def exposition(self) -> bytes: ...
-
-
 class MetricsResource(JsonLeaf):
     """Leaf at ``/metrics``: ``GET``/``HEAD``, ``text/plain; version=0.0.4``."""
 
-    def __init__(self, metrics: Exposition) -> None:
+    def __init__(self, metrics: MetricsExporter) -> None:
         super().__init__()
         self._metrics = metrics
 

@@ -20,8 +20,8 @@ counts the push in flight, its outcomes, and ends it at shutdown.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from mpush.interfaces import Pusher, PushOutcomeRow
 from mpush.outcomes import PushOutcome
 from mpush.services.admission import PushRefused
 from mpush.web.errors import json_error, method_not_allowed
@@ -48,44 +49,6 @@ _JAVA_MSG_TYPE = b',"msgType":3}'  # how java_alloc_content ends (MsgType 3)
 _FORM_TYPES = (b"multipart/form-data",)
 _ALLOWED = (b"POST",)
 _JSON = b"application/json"
-
-
-class ResultLike(Protocol):
-    """What ``mpush.services.pusher.PushResult`` carries (read by attribute)."""
-
-    @property
-    def user_id(self) -> str | None: ...
-    @property
-    def client_type(self) -> int | None: ...
-    @property
-    def result(self) -> str: ...
-    @property
-    def gateway(self) -> str | None: ...
-    @property
-    def ms(self) -> float: ...
-
-
-class AdmissionLike(Protocol):
-    """What the resource reads of ``mpush.services.admission.PushAdmission``."""
-
-    max_inflight: int
-    closing: bool
-
-    def admits(self, cost: int) -> bool: ...
-
-
-class Pusher(Protocol):
-    """What the resource needs of ``mpush.services.pusher.PushClient``."""
-
-    admission: AdmissionLike
-
-    def push(self, user_ids: Sequence[str], content: bytes, *, ack: str = ...,
-             timeout_ms: int = ..., tags: Sequence[str] | None = ...,
-             ) -> Deferred[list[Any]]: ...
-
-    def broadcast(self, content: bytes, *, tags: Sequence[str] | None = ...,
-                  condition: str | None = ..., task_id: str | None = ..., ack: str = ...,
-                  timeout_ms: int | None = ...) -> Deferred[list[Any]]: ...
 
 
 class PushResource(Resource):
@@ -232,7 +195,7 @@ class _PushExchange:
     def _disconnected(self, reason: Failure) -> None:
         self.gone = True
 
-    def _answer(self, results: list[ResultLike]) -> None:
+    def _answer(self, results: list[PushOutcomeRow]) -> None:
         rows = [_row(r) for r in results]
         summary = dict.fromkeys(PushOutcome, 0)
         for row in rows:
@@ -274,7 +237,7 @@ def _finish(request: Request, body: bytes) -> None:
     request.finish()
 
 
-def _row(result: ResultLike) -> dict[str, Any]:
+def _row(result: PushOutcomeRow) -> dict[str, Any]:
     return {
         "userId": result.user_id,
         "clientType": result.client_type,

@@ -5,31 +5,21 @@ The body is prepared by the allocation policy; answering does no I/O.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from mpush.config.keys import default
+from mpush.interfaces import Policy
 from mpush.web.base import JsonResource
 from mpush.web.errors import JsonNotFound, json_error
 
 _TEXT = b"text/plain; charset=utf-8"
 
 
-class Allocator(Protocol):
-    """What the root resource needs of the policy (``mpush.services.refresher``)."""
-
-    def allocate(self) -> bytes | None: ...
-
-    @property
-    def body(self) -> bytes | None: ...
-
-
 class RootResource(JsonResource):
     """``/`` answers allocations; named children hold the other endpoints."""
 
-    def __init__(self, allocator: Allocator,
+    def __init__(self, allocator: Policy,
                  retry_after: int = default("mp.alloc.retry-after")) -> None:
         super().__init__()
         self._allocator = allocator
