@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mpush.config.kinds import Kind, spell_text
-from mpush.config.reader import MISSING, TreeReader, show
+from mpush.config.kinds import Kind, RawKind, TextKind
+from mpush.config.reader import TreeReader, show
 
 __all__ = ["HostList", "IPAddress", "IPNetwork", "NetworkList", "ZkHosts", "ZkPath"]
 
@@ -51,7 +51,7 @@ def _list_items(tree: TreeReader, key: str, value: Any, example: str) -> list[An
 
 
 @dataclass(frozen=True)
-class IPAddress(Kind):
+class IPAddress(TextKind):
     def read(self, tree: TreeReader, key: str, default: Any) -> Any:
         text = tree.string(key, default).strip()
         try:
@@ -63,12 +63,9 @@ class IPAddress(Kind):
     def allowed(self) -> str:
         return "an IPv4 or IPv6 address"
 
-    def spell(self, value: Any) -> str:
-        return spell_text(value)
-
 
 @dataclass(frozen=True)
-class ZkPath(Kind):
+class ZkPath(TextKind):
     """A ZooKeeper path prefix; surrounding slashes are dropped, "" is the root."""
 
     def read(self, tree: TreeReader, key: str, default: Any) -> Any:
@@ -79,9 +76,6 @@ class ZkPath(Kind):
 
     def allowed(self) -> str:
         return 'a ZooKeeper path; `""` = the root'
-
-    def spell(self, value: Any) -> str:
-        return spell_text(value)
 
 
 @dataclass(frozen=True)
@@ -114,13 +108,10 @@ class ZkHosts(Kind):
 
 
 @dataclass(frozen=True)
-class HostList(Kind):
+class HostList(RawKind):
     """("host", port) pairs from ["h:p", ...] or one "h:p,h:p" string; IPv6 as [::1]:p."""
 
-    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
-        value = tree.present(key)
-        if value is MISSING:
-            return default
+    def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
         nodes = []
         for item in _list_items(tree, key, value, '["127.0.0.1:6379"]'):
             tree.check_resolved(key, item)
@@ -140,13 +131,10 @@ class HostList(Kind):
 
 
 @dataclass(frozen=True)
-class NetworkList(Kind):
+class NetworkList(RawKind):
     """Networks, duplicates dropped in order; a bare address is that one host."""
 
-    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
-        value = tree.present(key)
-        if value is MISSING:
-            return default
+    def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
         if isinstance(value, str):  # blank parts of "a, ,b" are skipped, not errors
             value = [part for part in value.split(",") if part.strip()]
         networks: dict[IPNetwork, None] = {}

@@ -27,7 +27,9 @@ __all__ = [
     "OptionalText",
     "Path",
     "Ranged",
+    "RawKind",
     "Size",
+    "TextKind",
     "Token",
     "WholeSeconds",
     "spell_text",
@@ -50,6 +52,18 @@ class Kind(ABC):
         return str(value)
 
 
+class RawKind(Kind, ABC):
+    """A kind that reads the key's raw value: an absent key is the default."""
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        value = tree.present(key)
+        return default if value is MISSING else self.parse(tree, key, value)
+
+    @abstractmethod
+    def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
+        """What the settings hold for the raw `value` of a present key; ConfigError when wrong."""
+
+
 @dataclass(frozen=True)
 class Ranged(Kind, ABC):
     """A kind with inclusive bounds; other modules read them through keys.bounds."""
@@ -61,6 +75,13 @@ class Ranged(Kind, ABC):
 def spell_text(value: str) -> str:
     """Bare when HOCON would read it back unquoted as the same text, else quoted."""
     return value if re.fullmatch(r"[A-Za-z][\w-]*", value) else json.dumps(value)
+
+
+class TextKind(Kind, ABC):
+    """A kind whose values are text, spelt for the docs as HOCON reads them back."""
+
+    def spell(self, value: Any) -> str:
+        return spell_text(value)
 
 
 def seconds_of(tree: TreeReader, key: str, value: Any) -> float:
@@ -78,14 +99,11 @@ def seconds_of(tree: TreeReader, key: str, value: Any) -> float:
 
 
 @dataclass(frozen=True)
-class Integer(Ranged):
+class Integer(Ranged, RawKind):
     low: int
     high: int
 
-    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
-        value = tree.present(key)
-        if value is MISSING:
-            return default
+    def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
         number: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
@@ -100,14 +118,11 @@ class Integer(Ranged):
 
 
 @dataclass(frozen=True)
-class Duration(Ranged):
+class Duration(Ranged, RawKind):
     low: float  # seconds
     high: float
 
-    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
-        value = tree.present(key)
-        if value is MISSING:
-            return default
+    def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
         seconds = seconds_of(tree, key, value)
         if not self.low <= seconds <= self.high:
             tree.fail(
@@ -125,16 +140,13 @@ class Duration(Ranged):
 
 
 @dataclass(frozen=True)
-class WholeSeconds(Ranged):
+class WholeSeconds(Ranged, RawKind):
     """Seconds for an HTTP header: a bare number is seconds (not Java's ms), rounded up."""
 
     low: int
     high: int
 
-    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
-        value = tree.present(key)
-        if value is MISSING:
-            return default
+    def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             exact = float(value)
         elif isinstance(value, str) and re.fullmatch(r"\s*-?\d+(?:\.\d+)?\s*", value):
@@ -150,14 +162,11 @@ class WholeSeconds(Ranged):
 
 
 @dataclass(frozen=True)
-class Size(Ranged):
+class Size(Ranged, RawKind):
     low: int  # bytes
     high: int
 
-    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
-        value = tree.present(key)
-        if value is MISSING:
-            return default
+    def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
         count = self._bytes(value)
         if count is None:
             tree.fail(key, f"must be a size such as 10k or 1m, got {show(value)}")
@@ -214,19 +223,16 @@ class Choice(Kind):
 
 
 @dataclass(frozen=True)
-class OptionalText(Kind):
+class OptionalText(TextKind):
     def read(self, tree: TreeReader, key: str, default: Any) -> Any:
         return tree.optional_string(key, default)
 
     def allowed(self) -> str:
         return 'text; `""` or `null` = none'
 
-    def spell(self, value: Any) -> str:
-        return spell_text(value)
-
 
 @dataclass(frozen=True)
-class Path(Kind):
+class Path(TextKind):
     """A file or directory, made absolute against the working directory at start."""
 
     required: bool = False  # else "" and null mean none
@@ -241,9 +247,6 @@ class Path(Kind):
 
     def allowed(self) -> str:
         return "a path (not empty)" if self.required else 'a path; `""` or `null` = none'
-
-    def spell(self, value: Any) -> str:
-        return spell_text(value)
 
 
 @dataclass(frozen=True)

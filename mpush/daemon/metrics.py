@@ -14,7 +14,7 @@ every metric.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -24,6 +24,7 @@ from mpush.interfaces import Admission, HttpSite, LoadReporter
 from mpush.services.status import (
     AllocationStatus,
     GatewaysStatus,
+    RedisStatus,
     RefreshStatus,
     Status,
     ZooKeeperStatus,
@@ -59,25 +60,20 @@ class StateCollector:
 
     def collect(self) -> Iterator[Metric]:
         snap = self.status.snapshot()
-        if self.site is not None:
-            yield from self._site(self.site)
-        if snap.allocation is not None:
-            yield from self._allocation(snap.allocation)
-        if snap.refresh is not None:
-            yield from self._refresh(snap.refresh)
-        if self.push is not None:
-            yield from self._push(self.push)
-        if snap.gateways is not None:
-            yield from self._gateways(snap.gateways)
-        if snap.zookeeper is not None:
-            yield from self._zk(snap.zookeeper)
-        if snap.redis is not None:
-            yield GaugeMetricFamily(PREFIX + "redis_up",
-                                    "1 while Redis answers (the last probe or call worked)",
-                                    value=1 if snap.redis.reachable else 0)
-        if snap.draining is not None:
-            yield GaugeMetricFamily(PREFIX + "draining", "1 once the daemon is stopping",
-                                    value=1 if snap.draining else 0)
+        # In the order of the exposition; a part that is None is not there.
+        parts: tuple[tuple[Any, Callable[[Any], Iterator[Metric]]], ...] = (
+            (self.site, self._site),
+            (snap.allocation, self._allocation),
+            (snap.refresh, self._refresh),
+            (self.push, self._push),
+            (snap.gateways, self._gateways),
+            (snap.zookeeper, self._zk),
+            (snap.redis, self._redis),
+            (snap.draining, self._draining),
+        )
+        for part, render in parts:
+            if part is not None:
+                yield from render(part)
 
     def _site(self, site: HttpSite) -> Iterator[Metric]:
         requests = CounterMetricFamily(PREFIX + "http_requests",
@@ -164,6 +160,15 @@ class StateCollector:
         yield GaugeMetricFamily(PREFIX + "gateways_pending_requests",
                                 "Gateway requests awaiting an answer, all servers",
                                 value=gateways.pending)
+
+    def _redis(self, redis: RedisStatus) -> Iterator[Metric]:
+        yield GaugeMetricFamily(PREFIX + "redis_up",
+                                "1 while Redis answers (the last probe or call worked)",
+                                value=1 if redis.reachable else 0)
+
+    def _draining(self, draining: bool) -> Iterator[Metric]:
+        yield GaugeMetricFamily(PREFIX + "draining", "1 once the daemon is stopping",
+                                value=1 if draining else 0)
 
     def _zk(self, zk: ZooKeeperStatus) -> Iterator[Metric]:
         state = GaugeMetricFamily(PREFIX + "zookeeper_state",

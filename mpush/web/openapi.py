@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import json
 
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from mpush.web.errors import json_error, method_not_allowed
+from mpush.web.base import JsonLeaf
 from mpush.web.openapi_schemas import Json, ref, schemas
 
 __all__ = ["OPENAPI_VERSION", "OpenApiResource", "build_document"]
 
 OPENAPI_VERSION = "3.1.0"
 METHODS = ("get", "head", "post", "put", "delete", "patch", "options", "trace")
-_ALLOWED = (b"GET", b"HEAD")
 
 
 def _error_response(description: str, *, headers: Json | None = None) -> Json:
@@ -265,26 +263,15 @@ def build_document() -> Json:
     }
 
 
-class OpenApiResource(Resource):
+class OpenApiResource(JsonLeaf):
     """Serves the document at ``/openapi.json`` (``GET``/``HEAD``), ``application/json``."""
-
-    isLeaf = True
 
     def __init__(self, document: Json | None = None) -> None:
         super().__init__()
         doc = build_document() if document is None else document
         self._body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-        self._length = b"%d" % len(self._body)
 
-    def render(self, request: Request) -> bytes:
-        if request.postpath:
-            path = request.path.decode("utf-8", "replace")
-            return json_error(request, 404, f"no resource at {path}")
-        if request.method not in _ALLOWED:
-            return method_not_allowed(request, _ALLOWED)
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-cache")
-        if request.method == b"HEAD":
-            request.setHeader(b"content-length", self._length)
-            return b""
         return self._body

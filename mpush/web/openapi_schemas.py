@@ -68,6 +68,17 @@ def schemas() -> Json:
     }
 
 
+def _record(properties: Json, *, description: str | None = None) -> Json:
+    """An object with exactly these properties, every one required (in their order)."""
+    return {
+        "type": "object",
+        **({"description": description} if description is not None else {}),
+        "required": list(properties),
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
 def _nullable(schema: Json) -> Json:
     kind = schema["type"]
     return {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
@@ -160,127 +171,75 @@ def _push_options() -> Json:
 
 
 def _push_result() -> Json:
-    return {
-        "type": "object",
-        "required": ["userId", "clientType", "result", "gateway", "ms"],
-        "additionalProperties": False,
-        "properties": {
-            "userId": {"type": ["string", "null"],
-                       "description": "the user; null for a broadcast's per-gateway row"},
-            "clientType": {"type": ["integer", "null"],
-                           "description": "1 mobile, 2 PC, 3 web, -1 other (from the"
-                                          " route's osName); null when the user has no"
-                                          " route, and for a broadcast"},
-            "result": {"type": "string", "enum": [m.value for m in PushOutcome]},
-            "gateway": {"type": ["string", "null"],
-                        "description": "the gateway `host:port` asked; null if none"},
-            "ms": {"type": "number", "minimum": 0, "description": "time taken, ms"},
-        },
-    }
+    return _record({
+        "userId": {"type": ["string", "null"],
+                   "description": "the user; null for a broadcast's per-gateway row"},
+        "clientType": {"type": ["integer", "null"],
+                       "description": "1 mobile, 2 PC, 3 web, -1 other (from the"
+                                      " route's osName); null when the user has no"
+                                      " route, and for a broadcast"},
+        "result": {"type": "string", "enum": [m.value for m in PushOutcome]},
+        "gateway": {"type": ["string", "null"],
+                    "description": "the gateway `host:port` asked; null if none"},
+        "ms": {"type": "number", "minimum": 0, "description": "time taken, ms"},
+    })
 
 
 def _push_answer() -> Json:
-    return {
-        "type": "object",
-        "description": "Sent once every outcome is known (also when every user is"
-                       " offline): one result per user and client type, or per gateway"
-                       " server for a broadcast.",
-        "required": ["results", "summary"],
-        "additionalProperties": False,
-        "properties": {
-            "results": {"type": "array", "items": ref("schemas", "PushResult")},
-            "summary": {
-                "type": "object",
-                "required": [m.value for m in PushOutcome],
-                "additionalProperties": False,
-                "properties": {m.value: {"type": "integer", "minimum": 0}
-                               for m in PushOutcome},
-            },
-        },
-    }
+    return _record({
+        "results": {"type": "array", "items": ref("schemas", "PushResult")},
+        "summary": _record({m.value: _count() for m in PushOutcome}),
+    }, description="Sent once every outcome is known (also when every user is"
+                   " offline): one result per user and client type, or per gateway"
+                   " server for a broadcast.")
 
 
 def _health() -> Json:
-    return {
-        "type": "object",
-        "description": "In-memory state only: cheap to poll, answers the same during an outage."
-                       " `ok`/`degraded` come with 200, `unavailable` with 503.",
-        "required": ["status", "reasons", "draining", "allocation", "zookeeper", "redis",
-                     "gateways"],
-        "additionalProperties": False,
-        "properties": {
-            "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
-            "reasons": {"type": "array", "items": {"type": "string"},
-                        "description": "why not ok, for people; the blocking ones first"},
-            "draining": {"type": "boolean"},
-            "allocation": _health_allocation(),
-            "zookeeper": _health_zookeeper(),
-            "redis": {
-                "type": "object",
-                "required": ["mode", "reachable", "lastError"],
-                "additionalProperties": False,
-                "properties": {
-                    "mode": {"type": "string", "enum": ["single", "sentinel", "cluster"]},
-                    "reachable": {"type": "boolean"},
-                    "lastError": _text_or_null(),
-                },
-            },
-            "gateways": _health_gateways(),
-        },
-    }
+    return _record({
+        "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
+        "reasons": {"type": "array", "items": {"type": "string"},
+                    "description": "why not ok, for people; the blocking ones first"},
+        "draining": {"type": "boolean"},
+        "allocation": _health_allocation(),
+        "zookeeper": _health_zookeeper(),
+        "redis": _record({
+            "mode": {"type": "string", "enum": ["single", "sentinel", "cluster"]},
+            "reachable": {"type": "boolean"},
+            "lastError": _text_or_null(),
+        }),
+        "gateways": _health_gateways(),
+    }, description="In-memory state only: cheap to poll, answers the same during an outage."
+                   " `ok`/`degraded` come with 200, `unavailable` with 503.")
 
 
 def _health_allocation() -> Json:
-    return {
-        "type": "object",
-        "required": ["servers", "stale", "lastRefreshAgeSeconds", "lastRefreshError",
-                     "refreshes"],
-        "additionalProperties": False,
-        "properties": {
-            "servers": _count(),
-            "stale": {"type": "boolean"},
-            "lastRefreshAgeSeconds": {"type": ["number", "null"], "minimum": 0},
-            "lastRefreshError": _text_or_null(),
-            "refreshes": _count(),
-        },
-    }
+    return _record({
+        "servers": _count(),
+        "stale": {"type": "boolean"},
+        "lastRefreshAgeSeconds": {"type": ["number", "null"], "minimum": 0},
+        "lastRefreshError": _text_or_null(),
+        "refreshes": _count(),
+    })
 
 
 def _health_zookeeper() -> Json:
-    return {
-        "type": "object",
-        "required": ["state", "sessionId", "initialized", "connectionServers",
-                     "gatewayServers"],
-        "additionalProperties": False,
-        "properties": {
-            "state": {"type": "string", "enum": ["connecting", "connected", "suspended",
-                                                 "lost", "stopped"]},
-            "sessionId": {"type": ["string", "null"], "pattern": "^0x[0-9a-f]+$"},
-            "initialized": {"type": "boolean"},
-            "connectionServers": _count(),
-            "gatewayServers": _count(),
-        },
-    }
+    return _record({
+        "state": {"type": "string", "enum": ["connecting", "connected", "suspended",
+                                             "lost", "stopped"]},
+        "sessionId": {"type": ["string", "null"], "pattern": "^0x[0-9a-f]+$"},
+        "initialized": {"type": "boolean"},
+        "connectionServers": _count(),
+        "gatewayServers": _count(),
+    })
 
 
 def _health_gateways() -> Json:
-    per_gateway: Json = {
-        "type": "object",
-        "required": ["connected", "configured", "pending"],
-        "additionalProperties": False,
-        "properties": {"connected": _count(), "configured": _count(), "pending": _count()},
-    }
-    return {
-        "type": "object",
-        "required": ["known", "connected", "connections", "configuredConnections",
-                     "pending", "servers"],
-        "additionalProperties": False,
-        "properties": {
-            "known": _count(),
-            "connected": _count(),
-            "connections": _count(),
-            "configuredConnections": _count(),
-            "pending": _count(),
-            "servers": {"type": "object", "additionalProperties": per_gateway},
-        },
-    }
+    per_gateway = _record({"connected": _count(), "configured": _count(), "pending": _count()})
+    return _record({
+        "known": _count(),
+        "connected": _count(),
+        "connections": _count(),
+        "configuredConnections": _count(),
+        "pending": _count(),
+        "servers": {"type": "object", "additionalProperties": per_gateway},
+    })

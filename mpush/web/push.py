@@ -26,13 +26,13 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from mpush.interfaces import Pusher, PushOutcomeRow
 from mpush.outcomes import PushOutcome
 from mpush.services.admission import PushRefused
-from mpush.web.errors import json_error, method_not_allowed
+from mpush.web.base import JsonLeaf
+from mpush.web.errors import json_error
 from mpush.web.push_access import IPNetwork, PushAccess, client_ip, header
 from mpush.web.push_body import BadRequest, PushOrder, parse_push_body
 from mpush.wire import (
@@ -47,11 +47,10 @@ __all__ = ["PushResource"]
 
 _JAVA_MSG_TYPE = b',"msgType":3}'  # how java_alloc_content ends (MsgType 3)
 _FORM_TYPES = (b"multipart/form-data",)
-_ALLOWED = (b"POST",)
 _JSON = b"application/json"
 
 
-class PushResource(Resource):
+class PushResource(JsonLeaf):
     """``POST /push``; answers once every outcome is known (NOT_DONE_YET).
 
     ``client`` is an ``mpush.services.pusher.PushClient``; ``token`` the push token
@@ -66,7 +65,6 @@ class PushResource(Resource):
     nothing queues; so is every request once the client is closing.
     """
 
-    isLeaf = True
     log = Logger()
 
     def __init__(self, client: Pusher, *, token: str | None = None,
@@ -91,13 +89,7 @@ class PushResource(Resource):
             self.log.info("/push access: no token configured; clients from {networks} only",
                           networks=networks)
 
-    def render(self, request: Request) -> bytes | int:
-        if request.postpath:
-            # Leaf: "/push/" and "/push/x" land here too; only "/push" is the API.
-            path = request.path.decode("utf-8", "replace")
-            return json_error(request, 404, f"no resource at {path}")
-        if request.method != b"POST":
-            return method_not_allowed(request, _ALLOWED)
+    def render_POST(self, request: Request) -> bytes | int:
         if self.client.admission.closing:
             return self._unavailable(request, closing=True)
         refusal = self._access.check(request)

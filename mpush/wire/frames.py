@@ -43,7 +43,6 @@ __all__ = [
     "PacketDecoder",
     "PacketTooLarge",
     "ProtocolError",
-    "check_int",
 ]
 
 # Command.java (the enum's values; HEARTBEAT never appears in a header).
@@ -106,7 +105,11 @@ class PacketTooLarge(ProtocolError):
 
 
 def check_int(name: str, value: object, low: int, high: int) -> int:
-    """``value`` if it is an int in ``[low, high]``; TypeError/ValueError otherwise."""
+    """``value`` if it is an int in ``[low, high]``; TypeError/ValueError otherwise.
+
+    For the wire modules, which import it by name; not in ``__all__``, so
+    ``mpush.wire`` does not re-export it.
+    """
     # bool is an int subclass: refuse it, it is always a caller bug here.
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final, Self
 
 from mpush.config.keys import default
 from mpush.outcomes import AckModel
@@ -150,64 +150,58 @@ class GatewayPush:
         )
 
 
+class _Reply:
+    """OK and ERROR bodies: the command answered and a code (bytes), then strings.
+
+    ``STRINGS`` names the string fields, in wire order; ``CMD`` is the packet's.
+    """
+
+    CMD: ClassVar[int]
+    STRINGS: ClassVar[tuple[str, ...]]
+    cmd: int
+    code: int
+
+    def encode_body(self) -> bytes:
+        writer = BodyWriter().write_byte(self.cmd).write_byte(self.code)
+        for name in self.STRINGS:
+            writer.write_string(getattr(self, name))
+        return writer.getvalue()
+
+    @classmethod
+    def decode_body(cls, body: bytes) -> Self:
+        if not body:
+            # BaseMessage.decodeBody skips an empty body, leaving cmd 0, which
+            # the Java client then ignores; do the same rather than fail.
+            return cls(0, 0)  # type: ignore[call-arg]
+        r = BodyReader(body)
+        return cls(r.read_byte(), r.read_byte(),  # type: ignore[call-arg]
+                   *(r.read_string() for _ in cls.STRINGS))
+
+    def to_packet(self, session_id: int) -> Packet:
+        return Packet(self.CMD, session_id, body=self.encode_body())
+
+
 @dataclass(frozen=True)
-class OkMessage:
+class OkMessage(_Reply):
     """OK body: the command answered (16 for a push), a code (0), optional JSON data."""
 
+    CMD: ClassVar[int] = CMD_OK
+    STRINGS: ClassVar[tuple[str, ...]] = ("data",)
     cmd: int
     code: int = 0
     data: str | None = None
 
-    def encode_body(self) -> bytes:
-        return (
-            BodyWriter()
-            .write_byte(self.cmd)
-            .write_byte(self.code)
-            .write_string(self.data)
-            .getvalue()
-        )
-
-    @classmethod
-    def decode_body(cls, body: bytes) -> OkMessage:
-        if not body:
-            # BaseMessage.decodeBody skips an empty body, leaving cmd 0, which
-            # the Java client then ignores; do the same rather than fail.
-            return cls(0)
-        r = BodyReader(body)
-        return cls(r.read_byte(), r.read_byte(), r.read_string())
-
-    def to_packet(self, session_id: int) -> Packet:
-        return Packet(CMD_OK, session_id, body=self.encode_body())
-
 
 @dataclass(frozen=True)
-class ErrorMessage:
+class ErrorMessage(_Reply):
     """ERROR body: the command answered, an ErrorCode, its reason text, optional JSON data."""
 
+    CMD: ClassVar[int] = CMD_ERROR
+    STRINGS: ClassVar[tuple[str, ...]] = ("reason", "data")
     cmd: int
     code: int
     reason: str | None = None
     data: str | None = None
-
-    def encode_body(self) -> bytes:
-        return (
-            BodyWriter()
-            .write_byte(self.cmd)
-            .write_byte(self.code)
-            .write_string(self.reason)
-            .write_string(self.data)
-            .getvalue()
-        )
-
-    @classmethod
-    def decode_body(cls, body: bytes) -> ErrorMessage:
-        if not body:
-            return cls(0, 0)  # as OkMessage.decode_body
-        r = BodyReader(body)
-        return cls(r.read_byte(), r.read_byte(), r.read_string(), r.read_string())
-
-    def to_packet(self, session_id: int) -> Packet:
-        return Packet(CMD_ERROR, session_id, body=self.encode_body())
 
 
 def decode_reply(packet: Packet) -> OkMessage | ErrorMessage:
