@@ -34,6 +34,7 @@ from twisted.logger import Logger
 
 from mpush.arguments import require_non_negative
 from mpush.interfaces import HttpSite, Pusher, WebListener
+from mpush.reactor import default_reactor
 
 __all__ = ["DEFAULT_FLUSH", "DEFAULT_SETTLE", "Drain"]
 
@@ -72,11 +73,8 @@ class Drain:
 
     @property
     def clock(self) -> IReactorTime:
-        if self._clock is None:
-            from twisted.internet import reactor
-
-            self._clock = reactor  # type: ignore[assignment]
-        assert self._clock is not None
+        if self._clock is None:  # looked up late: twistd installs its reactor first
+            self._clock = default_reactor(None)
         return self._clock
 
     def run(self) -> Deferred[None]:
