@@ -227,3 +227,45 @@ async def test_page_sends_the_token_and_explains_a_401(
     assert seen["stored"] == TOKEN
     assert seen["kept"] == TOKEN
     assert len(client.calls) == 1
+
+
+#: Where the page's screenshots are kept for people to look at (``run/`` is ignored by git).
+SHOTS = Path(__file__).resolve().parent.parent / "run" / "screenshots"
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)],
+                         ids=["laptop", "phone"])
+@pytest_twisted.ensureDeferred
+async def test_page_fits_a_laptop_and_a_phone(
+    browser: WebDriver, served: Callable[..., tuple[FakePushClient, str]],
+    width: int, height: int,
+) -> None:
+    _, url = served()
+
+    def drive() -> dict[str, Any]:
+        browser.set_window_size(width, height)
+        browser.get(url)
+        fill(browser, "users", "alice, bob\ncarol")
+        fill(browser, "content", "hello from the test")
+        browser.find_element(By.ID, "send").click()
+        rows = wait_for_rows(browser, 3)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        shot = SHOTS / f"page-{width}x{height}.png"
+        browser.execute_script("document.getElementById('outcome').scrollIntoView()")
+        browser.save_screenshot(str(shot))
+        send = browser.find_element(By.ID, "send").rect
+        return {
+            "rows": len(rows),
+            "viewport": browser.execute_script("return window.innerWidth"),
+            # Wider than the viewport means a sideways scroll on a phone.
+            "content_width": browser.execute_script(
+                "return document.documentElement.scrollWidth"),
+            "send_right": send["x"] + send["width"],
+            "shot": shot,
+        }
+
+    seen = await in_thread(drive)
+    assert seen["rows"] == 3
+    assert seen["content_width"] <= seen["viewport"], "the page scrolls sideways"
+    assert 0 < seen["send_right"] <= seen["viewport"], "the Send button is cut off"
+    assert seen["shot"].stat().st_size > 10_000
