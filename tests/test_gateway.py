@@ -30,10 +30,10 @@ from mpush.cluster.server_node import ServerNode
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.wire import (
     CMD_GATEWAY_PUSH,
-    ERR_OFFLINE,
     ERROR_REASONS,
     HEARTBEAT_BYTE,
     INT32_MAX,
+    ErrorCode,
     ErrorMessage,
     GatewayPush,
     OkMessage,
@@ -126,10 +126,11 @@ def test_answers_are_matched_by_session_id() -> None:
     assert [GatewayPush.decode_body(p.body).user_id for p in sent] == ["a", "b", "c"]
     # Out of order: the match is by sessionId, not by position.
     c.proto.dataReceived(ok(sids[2]))
-    c.proto.dataReceived(err(sids[0], ERR_OFFLINE))
+    c.proto.dataReceived(err(sids[0], ErrorCode.OFFLINE))
     assert r2.reply is None
     c.proto.dataReceived(ok(sids[1]))
-    assert r1.reply is not None and (r1.reply.outcome, r1.reply.code) == ("error", ERR_OFFLINE)
+    assert r1.reply is not None
+    assert (r1.reply.outcome, r1.reply.code) == ("error", ErrorCode.OFFLINE)
     assert isinstance(r1.reply.message, ErrorMessage)
     assert r1.reply.gateway == ADDR
     assert r2.reply is not None and r2.reply.outcome == "ok"

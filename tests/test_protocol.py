@@ -19,8 +19,6 @@ from mpush.wire import (
     CMD_GATEWAY_PUSH,
     CMD_OK,
     DEFAULT_MAX_PACKET_SIZE,
-    ERR_OFFLINE,
-    ERR_ROUTER_CHANGE,
     FLAG_AUTO_ACK,
     FLAG_BIZ_ACK,
     FLAG_COMPRESS,
@@ -28,6 +26,7 @@ from mpush.wire import (
     HEARTBEAT,
     BodyReader,
     BodyWriter,
+    ErrorCode,
     ErrorMessage,
     GatewayPush,
     Heartbeat,
@@ -524,8 +523,8 @@ def test_error_decodes_from_hand_made_bytes() -> None:
     [packet] = PacketDecoder().feed(ERROR_PACKET)
     assert packet.session_id == 7
     reply = decode_reply(packet)
-    assert reply == ErrorMessage(CMD_GATEWAY_PUSH, ERR_OFFLINE, "user offline", None)
-    assert ErrorMessage(16, ERR_OFFLINE, "user offline").to_packet(7).encode() == ERROR_PACKET
+    assert reply == ErrorMessage(CMD_GATEWAY_PUSH, ErrorCode.OFFLINE, "user offline", None)
+    assert ErrorMessage(16, ErrorCode.OFFLINE, "user offline").to_packet(7).encode() == ERROR_PACKET
 
 
 @pytest.mark.parametrize(
@@ -548,8 +547,8 @@ def test_reply_edge_cases_follow_java() -> None:
     assert decode_reply(Packet(CMD_OK, 7)) == OkMessage(0, 0, None)
     assert decode_reply(Packet(CMD_ERROR, 7)) == ErrorMessage(0, 0, None, None)
     # Trailing bytes are ignored, as Java does (room for later fields).
-    body = ErrorMessage(16, ERR_ROUTER_CHANGE, "router change").encode_body() + b"\x00\x07"
-    assert decode_reply(Packet(CMD_ERROR, 7, body=body)).code == ERR_ROUTER_CHANGE
+    body = ErrorMessage(16, ErrorCode.ROUTER_CHANGE, "router change").encode_body() + b"\x00\x07"
+    assert decode_reply(Packet(CMD_ERROR, 7, body=body)).code == ErrorCode.ROUTER_CHANGE
 
 
 def test_reply_with_wrong_cmd_or_flags_raises() -> None:

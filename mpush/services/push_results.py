@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mpush.outcomes import GatewayOutcome, PushOutcome, TimeoutCause
-from mpush.wire import ERR_OFFLINE, ERR_ROUTER_CHANGE, ERROR_REASONS
+from mpush.wire import ERROR_REASONS, ErrorCode
 
 if TYPE_CHECKING:  # annotations only: this module stays free of Twisted at runtime
     from mpush.interfaces import GatewayReplyInfo
@@ -72,7 +72,7 @@ def error_reason(code: int | None) -> str:
 
 def is_router_change(reply: GatewayReplyInfo | None) -> bool:
     return (reply is not None and reply.outcome == GatewayOutcome.ERROR
-            and reply.code == ERR_ROUTER_CHANGE)
+            and reply.code == ErrorCode.ROUTER_CHANGE)
 
 
 def reply_result(reply: GatewayReplyInfo | None, *, single: bool) -> tuple[PushOutcome, str | None]:
@@ -87,7 +87,7 @@ def reply_result(reply: GatewayReplyInfo | None, *, single: bool) -> tuple[PushO
     if outcome == GatewayOutcome.OK:
         return PushOutcome.SUCCESS, None
     if outcome == GatewayOutcome.ERROR:
-        if single and reply.code == ERR_OFFLINE:
+        if single and reply.code == ErrorCode.OFFLINE:
             return PushOutcome.OFFLINE, "gateway: user offline"
         return PushOutcome.FAILURE, error_reason(reply.code)
     if outcome == GatewayOutcome.TIMEOUT:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import ClassVar, Final, Self
 
 from mpush.config.keys import default
@@ -37,15 +38,10 @@ __all__ = [
     "ACK_FLAGS",
     "DEFAULT_TIMEOUT_MS",
     "ERROR_REASONS",
-    "ERR_ACK_TIMEOUT",
-    "ERR_DISPATCH_ERROR",
-    "ERR_OFFLINE",
-    "ERR_PUSH_CLIENT_FAILURE",
-    "ERR_ROUTER_CHANGE",
-    "ERR_UNSUPPORTED_CMD",
     "MIN_TIMEOUT_MS",
     "REQUEST_FLAGS",
     "SERVER_TIMEOUT_MARGIN_MS",
+    "ErrorCode",
     "ErrorMessage",
     "GatewayPush",
     "OkMessage",
@@ -55,24 +51,31 @@ __all__ = [
     "single_push_packet",
 ]
 
-# ErrorCode.java (102..104 exist too but concern device connections only).
-ERR_OFFLINE: Final = 1
-ERR_PUSH_CLIENT_FAILURE: Final = 2
-ERR_ROUTER_CHANGE: Final = 3
-ERR_ACK_TIMEOUT: Final = 4
-ERR_DISPATCH_ERROR: Final = 100
-ERR_UNSUPPORTED_CMD: Final = 101
+class ErrorCode(IntEnum):
+    """ErrorCode.java (102..104 exist too but concern device connections only).
 
-#: ErrorCode.errorMsg: the ``reason`` the Java server puts in its ERROR body
-#: (used by the fake gateway in tests, and handy in logs).
-ERROR_REASONS: Final = {
-    ERR_OFFLINE: "user offline",
-    ERR_PUSH_CLIENT_FAILURE: "push to client failure",
-    ERR_ROUTER_CHANGE: "router change",
-    ERR_ACK_TIMEOUT: "ack timeout",
-    ERR_DISPATCH_ERROR: "handle message error",
-    ERR_UNSUPPORTED_CMD: "unsupported command",
-}
+    Each code carries its ``reason``: ErrorCode.errorMsg, what the Java server
+    puts in its ERROR body (used by the fake gateway in tests, handy in logs).
+    """
+
+    reason: str
+
+    def __new__(cls, code: int, reason: str) -> ErrorCode:
+        member = int.__new__(cls, code)
+        member._value_ = code
+        member.reason = reason
+        return member
+
+    OFFLINE = 1, "user offline"
+    PUSH_CLIENT_FAILURE = 2, "push to client failure"
+    ROUTER_CHANGE = 3, "router change"
+    ACK_TIMEOUT = 4, "ack timeout"
+    DISPATCH_ERROR = 100, "handle message error"
+    UNSUPPORTED_CMD = 101, "unsupported command"
+
+
+#: Each :class:`ErrorCode`'s reason, keyed by code (a plain int finds it too).
+ERROR_REASONS: Final[dict[int, str]] = {code: code.reason for code in ErrorCode}
 
 #: AckModel.java: the ack model travels as a packet flag. (StrEnum keys: a
 #: plain "biz" finds its flag too.)

@@ -60,16 +60,12 @@ from mpush.wire import (
     CMD_HEARTBEAT,
     CMD_OK,
     DEFAULT_MAX_PACKET_SIZE,
-    ERR_DISPATCH_ERROR,
-    ERR_OFFLINE,
-    ERR_PUSH_CLIENT_FAILURE,
-    ERR_ROUTER_CHANGE,
-    ERR_UNSUPPORTED_CMD,
     ERROR_REASONS,
     FLAG_AUTO_ACK,
     FLAG_BIZ_ACK,
     FLAG_COMPRESS,
     FLAG_JSON_BODY,
+    ErrorCode,
     ErrorMessage,
     GatewayPush,
     Heartbeat,
@@ -116,15 +112,15 @@ GARBAGE_HEADER_LENGTH = 0x7FFFFF00
 
 _SIMPLE = frozenset(b for b in BEHAVIOURS if not b.startswith("delay"))
 _ERROR_CODES = {
-    "offline": ERR_OFFLINE,
-    "client_failure": ERR_PUSH_CLIENT_FAILURE,
-    "route_change": ERR_ROUTER_CHANGE,
+    "offline": ErrorCode.OFFLINE,
+    "client_failure": ErrorCode.PUSH_CLIENT_FAILURE,
+    "route_change": ErrorCode.ROUTER_CHANGE,
     "unknown_code": UNKNOWN_CODE,
 }
 # The last TimeLine point of each outcome (SingleUserPushTask, PushAckCallback).
 _END_POINTS = {
-    ERR_OFFLINE: "offline-end",
-    ERR_ROUTER_CHANGE: "redirect-end",
+    ErrorCode.OFFLINE: "offline-end",
+    ErrorCode.ROUTER_CHANGE: "redirect-end",
 }
 _HEADER = struct.Struct(">iBHBiB")
 # ErrorCode.UNKNOWN's text: what Java would show for a code it does not know.
@@ -629,7 +625,7 @@ class FakeNode:
             cmd, sid = (CMD_HEARTBEAT, 0) if isinstance(packet, Heartbeat) else (
                 packet.cmd, packet.session_id)
             self.stats["unsupported"] += 1
-            conn.close(self._error(cmd, sid, ERR_UNSUPPORTED_CMD, None))
+            conn.close(self._error(cmd, sid, ErrorCode.UNSUPPORTED_CMD, None))
             return
         begin = _now_ms()
         try:
@@ -637,7 +633,7 @@ class FakeNode:
         except (ProtocolError, zlib.error, ValueError):
             # The handler threw: DISPATCH_ERROR, then close.
             self.stats["dispatch_errors"] += 1
-            conn.close(self._error(packet.cmd, packet.session_id, ERR_DISPATCH_ERROR, None))
+            conn.close(self._error(packet.cmd, packet.session_id, ErrorCode.DISPATCH_ERROR, None))
             return
         self._record(packet, push)
         if push.is_broadcast:
