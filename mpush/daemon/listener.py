@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
@@ -19,30 +20,42 @@ from mpush.daemon import tls
 from mpush.reactor import default_reactor
 
 
+@dataclass(frozen=True)
+class TlsOptions:
+    """What ``https`` serves with: ``cert`` and ``key`` (PEM files), or, when
+    either is None, a self-signed pair made (once) in ``data_dir``."""
+
+    cert: str | None = None
+    key: str | None = None
+    data_dir: str = "."
+
+
 class WebService(Service):
-    """Listens in ``startService``; stops listening first on shutdown."""
+    """Listens in ``startService``; stops listening first on shutdown.
+
+    ``tls``: serve ``https`` with these options; None: plain ``http``.
+    """
 
     log = Logger()
 
     def __init__(self, site: Site, port: int, interface: str = "0.0.0.0",
-                 protocol: str = "http", tls_cert: str | None = None,
-                 tls_key: str | None = None, data_dir: str = ".",
-                 reactor: Any = None) -> None:
+                 tls: TlsOptions | None = None, reactor: Any = None) -> None:
         self._reactor = default_reactor(reactor)
         self.site = site
         self.port = port
         self.interface = interface
-        self.protocol = protocol
-        self.tls_cert = tls_cert
-        self.tls_key = tls_key
-        self.data_dir = data_dir
+        self.tls = tls
         self.listening: IListeningPort | None = None
 
+    @property
+    def protocol(self) -> str:
+        return "http" if self.tls is None else "https"
+
     def _endpoint(self) -> IStreamServerEndpoint:
-        if self.protocol == "https":
-            cert, key = self.tls_cert, self.tls_key
+        if self.tls is not None:
+            cert, key = self.tls.cert, self.tls.key
             if cert is None or key is None:
-                cert_path, key_path, created = tls.ensure_self_signed(self.data_dir)
+                cert_path, key_path, created = tls.ensure_self_signed(self.tls.data_dir)
                 cert, key = str(cert_path), str(key_path)
                 self.log.info("https: {what} self-signed certificate {cert}",
                               what="generated" if created else "using", cert=cert)

@@ -190,7 +190,7 @@ class Web:
 
 def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, status: Status,
              reactor: Any = None) -> Web:
-    from mpush.daemon.listener import WebService
+    from mpush.daemon.listener import TlsOptions, WebService
     from mpush.web.health import HealthResource
     from mpush.web.openapi import OpenApiResource
     from mpush.web.page import PageResource
@@ -209,9 +209,11 @@ def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, stat
     root.putChild(b"health", HealthResource(status))
     site = AllocSite(root, access_log=alloc.access_log, max_request_size=alloc.max_request_size,
                      request_head_timeout=alloc.request_head_timeout, reactor=reactor)
-    listener = WebService(site, settings.port, interface=alloc.interface,
-                          protocol=settings.protocol, tls_cert=alloc.tls_cert,
-                          tls_key=alloc.tls_key, data_dir=alloc.data_dir, reactor=reactor)
+    tls = None
+    if settings.protocol == "https":
+        tls = TlsOptions(alloc.tls_cert, alloc.tls_key, alloc.data_dir)
+    listener = WebService(site, settings.port, interface=alloc.interface, tls=tls,
+                          reactor=reactor)
     listener.setName("web")
     return Web(root, push, site, listener)
 
