@@ -44,6 +44,16 @@ REFRESH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    2.5, 5.0, 10.0)
 
 
+def _counter(name: str, documentation: str, value: float) -> Metric:
+    """An unlabelled counter series, ``mpush_alloc_`` + ``name``."""
+    return CounterMetricFamily(PREFIX + name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> Metric:
+    """An unlabelled gauge series, ``mpush_alloc_`` + ``name``."""
+    return GaugeMetricFamily(PREFIX + name, documentation, value=value)
+
+
 # -- the collector ------------------------------------------------------------
 
 
@@ -88,12 +98,10 @@ class StateCollector:
         refused.add_metric(["head_timeout"], site.head_timeouts)
         refused.add_metric(["body_too_large"], site.body_refusals)
         yield refused
-        yield GaugeMetricFamily(PREFIX + "http_connections", "Open HTTP connections",
-                                value=len(site.channels))
+        yield _gauge("http_connections", "Open HTTP connections", len(site.channels))
 
     def _allocation(self, allocation: AllocationStatus) -> Iterator[Metric]:
-        yield GaugeMetricFamily(PREFIX + "servers", "Connection servers in the allocation list",
-                                value=allocation.servers)
+        yield _gauge("servers", "Connection servers in the allocation list", allocation.servers)
         policy = self.status.policy
         if not isinstance(policy, LoadReporter):
             return  # no per-server load to show (not the daemon's policy)
@@ -112,14 +120,11 @@ class StateCollector:
         yield online
 
     def _refresh(self, refresh: RefreshStatus) -> Iterator[Metric]:
-        yield CounterMetricFamily(PREFIX + "refreshes", "Refreshes of the allocation list done",
-                                  value=refresh.refreshes)
-        yield CounterMetricFamily(PREFIX + "refresh_failures",
-                                  "Refreshes whose online counts could not be read",
-                                  value=refresh.failures)
-        yield GaugeMetricFamily(PREFIX + "servers_stale",
-                                "1 while serving a list ZooKeeper no longer shows",
-                                value=1 if refresh.stale else 0)
+        yield _counter("refreshes", "Refreshes of the allocation list done", refresh.refreshes)
+        yield _counter("refresh_failures", "Refreshes whose online counts could not be read",
+                       refresh.failures)
+        yield _gauge("servers_stale", "1 while serving a list ZooKeeper no longer shows",
+                     1 if refresh.stale else 0)
 
     def _push(self, push: Admission) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(PREFIX + "push_outcomes",
@@ -128,9 +133,8 @@ class StateCollector:
         for result, n in push.outcomes.items():
             outcomes.add_metric([result], n)
         yield outcomes
-        yield GaugeMetricFamily(PREFIX + "push_inflight",
-                                "User pushes (a broadcast: 1) whose outcome is not known yet",
-                                value=push.inflight)
+        yield _gauge("push_inflight", "User pushes (a broadcast: 1) whose outcome is not known yet",
+                     push.inflight)
 
     def _gateways(self, gateways: GatewaysStatus) -> Iterator[Metric]:
         labels = ["gateway"]
@@ -149,26 +153,21 @@ class StateCollector:
         yield connected
         yield configured
         yield pending
-        yield GaugeMetricFamily(PREFIX + "gateways_known", "Gateway servers known",
-                                value=gateways.known)
-        yield GaugeMetricFamily(PREFIX + "gateways_connected",
-                                "Gateway servers with at least one connected connection",
-                                value=gateways.up)
-        yield GaugeMetricFamily(PREFIX + "gateways_connections",
-                                "Connected gateway connections, all servers",
-                                value=gateways.connections)
-        yield GaugeMetricFamily(PREFIX + "gateways_pending_requests",
-                                "Gateway requests awaiting an answer, all servers",
-                                value=gateways.pending)
+        yield _gauge("gateways_known", "Gateway servers known", gateways.known)
+        yield _gauge("gateways_connected", "Gateway servers with at least one connected connection",
+                     gateways.up)
+        yield _gauge("gateways_connections", "Connected gateway connections, all servers",
+                     gateways.connections)
+        yield _gauge("gateways_pending_requests",
+                     "Gateway requests awaiting an answer, all servers",
+                     gateways.pending)
 
     def _redis(self, redis: RedisStatus) -> Iterator[Metric]:
-        yield GaugeMetricFamily(PREFIX + "redis_up",
-                                "1 while Redis answers (the last probe or call worked)",
-                                value=1 if redis.reachable else 0)
+        yield _gauge("redis_up", "1 while Redis answers (the last probe or call worked)",
+                     1 if redis.reachable else 0)
 
     def _draining(self, draining: bool) -> Iterator[Metric]:
-        yield GaugeMetricFamily(PREFIX + "draining", "1 once the daemon is stopping",
-                                value=1 if draining else 0)
+        yield _gauge("draining", "1 once the daemon is stopping", 1 if draining else 0)
 
     def _zk(self, zk: ZooKeeperStatus) -> Iterator[Metric]:
         state = GaugeMetricFamily(PREFIX + "zookeeper_state",
@@ -178,12 +177,11 @@ class StateCollector:
         for name in ZK_STATES if current in ZK_STATES else (*ZK_STATES, current):
             state.add_metric([name], 1 if name == current else 0)
         yield state
-        yield GaugeMetricFamily(PREFIX + "zookeeper_connection_servers",
-                                "Connection server nodes in the ZooKeeper view",
-                                value=zk.connection_servers)
-        yield GaugeMetricFamily(PREFIX + "zookeeper_gateway_servers",
-                                "Gateway server nodes in the ZooKeeper view",
-                                value=zk.gateway_servers)
+        yield _gauge("zookeeper_connection_servers",
+                     "Connection server nodes in the ZooKeeper view",
+                     zk.connection_servers)
+        yield _gauge("zookeeper_gateway_servers", "Gateway server nodes in the ZooKeeper view",
+                     zk.gateway_servers)
 
 
 # -- the daemon's metrics -----------------------------------------------------
