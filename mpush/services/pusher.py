@@ -61,6 +61,7 @@ from mpush.services.route_cache import (
     DEFAULT_ROUTE_CACHE_SIZE,
     DEFAULT_ROUTE_TTL,
     RouteCache,
+    RouteCacheOptions,
 )
 from mpush.wire import (
     DEFAULT_MAX_PACKET_SIZE,
@@ -172,13 +173,9 @@ class PushClient:
         self._reactor = reactor
         self._max_packet_size = max_packet_size
         self._broadcast_timeout = broadcast_timeout
-        self.routes = RouteCache(
-            cache,
-            ttl=route_ttl,
-            negative_ttl=negative_route_ttl,
-            max_size=route_cache_size,
-            reactor=reactor,
-        )
+        options = RouteCacheOptions(ttl=route_ttl, negative_ttl=negative_route_ttl,
+                                    max_size=route_cache_size)
+        self.routes = RouteCache(cache, options=options, reactor=reactor)
         self.admission = PushAdmission(max_inflight=max_inflight)
         self.stopping = False  # set by expire_all: no gateway request waits any more
 

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_ROUTE_CACHE_SIZE",
     "DEFAULT_ROUTE_TTL",
     "RouteCache",
+    "RouteCacheOptions",
 ]
 
 log = Logger()
@@ -38,6 +39,23 @@ DEFAULT_NEGATIVE_CACHE_SIZE: Final = 10_000
 _WARNED_MAX = 1024  # distinct bad route values remembered so each is logged once
 
 
+@dataclass(frozen=True)
+class RouteCacheOptions:
+    """How long and how many answers a :class:`RouteCache` keeps."""
+
+    ttl: float = DEFAULT_ROUTE_TTL
+    negative_ttl: float = DEFAULT_NEGATIVE_ROUTE_TTL  # offline/no-route answers
+    max_size: int = DEFAULT_ROUTE_CACHE_SIZE
+    negative_max_size: int = DEFAULT_NEGATIVE_CACHE_SIZE  # at most max_size
+
+    def __post_init__(self) -> None:
+        ttl, negative_ttl, max_size = self.ttl, self.negative_ttl, self.max_size
+        if not ttl >= 0 or not negative_ttl >= 0:
+            raise ValueError(f"route TTLs must be >= 0, not {ttl!r} / {negative_ttl!r}")
+        if not isinstance(max_size, int) or max_size < 0:
+            raise ValueError(f"route cache size must be an int >= 0, not {max_size!r}")
+
+
 @dataclass
 class _Entry:
     routes: tuple[Route, ...]
@@ -53,31 +71,17 @@ class RouteCache:
     answer, possibly older than the reason for invalidating, is not cached.
     """
 
-    def __init__(
-        self,
-        cache: RedisClient,
-        *,
-        ttl: float = DEFAULT_ROUTE_TTL,
-        negative_ttl: float = DEFAULT_NEGATIVE_ROUTE_TTL,
-        max_size: int = DEFAULT_ROUTE_CACHE_SIZE,
-        negative_max_size: int = DEFAULT_NEGATIVE_CACHE_SIZE,
-        reactor: Any = None,
-    ) -> None:
-        if not ttl >= 0 or not negative_ttl >= 0:
-            raise ValueError(f"route TTLs must be >= 0, not {ttl!r} / {negative_ttl!r}")
-        if not isinstance(max_size, int) or max_size < 0:
-            raise ValueError(f"route cache size must be an int >= 0, not {max_size!r}")
+    def __init__(self, cache: RedisClient, *, options: RouteCacheOptions | None = None,
+                 reactor: Any = None) -> None:
         self._cache = cache
-        self._ttl = ttl
-        self._negative_ttl = negative_ttl
-        self._max_size = max_size
+        self.options = RouteCacheOptions() if options is None else options
         self._reactor = default_reactor(reactor)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest use first
         # Offline/no-route answers live apart, briefly: a burst of pushes to
         # absent users must not evict the warm routes of online ones. One
         # TTL for all, so insertion order is expiry order.
         self._negative: OrderedDict[str, _Entry] = OrderedDict()
-        self._negative_max = min(negative_max_size, max_size)
+        self._negative_max = min(self.options.negative_max_size, self.options.max_size)
         self._inflight: dict[str, list[Deferred[tuple[Route, ...]]]] = {}
         self._warned: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self.reads = 0  # Redis calls made
@@ -176,16 +180,16 @@ class RouteCache:
         self._entries.pop(user_id, None)
         self._negative.pop(user_id, None)
         if online:
-            if self._ttl <= 0 or self._max_size == 0:
+            if self.options.ttl <= 0 or self.options.max_size == 0:
                 return
-            self._entries[user_id] = _Entry(routes, now + self._ttl)
-            while len(self._entries) > self._max_size:
+            self._entries[user_id] = _Entry(routes, now + self.options.ttl)
+            while len(self._entries) > self.options.max_size:
                 self._entries.popitem(last=False)
             return
-        if self._negative_ttl <= 0 or self._negative_max == 0:
+        if self.options.negative_ttl <= 0 or self._negative_max == 0:
             return
         negative = self._negative
-        negative[user_id] = _Entry(routes, now + self._negative_ttl)
+        negative[user_id] = _Entry(routes, now + self.options.negative_ttl)
         while negative and (len(negative) > self._negative_max
                             or next(iter(negative.values())).expires <= now):
             negative.popitem(last=False)
