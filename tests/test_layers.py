@@ -15,13 +15,13 @@
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "mpush"
+from tests.import_graph import ROOT, imports_of, module_name
+
+PACKAGE = ROOT / "mpush"
 
 #: Module-name prefixes of the pure core.
 PURE = ("mpush.wire", "mpush.balance", "mpush.routes", "mpush.outcomes", "mpush.config",
@@ -32,39 +32,12 @@ PURE_MAY_IMPORT = PURE
 IMPURE_PACKAGES = ("twisted", "txredisapi", "kazoo", "zope", "prometheus_client", "OpenSSL")
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
 def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imports_of(name: str, path: Path) -> Iterator[tuple[str, int]]:
-    """Every module ``name`` imports, absolute, with the line (all scopes)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name, node.lineno
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
-            yield target, node.lineno
-            # "from mpush.cluster import kazoo_logs" imports a module too.
-            for alias in node.names:
-                yield f"{target}.{alias.name}", node.lineno
-
-
 def project_imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
-    return {target for target, _ in imports_of(name, path) if target in known and target != name}
+    return {target for target, _ in imports_of(path) if target in known and target != name}
 
 
 def within(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -84,7 +57,7 @@ def test_the_pure_core_imports_no_twisted_and_no_other_layer(name: str) -> None:
     path = modules()[name]
     bad = [
         f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
-        for target, line in imports_of(name, path)
+        for target, line in imports_of(path)
         if within(target, IMPURE_PACKAGES)
         or (within(target, ("mpush",)) and not within(target, PURE_MAY_IMPORT))
     ]
@@ -96,7 +69,7 @@ def test_web_imports_no_cluster_adapter(name: str) -> None:
     path = modules()[name]
     bad = [
         f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
-        for target, line in imports_of(name, path)
+        for target, line in imports_of(path)
         if within(target, ("mpush.cluster", "mpush.gateway", "mpush.cache"))
     ]
     assert not bad, "web/ reads the status snapshot and calls services:\n" + "\n".join(bad)
@@ -110,7 +83,7 @@ def test_interfaces_import_only_the_pure_core() -> None:
     path = modules()["mpush.interfaces"]
     bad = [
         f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
-        for target, line in imports_of("mpush.interfaces", path)
+        for target, line in imports_of(path)
         if within(target, ("mpush",)) and not within(target, INTERFACES_MAY_IMPORT)
     ]
     assert not bad, "mpush.interfaces is importable by every layer:\n" + "\n".join(bad)
@@ -120,7 +93,7 @@ def test_nothing_in_the_product_imports_the_harness_or_the_tests() -> None:
     bad = [
         f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
         for name, path in modules().items()
-        for target, line in imports_of(name, path)
+        for target, line in imports_of(path)
         if within(target, ("tests", "benchmarks", "scripts", "pytest"))
     ]
     assert not bad, "\n".join(bad)

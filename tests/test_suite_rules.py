@@ -9,43 +9,15 @@ script never runs a test module's import-time code.
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.import_graph import ROOT, imported, module_name
+
 TESTS = ROOT / "tests"
 #: Where the modules checked live: every .py under these (recursively).
 CHECKED = ("tests", "benchmarks", "scripts")
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def imported(source: str, name: str, is_package: bool = False) -> Iterator[tuple[str, int]]:
-    """Every module the source of module ``name`` may import, absolute, with the line."""
-    package = name if is_package else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name, node.lineno
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".") if package else []
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
-            yield target, node.lineno
-            # "from tests import test_push" imports a module too.
-            for alias in node.names:
-                yield f"{target}.{alias.name}", node.lineno
 
 
 def is_test_module(name: str) -> bool:
