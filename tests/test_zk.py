@@ -334,11 +334,15 @@ def test_zookeeper_restart_keeps_view(zk_fresh_server: ZooKeeperServer,
                                       make_zk_watcher: Callable[..., ZkWatcher],
                                       logs: LogCapture) -> Any:
     yield deferToThread(zk_fresh_server.start)
-    # Long enough sessions that both survive the restart.
-    registrar = make_registrar(zk_fresh_server.connect_string, session_timeout=10.0)
+    # Sessions that outlive the restart by a wide margin: ZooKeeper restores
+    # them with a fresh timeout when it starts, but a JVM just started on a
+    # busy machine can stall for seconds, and kazoo drops a connection that
+    # stays silent for 2/3 of the session timeout (a 6 s session once expired
+    # this way in CI: read time-out on the new connection, then "expired").
+    registrar = make_registrar(zk_fresh_server.connect_string, session_timeout=30.0)
     a = registrar.register("cs", "10.0.0.1", 3000)
     g = registrar.register("gs", "10.0.0.1", 3001)
-    watcher = make_zk_watcher(zk_fresh_server.connect_string, session_timeout=6.0)
+    watcher = make_zk_watcher(zk_fresh_server.connect_string, session_timeout=30.0)
     yield wait_for(lambda: watcher.initialized, 5, "the initial load")
     session = watcher.session_id
 

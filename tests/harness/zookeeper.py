@@ -73,8 +73,9 @@ def four_letter(host: str, port: int, word: str, timeout: float = 1.0) -> str:
 class ZooKeeperServer:
     """One standalone ZooKeeper JVM on 127.0.0.1.
 
-    ``tick_time`` is in ms; ZooKeeper grants session timeouts between
-    2 and 20 ticks, so the default 500 ms allows sessions of 1 to 10 s.
+    ``tick_time`` is in ms; ZooKeeper grants session timeouts from 2 ticks
+    (1 s at the default 500 ms) up to 60 s, so that a test can ask for a
+    session that outlives a restart of this JVM on a loaded machine.
     """
 
     host = "127.0.0.1"
@@ -241,6 +242,9 @@ class ZooKeeperServer:
             "4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,dump,wchs",
             # Many test clients come from 127.0.0.1: no per-IP limit.
             "maxClientCnxns=0",
+            # The default cap (20 ticks = 10 s) is shorter than a JVM restart
+            # plus its first slow seconds can take on a busy 2-core machine.
+            "maxSessionTimeout=60000",
             # Small preallocated txn log files (KB) instead of 64 MB ones.
             "preAllocSize=1024",
             "snapCount=10000",
