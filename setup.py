@@ -21,6 +21,7 @@ setup(
     packages=[*find_packages(include=["mpush", "mpush.*"]), "twisted.plugins"],
     package_data={"mpush": ["web/static/*"], "twisted": ["plugins/mpush_alloc.py"]},
     include_package_data=True,
+    entry_points={"console_scripts": ["mpush-push = mpush.cli.main:run"]},
     install_requires=[
         "twisted[tls]>=23.10,<27",
         "txredisapi>=1.4.10,<2",

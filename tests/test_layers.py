@@ -8,6 +8,8 @@
 * ``mpush.interfaces`` (the typing protocols every layer may name) imports
   only the pure core and third-party packages: no adapter, service, web
   resource or daemon part, so that importing it never pulls a layer in.
+* ``cli/`` (the ``mpush-push`` command) is an HTTP client of the daemon:
+  it imports the pure core and itself, no Twisted, no other layer.
 * Nothing under ``mpush/`` imports the test harness (it is not installed).
 * No import cycles between modules, counting imports made inside functions
   too (they only defer the cycle).
@@ -73,6 +75,18 @@ def test_web_imports_no_cluster_adapter(name: str) -> None:
         if within(target, ("mpush.cluster", "mpush.gateway", "mpush.cache"))
     ]
     assert not bad, "web/ reads the status snapshot and calls services:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("name", [n for n in modules() if within(n, ("mpush.cli",))])
+def test_the_command_is_a_plain_http_client(name: str) -> None:
+    path = modules()[name]
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
+        for target, line in imports_of(path)
+        if within(target, IMPURE_PACKAGES)
+        or (within(target, ("mpush",)) and not within(target, (*PURE, "mpush.cli")))
+    ]
+    assert not bad, "mpush-push talks HTTP and starts fast:\n" + "\n".join(bad)
 
 
 #: What ``mpush.interfaces`` may import from mpush: the pure core only.

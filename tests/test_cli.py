@@ -1,0 +1,182 @@
+"""``mpush-push``, the installed console script, against the daemon's service
+tree with real ZooKeeper and Redis and a fake mpush node over real TCP.
+
+The command is run as a child process (it is a blocking HTTP client), so
+these tests also check that the script is installed and starts alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
+
+from tests.harness.daemon import free_port
+from tests.harness.redis import RedisServer
+from tests.harness.stack import Stack, running_stack
+from tests.harness.zookeeper import ZooKeeperServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+SCRIPT = Path(sys.executable).parent / "mpush-push"
+TOKEN = "cli-token-0123456789abcdef"
+
+
+@pytest_twisted.async_yield_fixture
+async def stack(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
+                redis_server: RedisServer) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
+                             redis_server.port) as running:
+        yield running
+
+
+@pytest_twisted.async_yield_fixture
+async def token_stack(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
+                      redis_server: RedisServer) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
+                             redis_server.port,
+                             alloc_extra=f'\n    push-token = "{TOKEN}"') as running:
+        yield running
+
+
+async def cli(*args: str, url: str | None = None, **env: str) -> tuple[str, str, int]:
+    """(stdout, stderr, exit status) of one run of the installed script."""
+    assert SCRIPT.exists(), f"the console script is not installed at {SCRIPT}"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MPUSH_")}
+    environment.update(env)
+    argv = ([f"--url={url}"] if url else []) + list(args)
+    out, err, code = await getProcessOutputAndValue(str(SCRIPT), argv, env=environment,
+                                                    reactor=reactor)
+    return out.decode(), err.decode(), code
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_to_a_user_online_succeeds_with_a_table(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("alice")
+    out, err, code = await cli("send", "--user", "alice", "--hello", "hi", url=stack.url)
+    assert code == 0, (out, err)
+    header, row, summary = out.splitlines()
+    assert header.split() == ["USER", "CLIENT", "RESULT", "REASON", "GATEWAY", "MS"]
+    assert row.split()[:3] == ["alice", "mobile", "success"]
+    assert node.address in row
+    assert summary == "1 delivered"
+    assert "\x1b[" not in out, "no colour when stdout is not a terminal"
+    assert [r.push.user_id for r in node.received] == ["alice"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_with_one_user_offline_exits_1(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("alice")
+    out, err, code = await cli("send", "--user", "alice", "--user", "nobody",
+                               "--content", "raw", "--ack", "auto", "--timeout", "5s",
+                               url=stack.url)
+    assert code == 1, (out, err)
+    assert out.splitlines()[-1] == "1 delivered, 1 offline"
+    pushed = node.received[-1].push
+    assert pushed.content == b"raw" and pushed.timeout == 4500  # 5 s less the server's 500 ms
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_json_and_content_from_a_file(stack: Stack, tmp_path: Path) -> None:
+    node = await stack.node()
+    node.add_user("bob")
+    content = tmp_path / "content.json"
+    content.write_text('{"title": "t", "n": 1}')
+    out, err, code = await cli("--json", "send", "--user", "bob", "--content", f"@{content}",
+                               url=stack.url)
+    assert code == 0, (out, err)
+    answer = json.loads(out)
+    assert [r["result"] for r in answer["results"]] == ["success"]
+    assert answer["summary"]["success"] == 1
+    # A JSON object file is sent as the object (compact JSON), not as its text.
+    assert json.loads(node.received[-1].push.content) == {"title": "t", "n": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_health(stack: Stack) -> None:
+    await stack.node()
+    out, err, code = await cli("--json", "health", url=stack.url)
+    document = json.loads(out)
+    assert document["status"] in ("ok", "degraded", "unavailable")
+    assert code == (0 if document["status"] == "ok" else 1), (out, err)
+    out, _, _ = await cli("health", url=stack.url)
+    assert out.splitlines()[0] == document["status"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreachable_daemon_says_what_to_do() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    out, err, code = await cli("health", url=url)
+    assert code == 2 and out == ""
+    assert err.strip() == (f"mpush-push: cannot reach {url}: connection refused — is"
+                           " mpush-alloc running? set --url or MPUSH_URL")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_url_from_the_environment() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    _, err, code = await cli("health", MPUSH_URL=url)
+    assert code == 2 and f"cannot reach {url}:" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_is_sent_and_never_printed(token_stack: Stack) -> None:
+    node = await token_stack.node()
+    node.add_user("carol")
+    out, err, code = await cli("send", "--user", "carol", "--hello", "hi", url=token_stack.url)
+    assert code == 2 and out == ""
+    assert "answered 401" in err and "--token or MPUSH_TOKEN" in err
+    wrong = "wrong-token-0123456789"
+    out, err, code = await cli("send", "--user", "carol", "--hello", "hi",
+                               url=token_stack.url, MPUSH_TOKEN=wrong)
+    assert code == 2 and wrong not in out + err
+    out, err, code = await cli("--token", TOKEN, "send", "--user", "carol", "--hello", "hi",
+                               url=token_stack.url)
+    assert code == 0, (out, err)
+    assert TOKEN not in out + err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["send", "--hello", "hi"], "--user ID (repeatable) or --broadcast"),
+    (["send", "--user", "u", "--hello", "hi", "--tag", "t"], "go with --broadcast"),
+    (["send", "--user", "u", "--content", "@/nonexistent/file.json"], "cannot read --content"),
+    (["send", "--user", "u", "--hello", "hi", "--timeout", "soon"], "not a duration"),
+    (["send", "--user", "u"], "one of the arguments --hello --content is required"),
+])
+@pytest_twisted.ensureDeferred
+async def test_usage_errors_exit_2_before_any_request(args: list[str], says: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # would fail differently if it were asked
+    out, err, code = await cli(*args, url=url)
+    assert code == 2 and out == ""
+    assert says in err and "cannot reach" not in err
+
+
+class _Terminal:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mpush.cli.tables import Painter, table
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    paint = Painter(_Terminal(True))  # type: ignore[arg-type]
+    text = table(["A", "RESULT"], [["x", "success"], ["yy", "failure"]], paint=paint, column=1,
+                 colours=["green", "red"])
+    assert text.splitlines() == ["A   RESULT", "x   \x1b[32msuccess\x1b[0m",
+                                 "yy  \x1b[31mfailure\x1b[0m"]
+    assert not Painter(_Terminal(False)).enabled
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not Painter(_Terminal(True)).enabled
