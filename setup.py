@@ -19,7 +19,7 @@ setup(
     description="Alloc server for an mpush push cluster (twistd plugin)",
     python_requires=">=3.11",
     packages=[*find_packages(include=["mpush", "mpush.*"]), "twisted.plugins"],
-    package_data={"mpush": ["web/static/*"], "twisted": ["plugins/mpush_alloc.py"]},
+    package_data={"mpush": ["web/static/*", "config/keys.toml"], "twisted": ["plugins/mpush_alloc.py"]},
     include_package_data=True,
     entry_points={"console_scripts": ["mpush-push = mpush.cli.main:run"]},
     install_requires=[

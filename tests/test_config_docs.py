@@ -26,7 +26,7 @@ def test_configuration_md_is_up_to_date() -> None:
         )
         excerpt = "\n".join(list(diff)[:20])
         pytest.fail(
-            f"{DOCS_PATH} differs from the key table (mpush/config/keys.py): "
+            f"{DOCS_PATH} differs from the key table (mpush/config/keys.toml): "
             f"run `{COMMAND}` and commit the result.\n{excerpt}"
         )
 

@@ -1,17 +1,18 @@
 """The config file (HOCON, the Java alloc's format) as typed, validated settings.
 
-Pure: apart from reading the config file (and any file it includes) and
-checking that a configured TLS certificate and key can be opened, nothing
-here touches the outside world, and nothing here imports Twisted or any
-other part of mpush. Every problem is raised as a `ConfigError` whose text
-is one line naming the file and, where there is one, the key.
+Pure: apart from reading the config file (and any file it includes), its
+own key table (keys.toml, shipped with it) and checking that a configured
+TLS certificate and key can be opened, nothing here touches the outside
+world, and nothing here imports Twisted or any other part of mpush. Every
+problem is raised as a `ConfigError` whose text is one line naming the
+file and, where there is one, the key.
 
 The layers, bottom up: `errors` and `units` (durations, sizes); `hocon`
 (the text to a resolved tree, with the Java quirks); `reader`, `kinds` and
 `addresses` (one key's typed reading); `keys` (the table of every key: its
-default, bounds and meaning) and `checks` (rules across keys); `settings`
-(the dataclasses); `loader` (a file to Settings); `docs` (the operator's
-page, docs/configuration.md, from the table).
+default, bounds and meaning, read from keys.toml) and `checks` (rules
+across keys); `settings` (the dataclasses); `loader` (a file to Settings);
+`docs` (the operator's page, docs/configuration.md, from the table).
 """
 
 from mpush.config.errors import ConfigError

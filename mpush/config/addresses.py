@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mpush.config.kinds import Kind, RawKind, TextKind
+from mpush.config.kinds import CheckedText, Kind, RawKind
 from mpush.config.reader import TreeReader, show
 
 __all__ = ["HostList", "IPAddress", "IPNetwork", "NetworkList", "ZkHosts", "ZkPath"]
@@ -51,28 +51,27 @@ def _list_items(tree: TreeReader, key: str, value: Any, example: str) -> list[An
 
 
 @dataclass(frozen=True)
-class IPAddress(TextKind):
-    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
-        text = tree.string(key, default).strip()
+class IPAddress(CheckedText):
+    def problem(self, text: str) -> str | None:
         try:
             ipaddress.ip_address(text)
         except ValueError:
-            tree.fail(key, f"must be an IP address such as 0.0.0.0 or ::, got {text!r}")
-        return text
+            return "must be an IP address such as 0.0.0.0 or ::"
+        return None
 
     def allowed(self) -> str:
         return "an IPv4 or IPv6 address"
 
 
 @dataclass(frozen=True)
-class ZkPath(TextKind):
+class ZkPath(CheckedText):
     """A ZooKeeper path prefix; surrounding slashes are dropped, "" is the root."""
 
-    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
-        path = tree.string(key, default).strip().strip("/")
-        if re.search(r"\s|//", path):
-            tree.fail(key, f"must be a ZooKeeper path like mpush, got {path!r}")
-        return path
+    def clean(self, text: str) -> str:
+        return text.strip("/")
+
+    def problem(self, text: str) -> str | None:
+        return "must be a ZooKeeper path like mpush" if re.search(r"\s|//", text) else None
 
     def allowed(self) -> str:
         return 'a ZooKeeper path; `""` = the root'

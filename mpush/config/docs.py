@@ -21,7 +21,7 @@ _SECTIONS: Final = ("mp.net.", "mp.core.", "mp.zk.", "mp.redis.", "mp.alloc.")
 _INTRO: Final = """\
 # Configuration
 
-<!-- Generated from mpush/config/keys.py by `{command}`; do not edit. -->
+<!-- Generated from mpush/config/keys.toml by `{command}`; do not edit. -->
 
 The daemon reads one HOCON file in the format of the Java `mpusher/alloc`
 server (`twistd mpush-alloc --config FILE`, default `conf/mpush.conf`, which

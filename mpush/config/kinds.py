@@ -1,8 +1,10 @@
 """How one key is read: its type, its bounds, its messages, and its docs spelling.
 
-Each kind is a small frozen value in the key table (`mpush.config.keys`);
-`read` turns the raw tree value into what the settings hold, or fails
-naming the key. Addresses and ZooKeeper paths are in `mpush.config.addresses`.
+Each kind is a small frozen value in the key table (`mpush.config.keys`,
+which builds it from a row of keys.toml: the row's other entries are the
+kind's fields); `read` turns the raw tree value into what the settings hold,
+or fails naming the key. Addresses and ZooKeeper paths are in
+`mpush.config.addresses`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 from mpush.config.reader import MISSING, TreeReader, show
 from mpush.config.units import format_duration, format_size, parse_duration, parse_size
 
 __all__ = [
+    "CheckedText",
     "Choice",
     "Duration",
     "Integer",
@@ -64,12 +67,36 @@ class RawKind(Kind, ABC):
         """What the settings hold for the raw `value` of a present key; ConfigError when wrong."""
 
 
+_Bound = TypeVar("_Bound", int, float)
+
+
 @dataclass(frozen=True)
-class Ranged(Kind, ABC):
+class Ranged(Kind, ABC, Generic[_Bound]):
     """A kind with inclusive bounds; other modules read them through keys.bounds."""
 
-    low: Any
-    high: Any
+    low: _Bound
+    high: _Bound
+    #: The one message for a value out of bounds; fields low, high and got.
+    out_of_range: ClassVar[str]
+
+    def bound(self, value: Any) -> str:
+        """A bound, or a measured value, as the message writes it."""
+        return str(value)
+
+    def in_range(self, tree: TreeReader, key: str, measure: Any, got: str | None = None) -> Any:
+        """`measure` when within the bounds, else fail showing `got` (default: the measure).
+
+        A None measure (not a number at all) fails the same way.
+        """
+        if measure is None or not self.low <= measure <= self.high:
+            shown = self.bound(measure) if got is None else got
+            tree.fail(
+                key,
+                self.out_of_range.format(
+                    low=self.bound(self.low), high=self.bound(self.high), got=shown
+                ),
+            )
+        return measure
 
 
 def spell_text(value: str) -> str:
@@ -82,6 +109,25 @@ class TextKind(Kind, ABC):
 
     def spell(self, value: Any) -> str:
         return spell_text(value)
+
+
+class CheckedText(TextKind, ABC):
+    """Text that must be given (not null), read stripped, cleaned, then checked."""
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        text = self.clean(tree.string(key, default).strip())
+        problem = self.problem(text)
+        if problem is not None:
+            tree.fail(key, f"{problem}, got {text!r}")
+        return text
+
+    def clean(self, text: str) -> str:
+        """The stripped text as the settings hold it."""
+        return text
+
+    @abstractmethod
+    def problem(self, text: str) -> str | None:
+        """What is wrong with the cleaned text ("must be ..."), None when nothing."""
 
 
 def seconds_of(tree: TreeReader, key: str, value: Any) -> float:
@@ -99,38 +145,30 @@ def seconds_of(tree: TreeReader, key: str, value: Any) -> float:
 
 
 @dataclass(frozen=True)
-class Integer(Ranged, RawKind):
-    low: int
-    high: int
+class Integer(Ranged[int], RawKind):
+    out_of_range: ClassVar[str] = "must be an integer {low}..{high}, got {got}"
 
     def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
-        number: int | None = None
+        number: int | None = None  # None: not an integer, the same message
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
         elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
             number = int(value)
-        if number is None or not self.low <= number <= self.high:
-            tree.fail(key, f"must be an integer {self.low}..{self.high}, got {show(value)}")
-        return number
+        return self.in_range(tree, key, number, show(value))
 
     def allowed(self) -> str:
         return f"integer {self.low}..{self.high}"
 
 
 @dataclass(frozen=True)
-class Duration(Ranged, RawKind):
-    low: float  # seconds
-    high: float
+class Duration(Ranged[float], RawKind):  # bounds in seconds
+    out_of_range: ClassVar[str] = "must be between {low} and {high}, got {got}"
+
+    def bound(self, value: Any) -> str:
+        return format_duration(value)
 
     def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
-        seconds = seconds_of(tree, key, value)
-        if not self.low <= seconds <= self.high:
-            tree.fail(
-                key,
-                f"must be between {format_duration(self.low)} and {format_duration(self.high)}, "
-                f"got {format_duration(seconds)}",
-            )
-        return seconds
+        return self.in_range(tree, key, seconds_of(tree, key, value))
 
     def allowed(self) -> str:
         return f"{format_duration(self.low)}..{format_duration(self.high)}"
@@ -140,11 +178,10 @@ class Duration(Ranged, RawKind):
 
 
 @dataclass(frozen=True)
-class WholeSeconds(Ranged, RawKind):
+class WholeSeconds(Ranged[int], RawKind):
     """Seconds for an HTTP header: a bare number is seconds (not Java's ms), rounded up."""
 
-    low: int
-    high: int
+    out_of_range: ClassVar[str] = "must be {low}..{high} seconds, got {got}"
 
     def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -153,26 +190,21 @@ class WholeSeconds(Ranged, RawKind):
             exact = float(value)
         else:
             exact = seconds_of(tree, key, value)  # "5s" or "1m" work too
-        if not self.low <= exact <= self.high:
-            tree.fail(key, f"must be {self.low}..{self.high} seconds, got {show(value)}")
-        return math.ceil(exact)
+        return math.ceil(self.in_range(tree, key, exact, show(value)))
 
     def allowed(self) -> str:
         return f"{self.low}..{self.high} (seconds)"
 
 
 @dataclass(frozen=True)
-class Size(Ranged, RawKind):
-    low: int  # bytes
-    high: int
+class Size(Ranged[int], RawKind):  # bounds in bytes
+    out_of_range: ClassVar[str] = "must be between {low} and {high} bytes, got {got}"
 
     def parse(self, tree: TreeReader, key: str, value: Any) -> Any:
         count = self._bytes(value)
         if count is None:
             tree.fail(key, f"must be a size such as 10k or 1m, got {show(value)}")
-        if not self.low <= count <= self.high:
-            tree.fail(key, f"must be between {self.low} and {self.high} bytes, got {count}")
-        return count
+        return self.in_range(tree, key, count)
 
     @staticmethod
     def _bytes(value: Any) -> int | None:
@@ -250,11 +282,10 @@ class Path(TextKind):
 
 
 @dataclass(frozen=True)
-class Token(Ranged):
+class Token(Ranged[int]):  # bounds in characters
     """A secret for an Authorization header: visible ASCII, long enough not to guess."""
 
-    low: int  # characters
-    high: int
+    out_of_range: ClassVar[str] = "must be {low} to {high} characters long, got {got}"
 
     def read(self, tree: TreeReader, key: str, default: Any) -> Any:
         token = tree.optional_string(key, default)
@@ -262,10 +293,7 @@ class Token(Ranged):
             return None
         if not re.fullmatch(r"[!-~]+", token):
             tree.fail(key, "must be visible ASCII characters only (no spaces)")
-        if not self.low <= len(token) <= self.high:
-            tree.fail(
-                key, f"must be {self.low} to {self.high} characters long, got {len(token)}"
-            )
+        self.in_range(tree, key, len(token))
         return token
 
     def allowed(self) -> str:
