@@ -30,7 +30,7 @@ from mpush.balance import (
     JavaPolicy,
 )
 from mpush.config import AllocSettings
-from mpush.services.refresher import Refresher
+from mpush.services.refresher import Refresher, RefreshSchedule
 from tests.fakes import Cache, Node, View
 
 # Ours refreshes at the default of mp.alloc.refresh-interval.
@@ -55,7 +55,8 @@ def simulate(
     ))  # the cluster does not change during the run
     redis = Cache(dict(zip(ips, START_COUNTS, strict=True)), missing=0)
     clock = Clock()
-    refresher = Refresher(policy, view, redis, interval, change_delay=1.0, reactor=clock)
+    schedule = RefreshSchedule(interval=interval, change_delay=1.0)
+    refresher = Refresher(policy, view, redis, schedule=schedule, reactor=clock)
     refresher.startService()
 
     # Late connects wait in a FIFO rather than as Clock calls: Clock keeps

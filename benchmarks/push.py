@@ -145,7 +145,7 @@ def library_phase(config: Path, gateway: str, users: int, args: argparse.Namespa
     from twisted.internet.defer import ensureDeferred, maybeDeferred
     from twisted.internet.task import deferLater
 
-    from mpush.cluster.gateways import GatewayPool
+    from mpush.cluster.gateways import GatewayPool, GatewayPoolOptions
     from mpush.cluster.redis import RedisService
     from mpush.cluster.zookeeper import ZkWatcher
     from mpush.config import load_settings
@@ -186,7 +186,8 @@ def library_phase(config: Path, gateway: str, users: int, args: argparse.Namespa
         settings = load_settings(str(config))
         zk = ZkWatcher(settings.zk)
         redis = RedisService(settings.redis)
-        pool = GatewayPool(zk, max_packet_size=settings.max_packet_size)
+        options = GatewayPoolOptions(max_packet_size=settings.max_packet_size)
+        pool = GatewayPool(zk, options=options)
         started = []
         try:
             for service in (zk, redis, pool):

@@ -1,5 +1,5 @@
 """Library name kept stable: the gateway pool lives in :mod:`mpush.cluster.gateways`."""
 
-from mpush.cluster.gateways import GatewayPool
+from mpush.cluster.gateways import GatewayPool, GatewayPoolOptions
 
-__all__ = ["GatewayPool"]
+__all__ = ["GatewayPool", "GatewayPoolOptions"]

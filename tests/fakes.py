@@ -75,6 +75,9 @@ class View:
     def add_listener(self, cb: Callable[[str, str, Any], None]) -> None:
         self.listeners.append(cb)
 
+    def remove_listener(self, cb: Callable[[str, str, Any], None]) -> None:
+        self.listeners.remove(cb)
+
     def set(self, *nodes: Node) -> None:
         self.nodes = {n.name: n for n in nodes}
         self.notify("cs")

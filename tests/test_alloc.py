@@ -12,7 +12,12 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mpush.balance import BalancePolicy, Candidate, JavaPolicy
-from mpush.services.refresher import DEFAULT_REFRESH_INTERVAL, Refresher
+from mpush.services.refresher import (
+    DEFAULT_CHANGE_DELAY,
+    DEFAULT_REFRESH_INTERVAL,
+    Refresher,
+    RefreshSchedule,
+)
 from tests.fakes import Cache, Node, View
 
 # ---------------------------------------------------------------- helpers
@@ -52,10 +57,12 @@ def logged() -> Iterator[list[str]]:
 
 
 def started(view: View, cache: Cache, policy: Any = None, **kw: Any) -> tuple[Refresher, Clock]:
+    """A Refresher on a Clock, started; ``kw`` are its RefreshSchedule's fields."""
     clock = Clock()
     kw.setdefault("interval", 30.0)
     kw.setdefault("change_delay", 1.0)
-    r = Refresher(policy or BalancePolicy(), view, cache, reactor=clock, **kw)
+    r = Refresher(policy or BalancePolicy(), view, cache, schedule=RefreshSchedule(**kw),
+                  reactor=clock)
     r.startService()
     return r, clock
 
@@ -389,17 +396,46 @@ def test_stop_cancels_everything_quietly(logged: list[str]) -> None:
     assert clock.getDelayedCalls() == []
     assert cache.pending[0].called  # cancelled
     assert r.last_error is None and logged == []
-    view.set(Node("c", "3.3.3.3"))  # events after stop are ignored
+    assert view.listeners == []  # unsubscribed: events after stop reach nobody
+    view.set(Node("c", "3.3.3.3"))
     clock.advance(100.0)
     assert clock.getDelayedCalls() == [] and len(cache.calls) == 1
     r.startService()  # and it starts again
     assert len(cache.calls) == 2 and r.running
+    assert len(view.listeners) == 1  # subscribed once, not once per start
+    cache.manual = False
+    cache.pending[1].callback({})
+    view.set(Node("d", "4.4.4.4"))  # and it follows the view again
+    clock.advance(1.0)  # the change delay
+    assert cache.calls[2:] == [["4.4.4.4"]]
+    assert [c.address for c in r.policy.servers] == ["4.4.4.4:3000"]
+    r.stopService()
+    assert view.listeners == [] and clock.getDelayedCalls() == []
 
 
-def test_default_interval_is_a_number() -> None:
+def test_an_event_delivered_after_stop_is_harmless() -> None:
+    # ZkWatcher calls the listeners of a copy of its list: one removed during
+    # a dispatch may still be called once.
+    view = View(Node("a", "1.1.1.1"))
+    r, clock = started(view, Cache())
+    listener = view.listeners[0]
+    r.stopService()
+    listener("cs", "updated", None)
+    assert clock.getDelayedCalls() == []
+
+
+def test_the_schedule_defaults_and_checks() -> None:
     assert DEFAULT_REFRESH_INTERVAL == 30.0
-    with pytest.raises(ValueError):
-        Refresher(BalancePolicy(), View(), Cache(), interval=0, change_delay=1, reactor=Clock())
+    schedule = RefreshSchedule()
+    assert (schedule.interval, schedule.change_delay) == (DEFAULT_REFRESH_INTERVAL,
+                                                         DEFAULT_CHANGE_DELAY)
+    assert schedule.fetch_timeout == DEFAULT_REFRESH_INTERVAL  # no timeout: the interval
+    assert RefreshSchedule(interval=10.0, timeout=3.0).fetch_timeout == 3.0
+    assert Refresher(BalancePolicy(), View(), Cache(), reactor=Clock()).schedule == schedule
+    for bad in ({"interval": 0}, {"change_delay": -1}, {"timeout": 0},
+                {"interval": float("nan")}):
+        with pytest.raises(ValueError):
+            RefreshSchedule(**bad)
 
 
 # -------------------------------------------------------------- properties

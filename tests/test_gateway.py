@@ -25,7 +25,7 @@ from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply
-from mpush.cluster.gateways import REPLY_LIMIT_FLOOR, GatewayPool
+from mpush.cluster.gateways import REPLY_LIMIT_FLOOR, GatewayPool, GatewayPoolOptions
 from mpush.cluster.server_node import ServerNode
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.wire import (
@@ -399,7 +399,7 @@ class FakeGatewayFactory(Factory):
 
 
 class FakeView:
-    """ZkWatcher-like: gateway_servers() and add_listener()."""
+    """ZkWatcher-like: gateway_servers(), add_listener() and remove_listener()."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, ServerNode] = {}
@@ -410,6 +410,9 @@ class FakeView:
 
     def add_listener(self, cb: Callable[[str, str, ServerNode | None], object]) -> None:
         self.listeners.append(cb)
+
+    def remove_listener(self, cb: Callable[[str, str, ServerNode | None], object]) -> None:
+        self.listeners.remove(cb)
 
     def put(self, name: str, address: str) -> None:
         host, port = address.rsplit(":", 1)
@@ -442,10 +445,11 @@ def sleep(seconds: float) -> Deferred[None]:
 
 
 def make_pool(view: FakeView, **kw: Any) -> GatewayPool:
+    """A pool on the real reactor; ``kw`` are its GatewayPoolOptions' fields."""
     kw.setdefault("retry_policy", lambda attempt: 0.05)
     kw.setdefault("connect_timeout", 2.0)
     kw.setdefault("removal_grace", 0.0)  # most tests: a removal closes at once
-    return GatewayPool(view, **kw)
+    return GatewayPool(view, options=GatewayPoolOptions(**kw))
 
 
 @pytest.fixture
@@ -720,7 +724,36 @@ def test_stop_service_closes_everything(servers: list[FakeGatewayFactory]) -> An
     assert (yield pool.request(b.address, build(), 1.0)).outcome == "unavailable"
     yield wait_for(lambda: not a.conns and not b.conns, 5, "server side to see the close")
     accepted = a.accepted + b.accepted
-    view.put("n3", a.address)  # events after stop are ignored
+    assert view.listeners == []  # unsubscribed: events after stop reach nobody
+    view.put("n3", a.address)
     yield sleep(0.3)
     assert a.accepted + b.accepted == accepted
     yield pool.stopService()  # idempotent
+
+
+@pytest_twisted.inlineCallbacks
+def test_pool_restarts_and_follows_the_view_again(servers: list[FakeGatewayFactory]) -> Any:
+    a, b = gateway(servers), gateway(servers)
+    view = FakeView()
+    pool = make_pool(view)
+    pool.startService()
+    try:
+        view.put("n1", a.address)  # followed while running
+        yield wait_for(lambda: pool.is_connected(a.address), 5, "a connected")
+        yield pool.stopService()
+        assert view.listeners == [] and pool.addresses() == []
+        listener_of_the_first_run = pool._on_view
+        listener_of_the_first_run("gs", "added", ServerNode("n9", "127.0.0.1", b.number))
+        assert pool.addresses() == []  # a late event while stopped is ignored
+        view.put("n2", b.address)  # changed while stopped: read again at start
+        pool.startService()
+        assert len(view.listeners) == 1  # subscribed once, not once per start
+        assert pool.addresses() == sorted([a.address, b.address])
+        yield wait_for(lambda: pool.is_connected(a.address) and pool.is_connected(b.address),
+                       5, "a and b connected")
+        view.remove("n1")  # and it follows the view again
+        assert pool.addresses() == [b.address]
+        assert (yield pool.request(b.address, build(), 5.0)).outcome == "ok"
+    finally:
+        yield pool.stopService()
+    assert view.listeners == []

@@ -426,7 +426,7 @@ def test_the_config_keys_reach_the_services(tmp_path: Path) -> None:
     finally:
         logbridge.uninstall("")
         logbridge.uninstall("kazoo")
-    assert root.getServiceNamed("gateways").max_pending_per_connection == 7
+    assert root.getServiceNamed("gateways").options.max_pending_per_connection == 7
     site = root.getServiceNamed("web").site
     assert site.request_head_timeout == 2.0
     push = site.resource.children[b"push"]

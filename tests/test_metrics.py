@@ -20,7 +20,7 @@ from twisted.internet.testing import StringTransport
 from mpush.balance import BalancePolicy, Candidate
 from mpush.config import ConfigError, load_settings
 from mpush.daemon.metrics import Metrics, StateCollector
-from mpush.services.refresher import Refresher
+from mpush.services.refresher import Refresher, RefreshSchedule
 from mpush.services.status import Status
 from mpush.web.metrics import MetricsResource
 from mpush.web.root import RootResource
@@ -246,6 +246,9 @@ class View:
     def add_listener(self, cb: Callable[[str, str, Any], None]) -> None:
         pass
 
+    def remove_listener(self, cb: Callable[[str, str, Any], None]) -> None:
+        pass
+
 
 @dataclass
 class Cache:
@@ -261,7 +264,7 @@ def test_refresh_duration_and_failures_are_recorded() -> None:
     clock = Clock()
     cache = Cache()
     refresher = Refresher(BalancePolicy(), View({"n1": Node("n1", "10.0.0.1")}), cache,
-                          interval=10, reactor=clock)
+                          schedule=RefreshSchedule(interval=10), reactor=clock)
     metrics = Metrics()
     metrics.attach(refresher=refresher)
     refresher.startService()  # refreshes now

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -47,6 +48,7 @@ from mpush.wire import DEFAULT_MAX_PACKET_SIZE
 __all__ = [
     "REPLY_LIMIT_FLOOR",
     "GatewayPool",
+    "GatewayPoolOptions",
     "GatewayProtocol",
     "GatewayReply",
     "default_retry_policy",
@@ -149,37 +151,49 @@ def _at_least(name: str, value: float, minimum: float = 1) -> None:
 # ------------------------------------------------------------------- the pool
 
 
-class GatewayPool(Service):
-    """Connections to every gateway server in the view, and requests over them."""
+@dataclass(frozen=True)
+class GatewayPoolOptions:
+    """How a :class:`GatewayPool` connects to the gateway servers; checked when built.
 
-    def __init__(
-        self,
-        view: ClusterView,
-        *,
-        connections_per_server: int = DEFAULT_CONNECTIONS,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-        max_pending_per_connection: int = DEFAULT_MAX_PENDING,
-        reactor: Any = None,
-        retry_policy: Callable[[int], float] | None = None,
-        removal_grace: float = DEFAULT_REMOVAL_GRACE,
-    ) -> None:
-        _at_least("connections_per_server", connections_per_server)
-        _at_least("max_pending_per_connection", max_pending_per_connection)
-        require_positive(connect_timeout=connect_timeout)
-        require_non_negative(removal_grace=removal_grace)
+    ``retry_policy`` maps the number of failed attempts to the delay before
+    the next one (None: :func:`default_retry_policy`).
+    """
+
+    connections_per_server: int = DEFAULT_CONNECTIONS
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE  # the servers'; see max_reply_size
+    max_pending_per_connection: int = DEFAULT_MAX_PENDING
+    retry_policy: Callable[[int], float] | None = None
+    removal_grace: float = DEFAULT_REMOVAL_GRACE  # s, connections outliving their node
+
+    def __post_init__(self) -> None:
+        _at_least("connections_per_server", self.connections_per_server)
+        _at_least("max_pending_per_connection", self.max_pending_per_connection)
+        require_positive(connect_timeout=self.connect_timeout)
+        require_non_negative(removal_grace=self.removal_grace)
+
+    @property
+    def max_reply_size(self) -> int:
+        """The receive limit of a reply body (see the module docstring)."""
+        return max(self.max_packet_size, REPLY_LIMIT_FLOOR)
+
+
+class GatewayPool(Service):
+    """Connections to every gateway server in the view, and requests over them.
+
+    It follows the view while running: it subscribes to it in
+    ``startService`` and unsubscribes in ``stopService``.
+    """
+
+    def __init__(self, view: ClusterView, *, options: GatewayPoolOptions | None = None,
+                 reactor: Any = None) -> None:
+        self.options = GatewayPoolOptions() if options is None else options
         self._view = view
         self._reactor = default_reactor(reactor)
-        self.connections_per_server = connections_per_server
-        self.connect_timeout = connect_timeout
-        self.max_pending_per_connection = max_pending_per_connection
-        self.max_reply_size = max(max_packet_size, REPLY_LIMIT_FLOOR)
-        self._retry_policy = retry_policy or default_retry_policy()
-        self.removal_grace = removal_grace
+        self._retry_policy = self.options.retry_policy or default_retry_policy()
         self._servers: dict[str, _Server] = {}
         self._node_address: dict[str, str] = {}  # ZooKeeper node name -> address
         self._closing: set[Deferred[Any]] = set()  # stops of removed servers' services
-        self._listening = False
 
     # -- public ------------------------------------------------------------
 
@@ -235,15 +249,14 @@ class GatewayPool(Service):
         if self.running:
             return
         super().startService()
-        if not self._listening:
-            self._view.add_listener(self._on_view)
-            self._listening = True
+        self._view.add_listener(self._on_view)
         self._reconcile()
 
     def stopService(self) -> Deferred[None]:
         """Close every connection; fires once they are all closed."""
         if self.running:
             super().stopService()
+            self._view.remove_listener(self._on_view)
             for server in list(self._servers.values()):
                 self._close_server(server, "gateway pool stopped")
             self._node_address.clear()
@@ -298,13 +311,13 @@ class GatewayPool(Service):
         server.names.discard(name)
         if server.names:
             return  # another node with the same address keeps the connections
-        if self.removal_grace > 0:
+        grace = self.options.removal_grace
+        if grace > 0:
             # The Java server deletes and re-creates its node on every
             # ZooKeeper reconnect: closing at once would fail what is in
             # flight for a blip. Close only if the node stays away.
             if server.linger is None:
-                server.linger = self._reactor.callLater(
-                    self.removal_grace, self._linger_over, server)
+                server.linger = self._reactor.callLater(grace, self._linger_over, server)
         else:
             self._close_server(server, "gateway server removed from ZooKeeper")
 
@@ -318,13 +331,13 @@ class GatewayPool(Service):
     def _open_server(self, address: str, host: str, port: int) -> _Server:
         server = _Server(address, host, port)
         self._servers[address] = server
-        log.info("gateway server {gateway}: opening {n} connection(s)",
-                 gateway=address, n=self.connections_per_server)
-        for index in range(self.connections_per_server):
+        count = self.options.connections_per_server
+        log.info("gateway server {gateway}: opening {n} connection(s)", gateway=address, n=count)
+        for index in range(count):
             slot = _Slot(server, index)
             server.slots.append(slot)
             endpoint = ReportingEndpoint(
-                tcp_endpoint(self._reactor, host, port, self.connect_timeout), address,
+                tcp_endpoint(self._reactor, host, port, self.options.connect_timeout), address,
                 lambda f, slot=slot: self._attempt_failed(slot, f))
             factory = _SlotFactory(lambda slot=slot: self._build_protocol(slot))
             slot.service = QuietClientService(
@@ -336,8 +349,8 @@ class GatewayPool(Service):
         return GatewayProtocol(
             slot.server.address,
             clock=self._reactor,
-            max_reply_size=self.max_reply_size,
-            max_pending=self.max_pending_per_connection,
+            max_reply_size=self.options.max_reply_size,
+            max_pending=self.options.max_pending_per_connection,
             on_made=lambda p: self._made(slot, p),
             on_lost=lambda p, reason: self._lost(slot, p, reason),
         )

@@ -147,14 +147,14 @@ def make_redis(settings: Settings, reactor: Any = None) -> RedisService:
 
 
 def make_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None) -> GatewayPool:
-    from mpush.cluster.gateways import GatewayPool
+    from mpush.cluster.gateways import GatewayPool, GatewayPoolOptions
 
     alloc = settings.alloc
-    gateways = GatewayPool(zk, connections_per_server=settings.gateway_client_num,
-                           connect_timeout=alloc.gateway_connect_timeout,
-                           max_packet_size=settings.max_packet_size,
-                           max_pending_per_connection=alloc.max_pending_per_gateway,
-                           reactor=reactor)
+    options = GatewayPoolOptions(connections_per_server=settings.gateway_client_num,
+                                 connect_timeout=alloc.gateway_connect_timeout,
+                                 max_packet_size=settings.max_packet_size,
+                                 max_pending_per_connection=alloc.max_pending_per_gateway)
+    gateways = GatewayPool(zk, options=options, reactor=reactor)
     gateways.setName("gateways")
     return gateways
 
@@ -170,10 +170,11 @@ def make_pusher(settings: Settings, gateways: GatewayPool, cache: RedisService,
 
 def make_refresher(settings: Settings, policy: BalancePolicy, zk: ZkWatcher,
                    cache: RedisService, reactor: Any = None) -> Refresher:
-    from mpush.services.refresher import Refresher
+    from mpush.services.refresher import Refresher, RefreshSchedule
 
-    refresher = Refresher(policy, zk, cache, interval=settings.alloc.refresh_interval,
-                          change_delay=settings.alloc.change_delay, reactor=reactor)
+    schedule = RefreshSchedule(interval=settings.alloc.refresh_interval,
+                               change_delay=settings.alloc.change_delay)
+    refresher = Refresher(policy, zk, cache, schedule=schedule, reactor=reactor)
     refresher.setName("refresher")
     return refresher
 

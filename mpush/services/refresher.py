@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
@@ -30,6 +31,7 @@ from mpush.reactor import default_reactor
 __all__ = [
     "DEFAULT_CHANGE_DELAY",
     "DEFAULT_REFRESH_INTERVAL",
+    "RefreshSchedule",
     "Refresher",
 ]
 
@@ -47,6 +49,28 @@ DEFAULT_CHANGE_DELAY: float = default("mp.alloc.change-delay")
 # --------------------------------------------------------------------------
 # Refresher service
 # --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshSchedule:
+    """When a :class:`Refresher` refreshes, and how long one may take; checked when built."""
+
+    interval: float = DEFAULT_REFRESH_INTERVAL  # s between refreshes
+    change_delay: float = DEFAULT_CHANGE_DELAY  # s from a /cluster/cs change to its refresh
+    # Bound (s) on one count fetch, None: the interval. RedisService promises
+    # to fail sooner, but a refresh that never ends would block every later one.
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        require_positive(interval=self.interval)
+        require_non_negative(change_delay=self.change_delay)
+        if self.timeout is not None:
+            require_positive(timeout=self.timeout)
+
+    @property
+    def fetch_timeout(self) -> float:
+        """The bound on one count fetch, in seconds."""
+        return self.interval if self.timeout is None else self.timeout
 
 
 def _candidate_or_reason(node: ServerNodeInfo) -> Candidate | str:
@@ -74,33 +98,21 @@ class Refresher(Service):
     A refresh reads the view, sets the servers, then asks Redis for the
     online counts. It runs every ``interval`` seconds and ``change_delay``
     seconds after a change under /cluster/cs (a burst of changes gives one
-    refresh). Refreshes never overlap: one asked for while another is in
-    flight runs once right after it. Failures are logged on state changes,
-    never raised: the loop keeps running and the last order keeps serving.
+    refresh), as its :class:`RefreshSchedule` says; it listens to the view
+    only while running. Refreshes never overlap: one asked for while another
+    is in flight runs once right after it. Failures are logged on state
+    changes, never raised: the loop keeps running and the last order keeps
+    serving.
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        policy: AllocPolicy,
-        view: ClusterView,
-        cache: RedisClient,
-        interval: float = DEFAULT_REFRESH_INTERVAL,
-        change_delay: float = DEFAULT_CHANGE_DELAY,
-        reactor: Any = None,
-        timeout: float | None = None,
-    ) -> None:
-        require_positive(interval=interval)
-        require_non_negative(change_delay=change_delay)
+    def __init__(self, policy: AllocPolicy, view: ClusterView, cache: RedisClient, *,
+                 schedule: RefreshSchedule | None = None, reactor: Any = None) -> None:
         self.policy = policy
         self._view = view
         self._cache = cache
-        self._interval = interval
-        self._change_delay = change_delay
-        # Bound on one count fetch: RedisService promises to fail sooner, but
-        # a refresh that never ends would block every later one.
-        self._timeout = interval if timeout is None else timeout
+        self.schedule = RefreshSchedule() if schedule is None else schedule
         self._reactor = default_reactor(reactor)
 
         self.last_success: float | None = None  # reactor time of the last applied counts
@@ -114,7 +126,6 @@ class Refresher(Service):
 
         self._loop: LoopingCall | None = None
         self._pending_change: IDelayedCall | None = None
-        self._subscribed = False
         self._busy = False
         self._again = False
         self._inflight: Deferred[Any] | None = None  # the count fetch, for cancelling
@@ -127,20 +138,17 @@ class Refresher(Service):
         if self.running:
             return
         super().startService()
-        if not self._subscribed:
-            # ZkWatcher has no remove_listener: subscribe once, and ignore
-            # events while stopped.
-            self._view.add_listener(self._on_view_event)
-            self._subscribed = True
+        self._view.add_listener(self._on_view_event)
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self._reactor
         # _tick never raises, so this Deferred only fires on stop.
-        self._loop.start(self._interval, now=True)
+        self._loop.start(self.schedule.interval, now=True)
 
     def stopService(self) -> None:
         if not self.running:
             return
         super().stopService()
+        self._view.remove_listener(self._on_view_event)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
@@ -163,7 +171,8 @@ class Refresher(Service):
             return
         if self._pending_change is not None and self._pending_change.active():
             return  # the scheduled refresh will read the view as it is then
-        self._pending_change = self._reactor.callLater(self._change_delay, self._on_change_due)
+        self._pending_change = self._reactor.callLater(self.schedule.change_delay,
+                                                       self._on_change_due)
 
     def _on_change_due(self) -> None:
         self._pending_change = None
@@ -240,7 +249,7 @@ class Refresher(Service):
         if not token.ips:
             return None
         d = maybeDeferred(self._cache.online_counts, list(token.ips))
-        d.addTimeout(self._timeout, self._reactor)
+        d.addTimeout(self.schedule.fetch_timeout, self._reactor)
         self._inflight = d
         d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token,))
         return d
@@ -276,7 +285,7 @@ class Refresher(Service):
         self.failures += 1
         if failure.check(defer.TimeoutError):
             # addTimeout's own error reads "(1.0, 'Deferred')".
-            message = f"no answer within {self._timeout:g} s"
+            message = f"no answer within {self.schedule.fetch_timeout:g} s"
         else:
             message = failure.getErrorMessage() or failure.type.__name__
         if self.last_error is None:
