@@ -132,6 +132,10 @@ class PushOutcomeRow(Protocol):
     def gateway(self) -> str | None: ...
     @property
     def ms(self) -> float: ...
+    @property
+    def reason(self) -> str | None: ...  # a PushReason value; None on success
+    @property
+    def code(self) -> int | None: ...  # the gateway's ERROR code, if its answer ended it
 
 
 class Admission(Protocol):

@@ -1,4 +1,4 @@
-"""The shared vocabularies of a push: gateway outcomes, push results, ack models.
+"""The shared vocabularies of a push: gateway outcomes, push results and reasons, ack models.
 
 Pure. Each is a ``StrEnum``, so a member compares equal to, and serialises
 as, the very string the JSON answers, logs and metrics have always carried:
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum, StrEnum
 
-__all__ = ["AckModel", "GatewayOutcome", "PushOutcome", "TimeoutCause"]
+__all__ = ["AckModel", "GatewayOutcome", "PushOutcome", "PushReason", "TimeoutCause"]
 
 
 class GatewayOutcome(StrEnum):
@@ -29,6 +29,26 @@ class PushOutcome(StrEnum):
     FAILURE = "failure"
     OFFLINE = "offline"
     TIMEOUT = "timeout"
+
+
+class PushReason(StrEnum):
+    """The ``reason`` of one row of a ``/push`` answer: why it is not a success.
+
+    One word per distinct case; a success has none (None). docs/api.md
+    says, for each, when it happens and what an operator does about it.
+    """
+
+    NO_ROUTE = "no_route"  # Redis has no route for the user (on that client type)
+    NO_CONNECTION = "no_connection"  # a route, without a connection (no connId): offline there
+    UNKNOWN_GATEWAY = "unknown_gateway"  # the route's gateway is not among those ZooKeeper lists
+    GATEWAY_UNREACHABLE = "gateway_unreachable"  # no connection up, or all at their pending limit
+    NOT_ONLINE = "not_online"  # the gateway answered OFFLINE (code 1)
+    GATEWAY_ERROR = "gateway_error"  # the gateway answered another ERROR (``code`` says which)
+    CONNECTION_LOST = "connection_lost"  # sent, then the connection closed or spoke garbage
+    REDIS_UNAVAILABLE = "redis_unavailable"  # the route lookup failed
+    TIMED_OUT = "timed_out"  # no answer before the deadline
+    SHUTDOWN = "shutdown"  # the daemon stopped before the answer
+    INTERNAL_ERROR = "internal_error"  # a bug: a part broke its contract (logged)
 
 
 class AckModel(StrEnum):

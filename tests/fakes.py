@@ -173,6 +173,10 @@ class FakePool:
         return list(self.known)
 
     def request(self, address: str, build: Callable[[int], bytes], timeout: float) -> Deferred[Any]:
+        if address not in self.known:
+            # As the real pool: an address it does not know is unavailable, not sent.
+            self.ended += 1
+            return succeed(Reply("unavailable", address))
         sid = next(self._ids)
         data = build(sid)  # its exceptions propagate, as the real pool's
         [packet] = PacketDecoder(max_body=1 << 20).feed(data)
@@ -278,11 +282,24 @@ class FakeResult:
     result: str
     gateway: str | None
     ms: float
+    reason: str | None = None
+    code: int | None = None
+
+
+# The reason (and code) FakePushClient gives each result.
+_FAKE_REASONS: dict[str, tuple[str | None, int | None]] = {
+    "success": (None, None),
+    "offline": ("no_route", None),
+    "failure": ("gateway_error", 2),
+    "timeout": ("timed_out", None),
+}
 
 
 @dataclass
 class FakePushClient:
     """Records calls; answers from ``outcomes`` (user id -> result), at once or when told.
+
+    Each result has the reason the real client gives it most often (``_FAKE_REASONS``).
 
     Its calls go through a real PushAdmission, as PushClient's do.
     """
@@ -309,10 +326,12 @@ class FakePushClient:
         results = []
         for uid in user_ids:
             outcome = self.outcomes.get(uid, "success")
+            reason, code = _FAKE_REASONS[outcome]
             if outcome == "offline":
-                results.append(FakeResult(uid, None, "offline", None, 0.4))
+                results.append(FakeResult(uid, None, "offline", None, 0.4, reason))
             else:
-                results.append(FakeResult(uid, 1, outcome, "10.0.0.5:3001", 12.345))
+                results.append(FakeResult(uid, 1, outcome, "10.0.0.5:3001", 12.345, reason,
+                                          code))
         users = list(dict.fromkeys(user_ids))
         return self.admission.run(len(users), lambda: self._answer(results),
                                   lambda: shutdown_results(users))
@@ -327,7 +346,7 @@ class FakePushClient:
         if self.raises is not None:
             raise self.raises
         results = [FakeResult(None, None, "success", "10.0.0.5:3001", 20.0),
-                   FakeResult(None, None, "timeout", "10.0.0.6:3001", 30000.0)]
+                   FakeResult(None, None, "timeout", "10.0.0.6:3001", 30000.0, "timed_out")]
         return self.admission.run(1, lambda: self._answer(results),
                                   lambda: shutdown_results([None]))
 

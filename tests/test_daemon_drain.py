@@ -167,6 +167,10 @@ def test_sigterm_with_pushes_in_flight_answers_every_one(
         assert answer.error is None and answer.status == 200, (order, answer)
         got = {r["userId"]: r["result"] for r in answer.body["results"]}
         assert got == expected, (order, answer.body)
+        # The ones the grace cut short say so.
+        reasons = {r["userId"]: r["reason"] for r in answer.body["results"]}
+        assert reasons == {u: "shutdown" if e == "timeout" else None
+                           for u, e in expected.items()}, (order, answer.body)
     # The silent ones ended when the grace ran out, not at their 10 s timeout.
     silent_at = [a.at - signalled for a in answers[3:] if a.at is not None]
     assert all(DRAIN_DELAY + GRACE - 0.2 < t < DRAIN_DELAY + GRACE + 1.5 for t in silent_at), \

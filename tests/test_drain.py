@@ -179,8 +179,9 @@ def test_pushes_still_pending_after_the_grace_end_as_timeout() -> None:
     assert stack.pool.expired_with == [TimeoutCause.SHUTDOWN]
     status, _, body = answer(mute)
     assert status == 200
-    by_user = {r["userId"]: r["result"] for r in body["results"]}
-    assert by_user == {"mute1": "timeout", "mute2": "timeout", "fast": "success"}
+    by_user = {r["userId"]: (r["result"], r["reason"]) for r in body["results"]}
+    assert by_user == {"mute1": ("timeout", "shutdown"), "mute2": ("timeout", "shutdown"),
+                       "fast": ("success", None)}
     assert stack.client.admission.inflight == 0
     stack.clock.advance(0.02)
     closed(stack, fast, mute)
@@ -201,7 +202,7 @@ def test_a_push_stuck_before_its_gateway_request_is_answered_timeout_after_settl
     status, _, body = answer(ex)
     assert status == 200 and body["results"] == [
         {"userId": "slow-redis", "clientType": None, "result": "timeout", "gateway": None,
-         "ms": 0.0}]
+         "ms": 0.0, "reason": "shutdown", "code": None}]
     assert stack.drain.forced == 1
     # The lookup answers after all: nothing more is written.
     before = ex.raw

@@ -29,6 +29,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.web.http_headers import Headers
 
+from mpush.outcomes import PushReason
 from mpush.web.openapi import METHODS, OPENAPI_VERSION, build_document
 from tests.harness.redis import RedisServer
 from tests.harness.stack import Stack, running_stack
@@ -234,16 +235,33 @@ def test_the_validator_can_say_no() -> None:
     assert errors(schemas["Error"], {"error": "x", "status": 200})  # not an error status
     assert errors(schemas["Error"], {"error": "x", "status": 400, "extra": 1})
     answer = {"results": [{"userId": None, "clientType": None, "result": "offline",
-                           "gateway": None, "ms": 0.5}],
+                           "gateway": None, "ms": 0.5, "reason": "no_route", "code": None}],
               "summary": {"success": 0, "failure": 0, "offline": 1, "timeout": 0}}
     assert errors(schemas["PushAnswer"], answer) == []
     answer["results"][0]["result"] = "lost"
     assert errors(schemas["PushAnswer"], answer)
+    row = answer["results"][0]
+    row.update(result="failure", reason="gateway_error", code=2)
+    assert errors(schemas["PushAnswer"], answer) == []
+    for bad in ({"reason": "route changed twice"}, {"code": "2"}, {"reason": None, "code": 2.5}):
+        assert errors(schemas["PushAnswer"], {**answer, "results": [{**row, **bad}]}), bad
     assert errors(schemas["Allocation"], "1.2.3.4:3000,5.6.7.8:3000") == []
     assert errors(schemas["Allocation"], "1.2.3.4:3000,\n")
     assert errors(schemas["PushRequest"], {"msgType": 4, "timeout": 999, "tags": []})
     assert errors(schemas["Health"], {"status": "ok"})
     assert errors({"type": "boolean"}, 1) and errors({"type": "integer"}, True)
+
+
+def test_the_push_reasons_are_exactly_the_vocabulary() -> None:
+    # Generated from the StrEnum: the document names every word, and no other.
+    reason = DOC["components"]["schemas"]["PushResult"]["properties"]["reason"]
+    assert reason["type"] == ["string", "null"]
+    assert reason["enum"] == [*(m.value for m in PushReason), None]
+    assert DOC["components"]["schemas"]["PushResult"]["required"][-2:] == ["reason", "code"]
+    # docs/api.md documents every word, and no other, in its table of reasons.
+    api = (Path(__file__).parent.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    table = api.split("| `reason` | when |")[1].split("\n\n")[0]
+    assert re.findall(r"^\| `(\w+)` \|", table, re.M) == [m.value for m in PushReason]
 
 
 # ------------------------------------------------------------ the daemon

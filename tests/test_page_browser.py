@@ -71,7 +71,8 @@ def served() -> Iterator[Callable[..., tuple[FakePushClient, str]]]:
     ports: list[Any] = []
 
     def serve(token: str | None = None) -> tuple[FakePushClient, str]:
-        client = FakePushClient(outcomes={"bob": "offline", "carol": "timeout"})
+        client = FakePushClient(outcomes={"bob": "offline", "carol": "timeout",
+                                          "dave": "failure"})
         port = reactor.listenTCP(0, make_site(client, token=token), interface="127.0.0.1")
         ports.append(port)
         return client, f"http://127.0.0.1:{port.getHost().port}/index.html"
@@ -117,10 +118,10 @@ async def test_page_sends_a_push_and_shows_every_result(
     def drive() -> dict[str, Any]:
         browser.get(url)
         assert browser.title == "mpush-alloc · Send a push"
-        fill(browser, "users", "alice, bob\ncarol")
+        fill(browser, "users", "alice, bob\ncarol, dave")
         fill(browser, "content", "hello from the test")
         browser.find_element(By.ID, "send").click()
-        rows = wait_for_rows(browser, 3)
+        rows = wait_for_rows(browser, 4)
         badge = browser.find_element(By.CSS_SELECTOR, "#results-body .badge.r-success")
         chips = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#summary .chip")]
         browser.save_screenshot(str(SCREENSHOT))
@@ -133,16 +134,20 @@ async def test_page_sends_a_push_and_shows_every_result(
         }
 
     seen = await in_thread(drive)
+    # The reason in words, then the word of the answer.
     assert seen["rows"] == [
-        ["alice", "Mobile (Android/iOS)", "success", "10.0.0.5:3001", "12.3"],
-        ["bob", "—", "offline", "—", "0.4"],
-        ["carol", "Mobile (Android/iOS)", "timeout", "10.0.0.5:3001", "12.3"],
+        ["alice", "Mobile (Android/iOS)", "success", "—", "10.0.0.5:3001", "12.3"],
+        ["bob", "—", "offline", "no route in Redis no_route", "—", "0.4"],
+        ["carol", "Mobile (Android/iOS)", "timeout", "no answer in time timed_out",
+         "10.0.0.5:3001", "12.3"],
+        ["dave", "Mobile (Android/iOS)", "failure",
+         "gateway error 2 (device not reached) gateway_error", "10.0.0.5:3001", "12.3"],
     ]
-    assert seen["chips"] == ["success: 1", "failure: 0", "offline: 1", "timeout: 1"]
+    assert seen["chips"] == ["success: 1", "failure: 1", "offline: 1", "timeout: 1"]
     assert seen["success_colour"] in ("rgba(26, 127, 55, 1)", "rgb(26, 127, 55)")
     assert seen["status"].startswith("Done in ")
     assert not seen["error_shown"]
-    assert client.calls == [("push", ["alice", "bob", "carol"],
+    assert client.calls == [("push", ["alice", "bob", "carol", "dave"],
                              java_alloc_content("hello from the test", 1),
                              {"ack": "none", "timeout_ms": 3000, "tags": None})]
     assert SCREENSHOT.stat().st_size > 10_000

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from mpush.config import AllocSettings
-from mpush.outcomes import PushOutcome, TimeoutCause
+from mpush.outcomes import PushOutcome, PushReason
 from mpush.routes import parse_routes
 from mpush.services.pusher import PushClient, PushRefused, PushResult
 from mpush.wire import (
@@ -53,6 +54,11 @@ class Env:
 
     def push_now(self, users: list[str], content: bytes = b"hi", **kw: Any) -> list[PushResult]:
         d = self.client.push(users, content, **kw)
+        self.run_until(d)
+        return result_of(d)
+
+    def push_broadcast(self, content: bytes = b"news", **kw: Any) -> list[PushResult]:
+        d = self.client.broadcast(content, **kw)
         self.run_until(d)
         return result_of(d)
 
@@ -121,7 +127,8 @@ def test_minimum_timeout_puts_500_ms_on_the_wire(env: Env) -> None:
 
 def test_no_route_is_offline_without_touching_a_gateway(env: Env) -> None:
     d = env.client.push(["ghost"], b"hi")
-    assert result_of(d) == [PushResult("ghost", None, PushOutcome.OFFLINE, None, 0.0, "no route")]
+    assert result_of(d) == [PushResult("ghost", None, PushOutcome.OFFLINE, None, 0.0,
+                                       PushReason.NO_ROUTE)]
     assert env.pool.sent == []
 
 
@@ -130,6 +137,7 @@ def test_route_without_conn_id_is_offline_on_that_type(env: Env) -> None:
     d = env.client.push(["u1"], b"hi")
     [r] = result_of(d)
     assert (r.user_id, r.client_type, r.result, r.gateway) == ("u1", 2, PushOutcome.OFFLINE, None)
+    assert (r.reason, r.code) == (PushReason.NO_CONNECTION, None)
     assert env.pool.sent == []
 
 
@@ -138,6 +146,7 @@ def test_gateway_offline_answer_invalidates_the_cached_route(env: Env) -> None:
     env.pool.script(A, Step("error", code=1))
     [r] = env.push_now(["u1"])
     assert (r.client_type, r.result, r.gateway) == (1, PushOutcome.OFFLINE, A)
+    assert (r.reason, r.code) == (PushReason.NOT_ONLINE, 1)
     env.push_now(["u1"])
     assert env.cache.calls == ["mp:ur:u1", "mp:ur:u1"]
 
@@ -147,8 +156,8 @@ def test_gateway_error_codes_are_failures(env: Env, code: int) -> None:
     env.route("u1", f1=loc())
     env.pool.script(A, Step("error", code=code))
     [r] = env.push_now(["u1"])
-    assert (r.result, r.gateway) == (PushOutcome.FAILURE, A)
-    assert str(code) in (r.reason or "")
+    assert (r.result, r.gateway, r.reason, r.code) == (
+        PushOutcome.FAILURE, A, PushReason.GATEWAY_ERROR, code)
     env.push_now(["u1"])
     assert len(env.cache.calls) == 1  # a failure says nothing about the route
 
@@ -162,14 +171,25 @@ def test_no_answer_is_a_timeout_at_the_requested_time(env: Env) -> None:
     env.clock.advance(0.001)
     [r] = result_of(d)
     assert (r.result, r.gateway, r.ms) == (PushOutcome.TIMEOUT, A, pytest.approx(3000.0))
+    assert (r.reason, r.code) == (PushReason.TIMED_OUT, None)
 
 
-@pytest.mark.parametrize("outcome", ["unavailable", "lost"])
-def test_no_connection_or_lost_connection_is_a_failure(env: Env, outcome: str) -> None:
+@pytest.mark.parametrize(("outcome", "reason"), [
+    ("unavailable", PushReason.GATEWAY_UNREACHABLE), ("lost", PushReason.CONNECTION_LOST)])
+def test_no_connection_or_lost_connection_is_a_failure(
+        env: Env, outcome: str, reason: PushReason) -> None:
     env.route("u1", f1=loc())
     env.pool.script(A, Step(outcome))
     [r] = env.push_now(["u1"])
-    assert (r.result, r.gateway) == (PushOutcome.FAILURE, A)
+    assert (r.result, r.gateway, r.reason, r.code) == (PushOutcome.FAILURE, A, reason, None)
+
+
+def test_a_route_to_a_gateway_the_pool_does_not_know_is_unknown_gateway(env: Env) -> None:
+    env.route("u1", f1=loc("10.0.0.9:3001"))  # not among the gateways ZooKeeper lists
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.gateway, r.reason, r.code) == (
+        PushOutcome.FAILURE, "10.0.0.9:3001", PushReason.UNKNOWN_GATEWAY, None)
+    assert env.pool.sent == []
 
 
 def test_redis_error_is_a_failure_and_not_cached(env: Env) -> None:
@@ -177,6 +197,7 @@ def test_redis_error_is_a_failure_and_not_cached(env: Env) -> None:
     [r] = env.push_now(["u1"])
     assert (r.user_id, r.client_type, r.result, r.gateway) == (
         "u1", None, PushOutcome.FAILURE, None)
+    assert (r.reason, r.code) == (PushReason.REDIS_UNAVAILABLE, None)
     assert env.pool.sent == []
     env.cache.error = None
     env.route("u1", f1=loc())
@@ -192,7 +213,16 @@ def test_pool_breaking_its_contract_still_gives_a_result(env: Env) -> None:
     env.pool.request = broken  # type: ignore[method-assign]
     env.route("u1", f1=loc())
     [r] = env.push_now(["u1"])
-    assert (r.result, r.gateway, r.reason) == (PushOutcome.FAILURE, A, "internal error")
+    assert (r.result, r.gateway, r.reason) == (PushOutcome.FAILURE, A, PushReason.INTERNAL_ERROR)
+
+
+def test_a_reply_outcome_no_pool_gives_is_a_logged_internal_error(
+        env: Env, log_events: list[LogEvent]) -> None:
+    env.route("u1", f1=loc())
+    env.pool.script(A, Step("exploded"))
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.gateway, r.reason) == (PushOutcome.FAILURE, A, PushReason.INTERNAL_ERROR)
+    assert any("unknown outcome" in e.get("log_format", "") for e in log_events)
 
 
 # -------------------------------------------------------------- route change
@@ -227,7 +257,9 @@ def test_second_route_change_is_a_failure(env: Env) -> None:
     env.pool.script(A, Step("error", code=3, before=lambda: env.route("u1", f1=loc(B))))
     env.pool.script(B, Step("error", code=3))
     [r] = env.push_now(["u1"])
-    assert (r.result, r.gateway, r.reason) == (PushOutcome.FAILURE, B, "route changed twice")
+    # The second ROUTER_CHANGE is the gateway's error 3.
+    assert (r.result, r.gateway, r.reason, r.code) == (
+        PushOutcome.FAILURE, B, PushReason.GATEWAY_ERROR, 3)
     assert [s.address for s in env.pool.sent] == [A, B]
     env.push_now(["u1"])
     assert len(env.cache.calls) == 3  # invalidated again
@@ -237,8 +269,28 @@ def test_route_change_to_offline_is_offline(env: Env) -> None:
     env.route("u1", f1=loc(A))
     env.pool.script(A, Step("error", code=3, before=lambda: env.route("u1", f1=loc(B, conn=None))))
     [r] = env.push_now(["u1"])
-    assert (r.result, r.client_type) == (PushOutcome.OFFLINE, 1)
+    assert (r.result, r.client_type, r.reason) == (PushOutcome.OFFLINE, 1,
+                                                   PushReason.NO_CONNECTION)
     assert len(env.pool.sent) == 1
+
+
+def test_route_change_to_no_route_is_offline_no_route(env: Env) -> None:
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("error", code=3, before=lambda: env.cache.hashes.clear()))
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.client_type, r.gateway, r.reason) == (
+        PushOutcome.OFFLINE, 1, A, PushReason.NO_ROUTE)
+
+
+def test_route_change_then_redis_down_is_redis_unavailable(env: Env) -> None:
+    def redis_down() -> None:
+        env.cache.error = ConnectionError("redis down")
+
+    env.route("u1", f1=loc(A))
+    env.pool.script(A, Step("error", code=3, before=redis_down))
+    [r] = env.push_now(["u1"])
+    assert (r.result, r.client_type, r.gateway, r.reason, r.code) == (
+        PushOutcome.FAILURE, 1, A, PushReason.REDIS_UNAVAILABLE, None)
 
 
 def test_route_change_with_under_a_second_left_is_a_timeout(env: Env) -> None:
@@ -247,7 +299,8 @@ def test_route_change_with_under_a_second_left_is_a_timeout(env: Env) -> None:
     d = env.client.push(["u1"], b"hi", timeout_ms=3000)
     env.clock.advance(2.5)
     [r] = result_of(d)
-    assert (r.result, r.ms) == (PushOutcome.TIMEOUT, pytest.approx(2500.0))
+    assert (r.result, r.ms, r.reason) == (PushOutcome.TIMEOUT, pytest.approx(2500.0),
+                                          PushReason.TIMED_OUT)
     assert len(env.pool.sent) == 1  # no resend the server could not answer in time
 
 
@@ -258,7 +311,7 @@ def test_route_change_in_the_tick_of_the_deadline_ends_once(env: Env) -> None:
     env.clock.advance(3.0)
     assert result_of(d) == [
         PushResult("u1", 1, PushOutcome.TIMEOUT, A, pytest.approx(3000.0),
-                   "route changed, no time left to resend")
+                   PushReason.TIMED_OUT)
     ]
     assert len(env.pool.sent) == 1
     assert env.pool.ended == 1
@@ -288,10 +341,10 @@ def test_expire_all_ends_pending_requests_as_shutdown_timeouts(env: Env) -> None
     env.clock.advance(1.0)
     assert env.client.expire_all() == 1
     assert result_of(d) == [PushResult("u1", 1, PushOutcome.TIMEOUT, A, pytest.approx(1000.0),
-                                       TimeoutCause.SHUTDOWN.value)]
+                                       PushReason.SHUTDOWN)]
     # From now on a request ends at once, without being sent.
     [r] = env.push_now(["u1"])
-    assert (r.result, r.gateway, r.reason) == (PushOutcome.TIMEOUT, A, TimeoutCause.SHUTDOWN.value)
+    assert (r.result, r.gateway, r.reason) == (PushOutcome.TIMEOUT, A, PushReason.SHUTDOWN)
     assert len(env.pool.sent) == 1
 
 
@@ -299,7 +352,7 @@ def test_a_timeout_without_a_cause_is_the_deadline(env: Env) -> None:
     env.route("u1", f1=loc(A))
     env.pool.script(A, Step("silent"))
     [r] = env.push_now(["u1"])
-    assert (r.result, r.reason) == (PushOutcome.TIMEOUT, TimeoutCause.DEADLINE.value)
+    assert (r.result, r.reason) == (PushOutcome.TIMEOUT, PushReason.TIMED_OUT)
 
 
 def test_two_client_types_give_two_requests_and_ordered_results(env: Env) -> None:
@@ -528,7 +581,8 @@ def test_broadcast_sends_one_request_per_gateway(env: Env) -> None:
     env.clock.advance(0.1)
     assert result_of(d) == [
         PushResult(None, None, PushOutcome.SUCCESS, A, pytest.approx(2000.0)),
-        PushResult(None, None, PushOutcome.TIMEOUT, B, pytest.approx(30000.0), "no answer in time"),
+        PushResult(None, None, PushOutcome.TIMEOUT, B, pytest.approx(30000.0),
+                   PushReason.TIMED_OUT),
     ]
 
 
@@ -538,15 +592,24 @@ def test_broadcast_timeout_and_failures(env: Env) -> None:
     d = env.client.broadcast(b"news", timeout_ms=5000)
     assert [s.timeout for s in env.pool.sent] == [5.0, 5.0]
     env.clock.advance(5)
-    assert [(r.gateway, r.result) for r in result_of(d)] == [
-        (A, PushOutcome.FAILURE), (B, PushOutcome.FAILURE)]
+    assert [(r.gateway, r.result, r.reason, r.code) for r in result_of(d)] == [
+        (A, PushOutcome.FAILURE, PushReason.GATEWAY_ERROR, 100),
+        (B, PushOutcome.FAILURE, PushReason.GATEWAY_UNREACHABLE, None)]
+
+
+def test_a_broadcast_answered_offline_is_a_gateway_error(env: Env) -> None:
+    env.pool.script(A, Step("error", code=1))
+    env.pool.script(B, Step("lost"))
+    rows = [(r.gateway, r.result, r.reason, r.code) for r in env.push_broadcast()]
+    assert rows == [(A, PushOutcome.FAILURE, PushReason.GATEWAY_ERROR, 1),
+                    (B, PushOutcome.FAILURE, PushReason.CONNECTION_LOST, None)]
 
 
 def test_broadcast_without_gateways_is_one_failure(env: Env) -> None:
     env.pool.known = []
     [r] = result_of(env.client.broadcast(b"news"))
-    assert (r.user_id, r.client_type, r.result, r.gateway) == (
-        None, None, PushOutcome.FAILURE, None)
+    assert (r.user_id, r.client_type, r.result, r.gateway, r.reason) == (
+        None, None, PushOutcome.FAILURE, None, PushReason.UNKNOWN_GATEWAY)
 
 
 @pytest.mark.parametrize(
@@ -637,11 +700,11 @@ def test_end_all_as_timeout_ends_every_call_now_even_one_waiting_for_redis(
     env.clock.advance(1.0)
     assert admission.calls == 3 and not idle.called
     assert env.client.end_all_as_timeout() == 3
-    reason = TimeoutCause.SHUTDOWN.value
+    reason = PushReason.SHUTDOWN
     assert result_of(at_gateway) == [PushResult("u1", None, PushOutcome.TIMEOUT, None, 0.0,
                                                 reason)]
-    assert [(r.user_id, r.result, r.gateway) for r in result_of(at_redis)] == [
-        ("u2", PushOutcome.TIMEOUT, None), ("u3", PushOutcome.TIMEOUT, None)]
+    assert [(r.user_id, r.result, r.gateway, r.reason) for r in result_of(at_redis)] == [
+        ("u2", PushOutcome.TIMEOUT, None, reason), ("u3", PushOutcome.TIMEOUT, None, reason)]
     assert result_of(broadcast) == [PushResult(None, None, PushOutcome.TIMEOUT, None, 0.0,
                                                reason)]
     assert idle.called and (admission.inflight, admission.calls) == (0, 0)
@@ -651,3 +714,9 @@ def test_end_all_as_timeout_ends_every_call_now_even_one_waiting_for_redis(
     env.clock.advance(60)
     assert admission.outcomes["timeout"] == 4
     assert any("after the shutdown answer" in e.get("log_format", "") for e in log_events)
+
+
+def test_every_reason_is_reached_by_a_test_here() -> None:
+    # A new word in the vocabulary comes with a test above that reaches it.
+    source = Path(__file__).read_text(encoding="utf-8")
+    assert {m for m in PushReason if f"PushReason.{m.name}" in source} == set(PushReason)

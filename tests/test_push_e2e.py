@@ -15,6 +15,7 @@ import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
 from mpush.wire import CMD_GATEWAY_PUSH, FLAG_AUTO_ACK
+from tests.harness.fakenode import UNKNOWN_CODE, location_json
 from tests.harness.redis import RedisServer
 from tests.harness.stack import Stack, running_stack
 from tests.harness.web import request, until
@@ -40,6 +41,11 @@ def only(answer: dict[str, Any]) -> dict[str, Any]:
     return answer["results"][0]
 
 
+def why(row: dict[str, Any]) -> tuple[str, str | None, int | None]:
+    """A row's result, reason and code."""
+    return row["result"], row["reason"], row["code"]
+
+
 @pytest_twisted.ensureDeferred
 async def test_success_reaches_the_gateway_with_java_bytes(stack: Stack) -> None:
     node = await stack.node()
@@ -50,6 +56,7 @@ async def test_success_reaches_the_gateway_with_java_bytes(stack: Stack) -> None
     assert result["userId"] == "alice" and result["clientType"] == 1
     assert result["result"] == "success" and result["gateway"] == node.address
     assert result["ms"] >= 0
+    assert why(result) == ("success", None, None)
     assert summary(answer) == {"success": 1, "failure": 0, "offline": 0, "timeout": 0}
     got = node.received[-1]
     assert got.push.user_id == "alice" and got.push.client_type == 1
@@ -72,6 +79,9 @@ async def test_offline_three_ways(stack: Stack) -> None:
     assert by_user["gone"]["result"] == "offline" and by_user["gone"]["gateway"] is None
     assert by_user["says-offline"]["result"] == "offline"
     assert by_user["says-offline"]["gateway"] == node.address
+    assert why(by_user["nobody"]) == ("offline", "no_route", None)
+    assert why(by_user["gone"]) == ("offline", "no_connection", None)
+    assert why(by_user["says-offline"]) == ("offline", "not_online", 1)
     assert summary(answer)["offline"] == 3
     # Only the user the gateway itself called offline was sent to it.
     assert [r.push.user_id for r in node.received] == ["says-offline"]
@@ -88,8 +98,10 @@ async def test_failure_and_timeout(stack: Stack) -> None:
         {"userIds": ["broken", "mute", "odd"], "content": "hi", "timeout": 1000})
     took = time.monotonic() - started
     assert status == 200
-    by_user = {r["userId"]: r["result"] for r in answer["results"]}
-    assert by_user == {"broken": "failure", "mute": "timeout", "odd": "failure"}
+    by_user = {r["userId"]: why(r) for r in answer["results"]}
+    assert by_user == {"broken": ("failure", "gateway_error", 2),
+                       "mute": ("timeout", "timed_out", None),
+                       "odd": ("failure", "gateway_error", UNKNOWN_CODE)}
     assert 0.9 < took < 3.0
     assert summary(answer) == {"success": 0, "failure": 2, "offline": 0, "timeout": 1}
 
@@ -173,12 +185,17 @@ async def test_gateway_killed_fails_pending_at_once_and_recovers(stack: Stack) -
     status, answer = await pending
     took = time.monotonic() - started
     assert status == 200
-    assert only(answer)["result"] == "failure"
+    assert why(only(answer)) == ("failure", "connection_lost", None)
     assert took < 2.0, "pending pushes must fail at once, not at their 10 s timeout"
+    # While it is down (still listed in ZooKeeper): nothing to send it on.
+    pool = stack.daemon.getServiceNamed("gateways")
+    await until(lambda: not pool.is_connected(node.address), what="the pool to see it down")
+    status, answer = await stack.push({"userId": "waiting", "content": "meanwhile"})
+    assert why(only(answer)) == ("failure", "gateway_unreachable", None)
+    assert only(answer)["gateway"] == node.address
     # The gateway comes back on the same port: pushes work again, no restart.
     node.listen()
     node.set_behaviour("waiting", "deliver")
-    pool = stack.daemon.getServiceNamed("gateways")
     await until(lambda: pool.is_connected(node.address), timeout=15, what="reconnect")
     status, answer = await stack.push({"userId": "waiting", "content": "again"})
     assert only(answer)["result"] == "success"
@@ -192,8 +209,9 @@ async def test_garbage_from_a_gateway_closes_only_that_connection(stack: Stack) 
     good.add_user("fine")
     status, answer = await stack.push({"userIds": ["garbled", "fine"], "content": "x"})
     assert status == 200
-    by_user = {r["userId"]: r["result"] for r in answer["results"]}
-    assert by_user == {"garbled": "failure", "fine": "success"}
+    by_user = {r["userId"]: why(r) for r in answer["results"]}
+    assert by_user == {"garbled": ("failure", "connection_lost", None),
+                       "fine": ("success", None, None)}
     # The daemon keeps serving, and the bad gateway is reconnected.
     pool = stack.daemon.getServiceNamed("gateways")
     await until(lambda: pool.is_connected(bad.address), timeout=15, what="reconnect")
@@ -222,3 +240,62 @@ async def test_bad_input_gets_clear_answers_and_the_daemon_keeps_serving(stack: 
     assert status == 200 and only(answer)["result"] == "success"
     status, _, body = await request("GET", stack.url + "/index.html")
     assert status == 200 and b"<form" in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_route_to_a_gateway_zookeeper_does_not_list_is_unknown_gateway(
+        stack: Stack, redis_server: RedisServer) -> None:
+    node = await stack.node()
+    node.add_user("stray")
+    # A second client type routed to a gateway that never registered (port 1).
+    redis_server.call("HSET", "mp:ur:stray", "2", location_json(
+        "127.0.0.1", 1, device_id="pc", os_name="Windows 10", client_version="1.0.0",
+        conn_id="c0ffee00"))
+    status, answer = await stack.push({"userId": "stray", "content": "hi"})
+    assert status == 200
+    rows = {r["clientType"]: (r["gateway"], *why(r)) for r in answer["results"]}
+    assert rows == {1: (node.address, "success", None, None),
+                    2: ("127.0.0.1:1", "failure", "unknown_gateway", None)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_down_is_redis_unavailable(
+        tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
+        fresh_redis_server: RedisServer) -> None:
+    async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
+                             fresh_redis_server.port) as stack:
+        node = await stack.node()
+        node.add_user("cached")
+        node.add_user("unread")
+        status, answer = await stack.push({"userId": "cached", "content": "warm-up"})
+        assert status == 200 and why(only(answer)) == ("success", None, None)
+        fresh_redis_server.stop()
+        status, answer = await stack.push({"userIds": ["unread", "cached"], "content": "hi"})
+        assert status == 200
+        by_user = {r["userId"]: (r["clientType"], r["gateway"], *why(r))
+                   for r in answer["results"]}
+        # The cached route still serves; the other cannot be looked up.
+        assert by_user == {"unread": (None, None, "failure", "redis_unavailable", None),
+                           "cached": (1, node.address, "success", None, None)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_push_still_waiting_when_the_daemon_stops_is_shutdown(
+        tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
+        redis_server: RedisServer) -> None:
+    async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
+                             redis_server.port, alloc_extra="shutdown-grace = 300ms") as stack:
+        node = await stack.node()
+        node.add_user("mute", behaviour="silent")
+        node.add_user("quick")
+        pending = ensureDeferred(stack.push({"userIds": ["mute", "quick"], "content": "hi",
+                                             "timeout": 10000}))
+        await until(lambda: node.received_total == 2, what="both pushes at the gateway")
+        started = time.monotonic()
+        await stack.daemon.drain.run()  # what SIGTERM does first
+        status, answer = await pending
+        assert status == 200
+        assert time.monotonic() - started < 5.0, "ended by the grace, not the 10 s timeout"
+        by_user = {r["userId"]: why(r) for r in answer["results"]}
+        assert by_user == {"mute": ("timeout", "shutdown", None),
+                           "quick": ("success", None, None)}

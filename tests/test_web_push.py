@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import LogEvent, globalLogPublisher
 
+from mpush.outcomes import PushReason
 from mpush.web.page import load_page
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
@@ -89,7 +91,7 @@ def test_java_page_body_is_pushed_wrapped_like_the_java_alloc(
                              {"ack": "none", "timeout_ms": 3000, "tags": None})]
     assert body == {
         "results": [{"userId": "user-0", "clientType": 1, "result": "success",
-                     "gateway": "10.0.0.5:3001", "ms": 12.3}],
+                     "gateway": "10.0.0.5:3001", "ms": 12.3, "reason": None, "code": None}],
         "summary": {"success": 1, "failure": 0, "offline": 0, "timeout": 0},
     }
 
@@ -196,7 +198,8 @@ def test_all_offline_is_still_200_with_every_outcome(client: FakePushClient) -> 
     assert status == 200
     assert answer["summary"] == {"success": 0, "failure": 0, "offline": 2, "timeout": 0}
     assert answer["results"][0] == {"userId": "a", "clientType": None, "result": "offline",
-                                    "gateway": None, "ms": 0.4}
+                                    "gateway": None, "ms": 0.4, "reason": "no_route",
+                                    "code": None}
 
 
 def test_mixed_outcomes_are_counted(client: FakePushClient) -> None:
@@ -548,6 +551,13 @@ def test_index_html_is_served_as_utf8_html(site: AllocSite) -> None:
     status, headers, body = split(ex.raw)
     assert (status, headers["content-length"], body) == (200, str(len(load_page())), b"")
     assert post(site, b"", path="/index.html")[0] == 405
+
+
+def test_the_page_puts_every_reason_in_words() -> None:
+    # The page's map of reasons names exactly the vocabulary of the answers.
+    script = load_page().decode("utf-8")
+    reasons = script.split("const REASONS = {", 1)[1].split("};", 1)[0]
+    assert re.findall(r"^\s*(\w+): \"", reasons, re.M) == [m.value for m in PushReason]
 
 
 def test_root_stays_the_allocation_api(site: AllocSite) -> None:

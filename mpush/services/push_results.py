@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mpush.outcomes import GatewayOutcome, PushOutcome, TimeoutCause
-from mpush.wire import ERROR_REASONS, ErrorCode
+from mpush.outcomes import GatewayOutcome, PushOutcome, PushReason, TimeoutCause
+from mpush.wire import ErrorCode
 
 if TYPE_CHECKING:  # annotations only: this module stays free of Twisted at runtime
     from mpush.interfaces import GatewayReplyInfo
@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # annotations only: this module stays free of Twisted at runt
 __all__ = [
     "PushResult",
     "ShutdownReply",
-    "error_reason",
     "is_router_change",
     "reply_result",
     "shutdown_results",
@@ -33,8 +32,10 @@ class PushResult:
     ``client_type`` is None when the user had no route at all (or the lookup
     failed); ``gateway`` ("host:port") is the gateway last asked, None when
     none was. ``ms`` is the time since ``push()``/``broadcast()`` was called.
-    ``reason`` says briefly why a result is not a success (for logs and
-    operators; not a stable API).
+    ``reason`` says in one word (a :class:`~mpush.outcomes.PushReason`) why
+    a result is not a success, None for a success; ``code`` is the gateway's
+    ERROR code when its answer ended it (``gateway_error``, ``not_online``),
+    else None.
     """
 
     user_id: str | None
@@ -42,7 +43,8 @@ class PushResult:
     result: PushOutcome
     gateway: str | None
     ms: float
-    reason: str | None = None
+    reason: PushReason | None = None
+    code: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,15 +61,11 @@ def shutdown_results(targets: Iterable[str | None]) -> list[PushResult]:
     """A shutdown that cannot wait: every target ``timeout``, nothing else known.
 
     One row per user (a broadcast: one row, ``None``), without client type,
-    gateway or time: what the ``/push`` answer has always said then.
+    gateway or time (what the ``/push`` answer has always said then), reason
+    ``shutdown``.
     """
-    reason = TimeoutCause.SHUTDOWN.value
-    return [PushResult(user, None, PushOutcome.TIMEOUT, None, 0.0, reason) for user in targets]
-
-
-def error_reason(code: int | None) -> str:
-    text = ERROR_REASONS.get(code) if code is not None else None
-    return f"gateway error {code}" + (f" ({text})" if text else "")
+    return [PushResult(user, None, PushOutcome.TIMEOUT, None, 0.0, PushReason.SHUTDOWN)
+            for user in targets]
 
 
 def is_router_change(reply: GatewayReplyInfo | None) -> bool:
@@ -75,30 +73,33 @@ def is_router_change(reply: GatewayReplyInfo | None) -> bool:
             and reply.code == ErrorCode.ROUTER_CHANGE)
 
 
-def reply_result(reply: GatewayReplyInfo | None, *, single: bool) -> tuple[PushOutcome, str | None]:
-    """(result, reason) of a reply; None is a pool that broke its never-fails contract.
+def reply_result(reply: GatewayReplyInfo | None, *, single: bool
+                 ) -> tuple[PushOutcome, PushReason | None, int | None]:
+    """(result, reason, code) of a reply; None is a pool that broke its never-fails contract.
 
-    ``single``: a single push, where the gateway's OFFLINE error means the
-    user is offline; to a broadcast it is a failure like any error.
+    ``code`` is the gateway's ERROR code (None for any other outcome, and
+    for an ERROR that did not answer the push). ``single``: a single push,
+    where the gateway's OFFLINE error means the user is not online there;
+    to a broadcast it is a ``gateway_error`` like any other. UNAVAILABLE
+    is ``gateway_unreachable``; the caller, which can ask the pool, makes it
+    ``unknown_gateway`` when the pool does not know the gateway at all.
     """
     if reply is None:
-        return PushOutcome.FAILURE, "internal error"
+        return PushOutcome.FAILURE, PushReason.INTERNAL_ERROR, None
     outcome = reply.outcome
     if outcome == GatewayOutcome.OK:
-        return PushOutcome.SUCCESS, None
+        return PushOutcome.SUCCESS, None, None
     if outcome == GatewayOutcome.ERROR:
         if single and reply.code == ErrorCode.OFFLINE:
-            return PushOutcome.OFFLINE, "gateway: user offline"
-        return PushOutcome.FAILURE, error_reason(reply.code)
+            return PushOutcome.OFFLINE, PushReason.NOT_ONLINE, reply.code
+        return PushOutcome.FAILURE, PushReason.GATEWAY_ERROR, reply.code
     if outcome == GatewayOutcome.TIMEOUT:
         # A typed cause, set by the pool's shutdown expiry; anything else is the deadline.
-        cause = getattr(reply, "cause", None)
-        if cause is not TimeoutCause.SHUTDOWN:
-            cause = TimeoutCause.DEADLINE
-        return PushOutcome.TIMEOUT, cause.value
+        shutdown = getattr(reply, "cause", None) is TimeoutCause.SHUTDOWN
+        return PushOutcome.TIMEOUT, PushReason.SHUTDOWN if shutdown else PushReason.TIMED_OUT, None
     if outcome == GatewayOutcome.UNAVAILABLE:
         # As the Java client: no gateway connection is a failure.
-        return PushOutcome.FAILURE, "no gateway connection"
+        return PushOutcome.FAILURE, PushReason.GATEWAY_UNREACHABLE, None
     if outcome == GatewayOutcome.LOST:
-        return PushOutcome.FAILURE, "gateway connection lost"
-    return PushOutcome.FAILURE, f"unknown reply outcome {outcome!r}"
+        return PushOutcome.FAILURE, PushReason.CONNECTION_LOST, None
+    return PushOutcome.FAILURE, PushReason.INTERNAL_ERROR, None  # an outcome no pool gives

@@ -45,7 +45,7 @@ from twisted.logger import Logger
 from mpush.arguments import require_positive
 from mpush.config.keys import default
 from mpush.interfaces import GatewayReplyInfo, GatewayRequester, RedisClient
-from mpush.outcomes import AckModel, PushOutcome, TimeoutCause
+from mpush.outcomes import AckModel, PushOutcome, PushReason, TimeoutCause
 from mpush.reactor import default_reactor
 from mpush.routes import Route
 from mpush.services.admission import PushAdmission, PushRefused
@@ -295,7 +295,7 @@ class PushClient:
             # Not an empty list: all(r.result == "success" for r in []) is
             # True, and nobody got this broadcast.
             return succeed([PushResult(None, None, PushOutcome.FAILURE, None, 0.0,
-                                       "no gateway server known")])
+                                       PushReason.UNKNOWN_GATEWAY)])
         per_gateway = [
             ensureDeferred(self._broadcast_one(start, address, build, timeout))
             for address in addresses
@@ -312,10 +312,23 @@ class PushClient:
         client_type: int | None,
         result: PushOutcome,
         gateway: str | None,
-        reason: str | None = None,
+        reason: PushReason | None = None,
+        code: int | None = None,
     ) -> PushResult:
         ms = self._elapsed_ms(job.start)
-        return PushResult(user_id, client_type, result, gateway, ms, reason)
+        return PushResult(user_id, client_type, result, gateway, ms, reason, code)
+
+    def _reply_result(self, reply: GatewayReplyInfo | None, gateway: str, *, single: bool
+                      ) -> tuple[PushOutcome, PushReason | None, int | None]:
+        result, reason, code = reply_result(reply, single=single)
+        if reason is PushReason.INTERNAL_ERROR and reply is not None:
+            log.error("gateway request to {address} ended with an unknown outcome {outcome!r}",
+                      address=gateway, outcome=reply.outcome)
+        elif reason is PushReason.GATEWAY_UNREACHABLE and gateway not in self._pool.addresses():
+            # Not a connection down: the pool has no such gateway server, i.e.
+            # ZooKeeper does not list it (a stale route, or a gateway gone).
+            reason = PushReason.UNKNOWN_GATEWAY
+        return result, reason, code
 
     async def _request(
         self, address: str, build: Callable[[int], bytes], timeout: float
@@ -345,16 +358,22 @@ class PushClient:
         except Exception as e:
             # Redis down or slow: we cannot know where the user is; not
             # "offline", which would claim we know.
-            if not job.lookup_error_logged:
-                job.lookup_error_logged = True
-                log.warn("route lookup of {user} failed: {error}", user=user_id, error=e)
+            self._lookup_failed(job, user_id, e)
             return [self._result(job, user_id, None, PushOutcome.FAILURE, None,
-                                 f"route lookup failed: {e}")]
+                                 PushReason.REDIS_UNAVAILABLE)]
         if not routes:
-            return [self._result(job, user_id, None, PushOutcome.OFFLINE, None, "no route")]
+            return [self._result(job, user_id, None, PushOutcome.OFFLINE, None,
+                                 PushReason.NO_ROUTE)]
         per_route = [ensureDeferred(self._push_route(job, user_id, r)) for r in routes]
         results: list[PushResult] = await gatherResults(per_route, consumeErrors=True)
         return results
+
+    @staticmethod
+    def _lookup_failed(job: _Job, user_id: str, error: Exception) -> None:
+        # The reason says redis_unavailable; the log says why, once per call.
+        if not job.lookup_error_logged:
+            job.lookup_error_logged = True
+            log.warn("route lookup of {user} failed: {error}", user=user_id, error=error)
 
     async def _push_route(self, job: _Job, user_id: str, route: Route) -> PushResult:
         try:
@@ -363,12 +382,13 @@ class PushClient:
             # A bug must not leave the caller's Deferred hanging or failing.
             log.failure("push to {user} type {ct} failed", user=user_id, ct=route.client_type)
             return self._result(job, user_id, route.client_type, PushOutcome.FAILURE, None,
-                                "internal error")
+                                PushReason.INTERNAL_ERROR)
 
     async def _push_route_inner(self, job: _Job, user_id: str, route: Route) -> PushResult:
         ct = route.client_type
         if not route.online:
-            return self._result(job, user_id, ct, PushOutcome.OFFLINE, None, "no connection")
+            return self._result(job, user_id, ct, PushOutcome.OFFLINE, None,
+                                PushReason.NO_CONNECTION)
         # The deadline runs from the first send, as the Java client's timer does.
         deadline = self._reactor.seconds() + job.timeout_ms / 1000
         build = self._single_builder(job, user_id, ct, job.timeout_ms)
@@ -384,25 +404,27 @@ class PushClient:
         try:
             fresh = await self.routes.lookup(user_id)
         except Exception as e:
+            self._lookup_failed(job, user_id, e)
             return self._result(job, user_id, ct, PushOutcome.FAILURE, gateway,
-                                f"route lookup failed: {e}")
+                                PushReason.REDIS_UNAVAILABLE)
         new = next((r for r in fresh if r.client_type == ct), None)
         if new is None or not new.online:
-            return self._result(job, user_id, ct, PushOutcome.OFFLINE, gateway,
-                                "offline after route change")
+            # Offline after the route change: no route left for this client type, or one
+            # without a connection.
+            reason = PushReason.NO_ROUTE if new is None else PushReason.NO_CONNECTION
+            return self._result(job, user_id, ct, PushOutcome.OFFLINE, gateway, reason)
         # Floor to whole ms; round first so 2.6 s is 2600 ms, not 2599.
         remaining_ms = math.floor(round((deadline - self._reactor.seconds()) * 1000, 6))
         if remaining_ms < MIN_TIMEOUT_MS:
             # The server would get < 500 ms (remaining - 500) and likely drop
-            # its own OK; only our timer would end it: say so now.
+            # its own OK; only our timer would end it: say so now (timed_out).
             return self._result(job, user_id, ct, PushOutcome.TIMEOUT, gateway,
-                                "route changed, no time left to resend")
+                                PushReason.TIMED_OUT)
         build = self._single_builder(job, user_id, ct, remaining_ms)
         reply = await self._request(new.gateway, build, remaining_ms / 1000)
         if is_router_change(reply):
+            # Changed twice: no resend; a failure, gateway_error with code 3.
             self.routes.invalidate(user_id)
-            return self._result(job, user_id, ct, PushOutcome.FAILURE, new.gateway,
-                                "route changed twice")
         return self._single_result(job, user_id, ct, new.gateway, reply)
 
     def _single_result(
@@ -413,15 +435,15 @@ class PushClient:
         gateway: str,
         reply: GatewayReplyInfo | None,
     ) -> PushResult:
-        result, reason = reply_result(reply, single=True)
+        result, reason, code = self._reply_result(reply, gateway, single=True)
         if result is PushOutcome.OFFLINE:
             # The gateway checked Redis itself: our cached route is stale.
             self.routes.invalidate(user_id)
-        return self._result(job, user_id, ct, result, gateway, reason)
+        return self._result(job, user_id, ct, result, gateway, reason, code)
 
     async def _broadcast_one(
         self, start: float, address: str, build: Callable[[int], bytes], timeout: float
     ) -> PushResult:
         reply = await self._request(address, build, timeout)
-        result, reason = reply_result(reply, single=False)
-        return PushResult(None, None, result, address, self._elapsed_ms(start), reason)
+        result, reason, code = self._reply_result(reply, address, single=False)
+        return PushResult(None, None, result, address, self._elapsed_ms(start), reason, code)

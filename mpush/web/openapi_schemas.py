@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mpush.outcomes import AckModel, PushOutcome
+from mpush.outcomes import AckModel, PushOutcome, PushReason
 from mpush.web.push_body import MAX_TIMEOUT_MS
 from mpush.wire import MIN_TIMEOUT_MS
 
@@ -182,6 +182,13 @@ def _push_result() -> Json:
         "gateway": {"type": ["string", "null"],
                     "description": "the gateway `host:port` asked; null if none"},
         "ms": {"type": "number", "minimum": 0, "description": "time taken, ms"},
+        "reason": {"type": ["string", "null"], "enum": [*(m.value for m in PushReason), None],
+                   "description": "why not a success, one word (docs/api.md lists"
+                                  " them); null on success"},
+        "code": {"type": ["integer", "null"],
+                 "description": "the gateway's ERROR code: with reason `not_online` (1)"
+                                " or `gateway_error` (null if that ERROR did not"
+                                " answer the push); otherwise null"},
     })
 
 

@@ -236,4 +236,6 @@ def _row(result: PushOutcomeRow) -> dict[str, Any]:
         "result": result.result,
         "gateway": result.gateway,
         "ms": round(float(result.ms), 1),
+        "reason": result.reason,
+        "code": result.code,
     }
