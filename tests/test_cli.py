@@ -80,7 +80,10 @@ async def test_send_with_one_user_offline_exits_1(stack: Stack) -> None:
                                "--content", "raw", "--ack", "auto", "--timeout", "5s",
                                url=stack.url)
     assert code == 1, (out, err)
-    assert out.splitlines()[-1] == "1 delivered, 1 offline"
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
+    assert rows["alice"][2:4] == ["success", "-"]
+    assert rows["nobody"][2:4] == ["offline", "no_route"]
+    assert out.splitlines()[-1] == "1 delivered, 1 offline (no_route)"
     pushed = node.received[-1].push
     assert pushed.content == b"raw" and pushed.timeout == 4500  # 5 s less the server's 500 ms
 

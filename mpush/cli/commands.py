@@ -100,9 +100,14 @@ def build_push(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summary_line(results: list[dict[str, Any]]) -> str:
-    counts = Counter(r.get("result") for r in results)
-    parts = [f"{counts[outcome]} {word}" for outcome, word in SUMMARY_WORDS.items()
-             if counts[outcome]]
+    """"2 delivered, 1 offline (no_route)": the counts, and why where not delivered."""
+    parts = []
+    for outcome, word in SUMMARY_WORDS.items():
+        rows = [r for r in results if r.get("result") == outcome]
+        if rows:
+            reasons = Counter(str(r["reason"]) for r in rows if r.get("reason"))
+            why = ", ".join(reason for reason, _ in reasons.most_common())
+            parts.append(f"{len(rows)} {word}" + (f" ({why})" if why else ""))
     return ", ".join(parts) or "no result"
 
 
