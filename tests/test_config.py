@@ -905,6 +905,47 @@ def test_bad_values_name_the_file_and_the_key(
     assert (err.source, err.key) == (path, key)
 
 
+# pyhocon joins a concatenation holding a duration, a boolean or null as the
+# str() of each part ('0:00:30please'); the message quotes the file's text.
+ECHOES: list[tuple[str, str, str]] = [
+    ("mp.alloc.refresh-interval = 30 seconds please", "mp.alloc.refresh-interval",
+     "must be a duration such as 5s or 500ms, got '30 seconds please'"),
+    ("mp.alloc.refresh-interval = 10s 5ms", "mp.alloc.refresh-interval",
+     "must be a duration such as 5s or 500ms, got '10s 5ms'"),
+    ("mp.alloc.change-delay = 1 minute or so   // a comment", "mp.alloc.change-delay",
+     "must be a duration such as 5s or 500ms, got '1 minute or so'"),
+    ("mp.alloc.max-request-size = 5 KiB extra", "mp.alloc.max-request-size",
+     "must be a size such as 10k or 1m, got '5 KiB extra'"),
+    ("mp.alloc.max-request-size = 5m extra", "mp.alloc.max-request-size",
+     "must be a size such as 10k or 1m, got '5m extra'"),
+    ("mp.net.alloc-server-port = true 80", "mp.net.alloc-server-port",
+     "must be an integer 1..65535, got 'true 80'"),
+    ('mp.alloc.refresh-interval = "every" 30s', "mp.alloc.refresh-interval",
+     "must be a duration such as 5s or 500ms, got 'every 30s'"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "problem"), ECHOES, ids=[t for t, _, _ in ECHOES])
+def test_a_concatenated_value_is_echoed_as_written(
+    write: Write, text: str, key: str, problem: str
+) -> None:
+    path = write(text + "\n")
+    assert str(error_of(path)) == f"{path}: {key}: {problem}"
+
+
+def test_a_concatenation_in_an_included_file_is_echoed_as_written(write: Write) -> None:
+    write("mp.alloc.refresh-interval = 30 seconds please # a comment\n", "inc.conf")
+    path = write('include "inc.conf"\n')
+    assert "got '30 seconds please'" in str(error_of(path))
+
+
+def test_a_concatenated_string_value_is_the_text_as_written(write: Write) -> None:
+    # As Java reads it: the text, whitespace between the parts kept.
+    path = write("mp.redis.password = 10s  true\nmp.zk.digest = null x\n")
+    loaded = load_settings(path)
+    assert (loaded.redis.password, loaded.zk.digest) == ("10s  true", "null x")
+
+
 def test_the_documented_example_message(write: Write) -> None:
     path = write("mp.net.alloc-server-port = abc\n")
     assert (
