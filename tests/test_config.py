@@ -673,6 +673,36 @@ def test_request_head_timeout_bare_number_is_milliseconds(write: Write) -> None:
     assert load_settings(path).alloc.request_head_timeout == 1.5
 
 
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [("debug", "debug"), ("DEBUG", "debug"), ("Info", "info"), ("warn", "warn"),
+     ("WARN", "warn"), ("error", "error"), ("critical", "critical"), ("trace", "debug"),
+     ("ALL", "debug"), ("off", "critical"), ('" warn "', "warn")],
+)
+def test_log_level_in_the_java_spellings(write: Write, text: str, level: str) -> None:
+    # The Java servers hand it to logback, which takes any case.
+    assert load_settings(write(f"mp.log-level = {text}\n")).log_level == level
+
+
+def test_log_level_defaults_to_info(write: Write) -> None:
+    assert load_settings(write("")).log_level == Settings().log_level == "info"
+    # As the Java reference.conf writes it, in the mp object.
+    assert load_settings(write("mp { log-level=warn }\n")).log_level == "warn"
+
+
+def test_log_level_unfiltered_maven_placeholder_is_the_default() -> None:
+    # tests/data/java-alloc.conf: mp.log-level=${log.level}
+    assert load_settings(str(JAVA_ALLOC)).log_level == "info"
+
+
+def test_log_level_unknown_is_an_error(write: Write) -> None:
+    path = write("mp.log-level = verbose\n")
+    assert str(error_of(path)) == (
+        f"{path}: mp.log-level: must be one of debug, info, warn, error, critical, "
+        "got 'verbose'"
+    )
+
+
 def test_keys_we_do_not_read_may_hold_anything(write: Write) -> None:
     path = write(
         "mp.thread.pool { event-bus { min: 1, max: 16 } }\nmp.spi.x = [1, {a: b}]\nother = null\n"

@@ -32,6 +32,7 @@ from mpush.config.kinds import (
     Duration,
     Integer,
     Kind,
+    LogLevel,
     OptionalText,
     Path,
     Ranged,
@@ -48,7 +49,7 @@ _TABLE: Final = "mpush/config/keys.toml"  # as named in messages
 _KINDS: Final[Mapping[str, type[Kind]]] = MappingProxyType(
     {
         kind.__name__: kind
-        for kind in (Choice, Duration, HostList, Integer, IPAddress, NetworkList,
+        for kind in (Choice, Duration, HostList, Integer, IPAddress, LogLevel, NetworkList,
                      OptionalText, Path, Size, Token, WholeSeconds, ZkHosts, ZkPath)
     }
 )

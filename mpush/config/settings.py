@@ -69,3 +69,4 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     alloc: AllocSettings = field(default_factory=AllocSettings)
     gateway_client_num: int = default("mp.net.gateway-client-num")  # connections per gateway
+    log_level: str = default("mp.log-level")  # "debug" | "info" | "warn" | "error" | "critical"
