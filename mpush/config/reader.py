@@ -70,6 +70,11 @@ class TreeReader:
         """``"${x}"`` when the key holds an unresolvable ${x} (a Maven placeholder), else None."""
         return unresolved_name(self._walk(key, checked=False))
 
+    def given(self, key: str) -> bool:
+        """Whether the file sets the key (null included), to something other than a placeholder."""
+        node = self._walk(key, checked=False)
+        return node is not MISSING and unresolved_name(node) is None
+
     def _walk(self, key: str, checked: bool) -> Any:
         """The raw node at `key`, MISSING when absent; unchecked, MISSING through a non-object."""
         node: Any = self.tree
