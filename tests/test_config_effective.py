@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,17 +29,9 @@ REDIS_PASSWORD = "r3dis-Pa55word-91c"
 ZK_DIGEST = "zk-d1gest-44e0"
 PUSH_TOKEN = "pUsh-T0ken-0b8d2c7e61a5"
 
-Write = Callable[..., Path]
-
-
-@pytest.fixture
-def write(tmp_path: Path) -> Write:
-    def _write(text: str, name: str = "mpush.conf") -> Path:
-        path = tmp_path / name
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    return _write
+def conf(tmp_path: Path, text: str, name: str = "mpush.conf") -> Path:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    return tmp_path / name
 
 
 def by_key(settings: Settings) -> dict[str, ConfigEntry]:
@@ -50,8 +41,9 @@ def by_key(settings: Settings) -> dict[str, ConfigEntry]:
 # ---------------------------------------------------------------- unknown keys
 
 
-def test_a_misspelt_key_of_ours_is_reported_with_the_nearest(write: Write) -> None:
-    path = write(
+def test_a_misspelt_key_of_ours_is_reported_with_the_nearest(tmp_path: Path) -> None:
+    path = conf(
+        tmp_path,
         "mp.alloc.refesh-interval = 1s\n"
         "mp.alloc { push-tokn = abc, retry-after = 3 }\n"
         "mp.alloc.frobnicate = yes\n"
@@ -68,10 +60,11 @@ def test_a_misspelt_key_of_ours_is_reported_with_the_nearest(write: Write) -> No
     assert loaded.alloc.retry_after == 3
 
 
-def test_the_java_servers_keys_are_not_unknown(write: Write) -> None:
+def test_the_java_servers_keys_are_not_unknown(tmp_path: Path) -> None:
     # Everything under mp but mp.alloc is the Java servers' (we read a few).
     assert load_settings(JAVA_ALLOC).unknown_keys == ()
-    path = write(
+    path = conf(
+        tmp_path,
         "mp.thread.pool.boss.min = 4\nmp.net.connect-server-port = 3000\n"
         "mp.redis.config.maxTotal = 8\nmp.zk.retry.maxRetries = 3\nmp.log-dir = logs\n"
         "mp.allocx = 1\nother.alloc.refesh-interval = 1s\n"
@@ -79,17 +72,17 @@ def test_the_java_servers_keys_are_not_unknown(write: Write) -> None:
     assert load_settings(path).unknown_keys == ()
 
 
-def test_no_alloc_object_no_unknown_keys(write: Write) -> None:
-    assert load_settings(write("")).unknown_keys == ()
-    assert load_settings(write("mp.alloc {}\n")).unknown_keys == ()
+def test_no_alloc_object_no_unknown_keys(tmp_path: Path) -> None:
+    assert load_settings(conf(tmp_path, "")).unknown_keys == ()
+    assert load_settings(conf(tmp_path, "mp.alloc {}\n")).unknown_keys == ()
     assert Settings().unknown_keys == ()
 
 
 # ---------------------------------------------------------------- effective settings
 
 
-def test_every_key_in_table_order_from_the_defaults(write: Write) -> None:
-    path = write("# nothing\n")
+def test_every_key_in_table_order_from_the_defaults(tmp_path: Path) -> None:
+    path = conf(tmp_path, "# nothing\n")
     entries = effective(load_settings(path))
     assert [entry.key for entry in entries] == [row.key for row in KEYS]
     assert {(entry.source, entry.file) for entry in entries} == {("default", None)}
@@ -108,10 +101,10 @@ def _documented_defaults() -> dict[str, str]:
     return dict(re.findall(r"^\| `([^`]+)` \| (`[^|]*`|none) \|", text, re.MULTILINE))
 
 
-def test_default_values_are_spelt_as_in_the_docs_table(write: Write) -> None:
+def test_default_values_are_spelt_as_in_the_docs_table(tmp_path: Path) -> None:
     documented = _documented_defaults()
     assert set(documented) == {row.key for row in KEYS}
-    shown = by_key(load_settings(write("")))
+    shown = by_key(load_settings(conf(tmp_path, "")))
     for row in KEYS:
         if row.secret or isinstance(row.kind, PathKind):
             continue  # never shown; made absolute
@@ -121,10 +114,11 @@ def test_default_values_are_spelt_as_in_the_docs_table(write: Write) -> None:
 
 
 def test_values_from_the_file_are_spelt_as_written_and_read_back(
-    write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths are taken against it
-    path = write(
+    path = conf(
+        tmp_path,
         "mp.log-level = WARN\n"
         "mp.net.alloc-server-port = 8080\n"
         "mp.core.max-packet-size = 20k\n"
@@ -162,22 +156,23 @@ def test_values_from_the_file_are_spelt_as_written_and_read_back(
         "file", str(path))
     assert shown["mp.alloc.push-timeout"].source == "default"
     # Written back as shown, every value reads as the same settings.
-    again = write("".join(f"{entry.key} = {entry.value}\n" for entry in effective(loaded)
-                          if entry.value is not None and not entry.secret), "again.conf")
+    shown_again = "".join(f"{entry.key} = {entry.value}\n" for entry in effective(loaded)
+                          if entry.value is not None and not entry.secret)
+    again = conf(tmp_path, shown_again, "again.conf")
     assert dataclasses.replace(load_settings(again), source=loaded.source) == loaded
 
 
-def test_a_key_from_an_included_file_comes_from_the_file(write: Write) -> None:
-    write("mp.alloc.push-timeout = 5s\n", "base.conf")
-    path = write('include "base.conf"\nmp.net.alloc-server-port = 8080\n')
+def test_a_key_from_an_included_file_comes_from_the_file(tmp_path: Path) -> None:
+    conf(tmp_path, "mp.alloc.push-timeout = 5s\n", "base.conf")
+    path = conf(tmp_path, 'include "base.conf"\nmp.net.alloc-server-port = 8080\n')
     shown = by_key(load_settings(path))
     assert (shown["mp.alloc.push-timeout"].source, shown["mp.alloc.push-timeout"].value) == (
         "file", "5s")
     assert shown["mp.alloc.push-timeout"].file == str(path)
 
 
-def test_null_in_the_file_is_from_the_file_and_a_placeholder_is_not(write: Write) -> None:
-    path = write("mp.alloc.access-log = null\nmp.log-level = ${log.level}\n")
+def test_null_in_the_file_is_from_the_file_and_a_placeholder_is_not(tmp_path: Path) -> None:
+    path = conf(tmp_path, "mp.alloc.access-log = null\nmp.log-level = ${log.level}\n")
     shown = by_key(load_settings(path))
     assert (shown["mp.alloc.access-log"].source, shown["mp.alloc.access-log"].value) == (
         "file", None)
@@ -187,8 +182,9 @@ def test_null_in_the_file_is_from_the_file_and_a_placeholder_is_not(write: Write
 # ---------------------------------------------------------------- the JSON document
 
 
-def test_secrets_set_in_the_file_never_appear(write: Write) -> None:
-    path = write(
+def test_secrets_set_in_the_file_never_appear(tmp_path: Path) -> None:
+    path = conf(
+        tmp_path,
         f'mp.redis.password = "{REDIS_PASSWORD}"\nmp.zk.digest = "{ZK_DIGEST}"\n'
         f'mp.alloc.push-token = "{PUSH_TOKEN}"\n'
         # A secret also as the value of an unknown key: its name is shown, not its value.
@@ -203,8 +199,8 @@ def test_secrets_set_in_the_file_never_appear(write: Write) -> None:
         assert keys[key] == {"key": key, "value": "set", "source": "file", "secret": True}
 
 
-def test_document_shape(write: Write) -> None:
-    path = write("mp.alloc.refesh-interval = 1s\nmp.zk.digest = \"\"\n")
+def test_document_shape(tmp_path: Path) -> None:
+    path = conf(tmp_path, "mp.alloc.refesh-interval = 1s\nmp.zk.digest = \"\"\n")
     document = config_document(load_settings(path))
     assert set(document) == {"file", "keys", "unknownKeys"}
     assert document["file"] == str(path)
