@@ -29,8 +29,11 @@ in this repository is a working config for the local stack). An unmodified
 Java alloc or mpush config file loads as it is: the keys under `mp.net`,
 `mp.core`, `mp.zk` and `mp.redis`, and `mp.log-level`, mean what they mean
 to the Java servers, `mp.alloc` holds our own, and every other key
-(`mp.thread`, `mp.security`, …) is ignored. What Java accepts and a plain
-HOCON parser would not, or would read differently:
+(`mp.thread`, `mp.security`, …) is ignored. A key under `mp.alloc` that is
+not in the table below is logged at start, once per key, with the nearest
+known key (`unknown key mp.alloc.refesh-interval in conf/mpush.conf: did
+you mean mp.alloc.refresh-interval?`); the start goes on. What Java accepts
+and a plain HOCON parser would not, or would read differently:
 
 * **Durations**: a bare number is milliseconds, as in Java
   (`sessionTimeoutMs = 5000` is 5 s), except in `mp.alloc.retry-after`,
