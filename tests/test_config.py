@@ -673,6 +673,36 @@ def test_request_head_timeout_bare_number_is_milliseconds(write: Write) -> None:
     assert load_settings(path).alloc.request_head_timeout == 1.5
 
 
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [("debug", "debug"), ("DEBUG", "debug"), ("Info", "info"), ("warn", "warn"),
+     ("WARN", "warn"), ("error", "error"), ("critical", "critical"), ("trace", "debug"),
+     ("ALL", "debug"), ("off", "critical"), ('" warn "', "warn")],
+)
+def test_log_level_in_the_java_spellings(write: Write, text: str, level: str) -> None:
+    # The Java servers hand it to logback, which takes any case.
+    assert load_settings(write(f"mp.log-level = {text}\n")).log_level == level
+
+
+def test_log_level_defaults_to_info(write: Write) -> None:
+    assert load_settings(write("")).log_level == Settings().log_level == "info"
+    # As the Java reference.conf writes it, in the mp object.
+    assert load_settings(write("mp { log-level=warn }\n")).log_level == "warn"
+
+
+def test_log_level_unfiltered_maven_placeholder_is_the_default() -> None:
+    # tests/data/java-alloc.conf: mp.log-level=${log.level}
+    assert load_settings(str(JAVA_ALLOC)).log_level == "info"
+
+
+def test_log_level_unknown_is_an_error(write: Write) -> None:
+    path = write("mp.log-level = verbose\n")
+    assert str(error_of(path)) == (
+        f"{path}: mp.log-level: must be one of debug, info, warn, error, critical, "
+        "got 'verbose'"
+    )
+
+
 def test_keys_we_do_not_read_may_hold_anything(write: Write) -> None:
     path = write(
         "mp.thread.pool { event-bus { min: 1, max: 16 } }\nmp.spi.x = [1, {a: b}]\nother = null\n"
@@ -903,6 +933,47 @@ def test_bad_values_name_the_file_and_the_key(
     assert message.startswith(f"{path}: {key}: "), message
     assert fragment in message, message
     assert (err.source, err.key) == (path, key)
+
+
+# pyhocon joins a concatenation holding a duration, a boolean or null as the
+# str() of each part ('0:00:30please'); the message quotes the file's text.
+ECHOES: list[tuple[str, str, str]] = [
+    ("mp.alloc.refresh-interval = 30 seconds please", "mp.alloc.refresh-interval",
+     "must be a duration such as 5s or 500ms, got '30 seconds please'"),
+    ("mp.alloc.refresh-interval = 10s 5ms", "mp.alloc.refresh-interval",
+     "must be a duration such as 5s or 500ms, got '10s 5ms'"),
+    ("mp.alloc.change-delay = 1 minute or so   // a comment", "mp.alloc.change-delay",
+     "must be a duration such as 5s or 500ms, got '1 minute or so'"),
+    ("mp.alloc.max-request-size = 5 KiB extra", "mp.alloc.max-request-size",
+     "must be a size such as 10k or 1m, got '5 KiB extra'"),
+    ("mp.alloc.max-request-size = 5m extra", "mp.alloc.max-request-size",
+     "must be a size such as 10k or 1m, got '5m extra'"),
+    ("mp.net.alloc-server-port = true 80", "mp.net.alloc-server-port",
+     "must be an integer 1..65535, got 'true 80'"),
+    ('mp.alloc.refresh-interval = "every" 30s', "mp.alloc.refresh-interval",
+     "must be a duration such as 5s or 500ms, got 'every 30s'"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "problem"), ECHOES, ids=[t for t, _, _ in ECHOES])
+def test_a_concatenated_value_is_echoed_as_written(
+    write: Write, text: str, key: str, problem: str
+) -> None:
+    path = write(text + "\n")
+    assert str(error_of(path)) == f"{path}: {key}: {problem}"
+
+
+def test_a_concatenation_in_an_included_file_is_echoed_as_written(write: Write) -> None:
+    write("mp.alloc.refresh-interval = 30 seconds please # a comment\n", "inc.conf")
+    path = write('include "inc.conf"\n')
+    assert "got '30 seconds please'" in str(error_of(path))
+
+
+def test_a_concatenated_string_value_is_the_text_as_written(write: Write) -> None:
+    # As Java reads it: the text, whitespace between the parts kept.
+    path = write("mp.redis.password = 10s  true\nmp.zk.digest = null x\n")
+    loaded = load_settings(path)
+    assert (loaded.redis.password, loaded.zk.digest) == ("10s  true", "null x")
 
 
 def test_the_documented_example_message(write: Write) -> None:

@@ -1,5 +1,6 @@
 """Logs an operator can use: JSON lines (``twistd --logger
-mpush.daemon.logs.json_observer``), secrets never written, one line per state change.
+mpush.daemon.logs.json_observer``), secrets never written, one line per state change,
+nothing below ``mp.log-level``, a warning for each unknown ``mp.alloc`` key.
 
 The unit tests check the JSON shape; the daemon tests run ``twistd
 mpush-alloc`` against real ZooKeeper and Redis servers, once per format.
@@ -18,10 +19,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from twisted.logger import Logger, LogLevel, LogPublisher
+from twisted.application.app import ApplicationRunner
+from twisted.application.service import Application
+from twisted.logger import Logger, LogLevel, LogPublisher, globalLogPublisher
 from twisted.python.failure import Failure
 
-from mpush.daemon.logs import FIXED_KEYS, event_as_dict, event_as_json_line, json_file_observer
+from mpush.config import Settings, UnknownKey
+from mpush.daemon.logs import (
+    FIXED_KEYS,
+    apply_log_config,
+    event_as_dict,
+    event_as_json_line,
+    json_file_observer,
+    level_filtered,
+    warn_unknown_keys,
+)
 from tests.fixtures_redis import REDIS_TEST_PASSWORD
 from tests.harness.daemon import BIN, Daemon, free_port, write_config
 from tests.harness.redis import RedisServer
@@ -84,6 +96,74 @@ def test_one_parseable_line_per_event() -> None:
     assert first["bad"] == "nan"  # no bare NaN: strict JSON
     assert json.loads(lines[1])["level"] == "error"
     assert event_as_json_line({"log_format": "x"}).endswith("}\n")
+
+
+# -- the level and the config warnings ---------------------------------------
+
+
+def _levels_seen(level: str) -> list[str]:
+    seen: list[dict[str, object]] = []
+    log = Logger(namespace="mpush.test", observer=level_filtered(seen.append, level))
+    for emit in (log.debug, log.info, log.warn, log.error, log.critical):
+        emit("x")
+    return [event["log_level"].name for event in seen]  # type: ignore[attr-defined]
+
+
+def test_the_level_filter_drops_what_is_below() -> None:
+    assert _levels_seen(Settings().log_level) == ["info", "warn", "error", "critical"]
+    assert _levels_seen("debug") == ["debug", "info", "warn", "error", "critical"]
+    assert _levels_seen("warn") == ["warn", "error", "critical"]
+    assert _levels_seen("critical") == ["critical"]
+
+
+class _Runner(ApplicationRunner):
+    """twistd's runner, up to the application: makeService is called from here."""
+
+    def __init__(self, factory: Callable[[], object]) -> None:
+        super().__init__({"logger": factory, "logfile": "-"})
+
+    def preApplication(self) -> None: ...
+
+    def postApplication(self) -> None: ...
+
+    def createOrGetApplication(self) -> Application:
+        apply_log_config(Settings(log_level="warn"))  # as makeService does
+        return Application("t")
+
+
+def test_twistd_gets_its_observer_filtered_at_the_configured_level() -> None:
+    seen: list[dict[str, object]] = []
+    runner = _Runner(lambda: seen.append)
+    runner.createOrGetApplication()
+    # What AppLogger.start installs (without installing it).
+    observer = runner.logger._observerFactory()
+    log = Logger(namespace="mpush.test", observer=observer)
+    log.info("dropped")
+    log.warn("kept")
+    assert [event["log_format"] for event in seen] == ["kept"]
+
+
+def test_outside_twistd_there_is_no_observer_to_filter() -> None:
+    apply_log_config(Settings(log_level="error"))  # nothing to wrap, nothing fails
+
+
+def test_one_warning_per_unknown_key() -> None:
+    seen: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        warn_unknown_keys(Settings(source="conf/x.conf", unknown_keys=(
+            UnknownKey("mp.alloc.refesh-interval", "mp.alloc.refresh-interval"),
+            UnknownKey("mp.alloc.frobnicate", None))))
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    lines = [event_as_dict(event) for event in seen]
+    assert [(line["level"], line["namespace"], line["text"]) for line in lines] == [
+        ("warn", "mpush.config", "unknown key mp.alloc.refesh-interval in conf/x.conf: "
+                                 "did you mean mp.alloc.refresh-interval?"),
+        ("warn", "mpush.config", "unknown key mp.alloc.frobnicate in conf/x.conf: ignored"),
+    ]
+    assert lines[0]["key"] == "mp.alloc.refesh-interval"
+    assert lines[0]["did_you_mean"] == "mp.alloc.refresh-interval"
 
 
 # -- the daemon -------------------------------------------------------------
@@ -211,3 +291,40 @@ def test_secrets_never_logged_and_redis_changes_logged_once(
     assert len([t for t in texts if re.search(up, t)]) == 2, log
     assert len([t for t in texts if "cannot read online counts from Redis" in t]) <= 1, log
     assert any("stopping zookeeper" in t for t in texts)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("fmt", "level"), [("text", None), ("text", "debug"), ("json", None)])
+def test_the_log_level_and_unknown_keys_in_the_daemons_log(
+        fmt: str, level: str | None, tmp_path: Path, made_daemons: list[Daemon]) -> None:
+    # Nothing to connect to: Redis is "unavailable" at once, then probed
+    # every 5 s (a debug line), as during an outage.
+    port = free_port()
+    config = write_config(
+        tmp_path / "mpush.conf", port=port, zk="127.0.0.1:1", redis_nodes=["127.0.0.1:1"],
+        alloc_extra="refesh-interval = 1s",
+        extra=("" if level is None else f"log-level = {level}\n")
+        + "thread.pool.boss.min = 4\n  log-dir = logs")
+    extra = ("--logger", "mpush.daemon.logs.json_observer") if fmt == "json" else ()
+    daemon = LoggingDaemon(tmp_path, config, port=port, twistd_args=extra)
+    made_daemons.append(daemon)
+    daemon.start()
+    _wait_log(daemon, r"Redis \(single\) unavailable", 1, wait=10)
+    if level == "debug":
+        _wait_log(daemon, r"redis probe", 1, wait=10)
+    daemon.terminate()
+    log = daemon.log()
+    if fmt == "json":
+        events = [json.loads(line) for line in log.splitlines() if line.strip()]
+        levels = {event["level"] for event in events}
+        texts = [event["text"] for event in events]
+    else:
+        levels = set(re.findall(r"^\S+ \[[^\]#]*#(\w+)\]", log, re.MULTILINE))
+        texts = log.splitlines()
+    assert ("debug" in levels) == (level == "debug"), log
+    assert "info" in levels and "warn" in levels
+    warnings = [text for text in texts if "unknown key" in text]
+    assert len(warnings) == 1, log
+    assert warnings[0].endswith(
+        f"unknown key mp.alloc.refesh-interval in {config}: did you mean "
+        "mp.alloc.refresh-interval?")

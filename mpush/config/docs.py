@@ -16,7 +16,7 @@ DOCS_PATH: Final = "docs/configuration.md"  # relative to the repository root
 COMMAND: Final = ".venv/bin/python scripts/gen-config-docs"
 
 # The docs list keys by section (the table is in reading order).
-_SECTIONS: Final = ("mp.net.", "mp.core.", "mp.zk.", "mp.redis.", "mp.alloc.")
+_SECTIONS: Final = ("mp.log-level", "mp.net.", "mp.core.", "mp.zk.", "mp.redis.", "mp.alloc.")
 
 _INTRO: Final = """\
 # Configuration
@@ -27,10 +27,13 @@ The daemon reads one HOCON file in the format of the Java `mpusher/alloc`
 server (`twistd mpush-alloc --config FILE`, default `conf/mpush.conf`, which
 in this repository is a working config for the local stack). An unmodified
 Java alloc or mpush config file loads as it is: the keys under `mp.net`,
-`mp.core`, `mp.zk` and `mp.redis` mean what they mean to the Java servers,
-`mp.alloc` holds our own, and every other key (`mp.log-level`,
-`mp.thread`, …) is ignored. What Java accepts and a plain HOCON parser
-would not, or would read differently:
+`mp.core`, `mp.zk` and `mp.redis`, and `mp.log-level`, mean what they mean
+to the Java servers, `mp.alloc` holds our own, and every other key
+(`mp.thread`, `mp.security`, …) is ignored. A key under `mp.alloc` that is
+not in the table below is logged at start, once per key, with the nearest
+known key (`unknown key mp.alloc.refesh-interval in conf/mpush.conf: did
+you mean mp.alloc.refresh-interval?`); the start goes on. What Java accepts
+and a plain HOCON parser would not, or would read differently:
 
 * **Durations**: a bare number is milliseconds, as in Java
   (`sessionTimeoutMs = 5000` is 5 s), except in `mp.alloc.retry-after`,
@@ -39,6 +42,9 @@ would not, or would read differently:
 * **Sizes**: a bare number is bytes; `k`/`K`/`KiB`, `m`, `g`, `t` are powers
   of 1024 and `kB`, `MB`, `GB`, `TB` powers of 1000, as in Java (lower-case
   `kb`, `mb`, … are taken as powers of 1024). Fractional bytes are dropped.
+* **Concatenations**: several values on one line are one string, as
+  written (`30 seconds please`, `10s 5ms`): a key that wants a duration or
+  a size refuses it, quoting that text.
 * **Strings**: an unquoted number is taken as its digits
   (`password=123456`), but a leading zero is lost first: quote passwords.
   On a key that may be "none", `""` and `null` mean none; elsewhere `null`
@@ -46,8 +52,10 @@ would not, or would read differently:
 * **Substitutions**: `${{user.dir}}`, `${{user.home}}`, `${{user.name}}` and
   `${{java.io.tmpdir}}` get the values a JVM started here would see; others
   resolve against the file, then the environment. One that cannot (an
-  unfiltered Maven placeholder such as `${{log.level}}`) is harmless unless a
-  key below depends on it; then start fails naming that key.
+  unfiltered Maven placeholder such as `${{min.hb}}`) is harmless unless a
+  key below depends on it; then start fails naming that key. Except in
+  `mp.log-level`: the Java sources' `mp.log-level=${{log.level}}` means the
+  default.
 * **Comments**: `//` and `#` end an unquoted value even with no space before
   them (`cluster-model=single//single,cluster`, as the Java reference.conf
   writes it); in an included file, leave a space.

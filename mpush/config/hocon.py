@@ -9,6 +9,10 @@ reads differently, handled here before and after pyhocon sees the text:
   the Java reference.conf); file includes are read; url/package includes,
   glob patterns and cycles are refused, so loading a config never touches
   the network or imports code.
+* A value concatenation holding a duration, a boolean or null
+  (``30 seconds please``, ``10s 5ms``, ``true x``) is its text as written,
+  as Java reads it; pyhocon would join the ``str()`` of each part
+  (``'0:00:30please'``, ``'Truex'``).
 * ``${user.dir}``, ``${user.home}``, ``${user.name}``, ``${java.io.tmpdir}``
   are answered as a JVM started here would; any other substitution neither
   the file nor the environment defines (``${log.level}``, a Maven
@@ -18,15 +22,19 @@ reads differently, handled here before and after pyhocon sees the text:
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pyhocon import ConfigFactory, ConfigTree
-from pyhocon.config_tree import ConfigSubstitution, ConfigValues
+from pyhocon import ConfigFactory, ConfigTree, config_parser
+from pyhocon.config_tree import ConfigQuotedString, ConfigSubstitution, ConfigValues
+from pyparsing import TokenConverter
 
 from mpush.config.errors import ConfigError
 
@@ -201,10 +209,77 @@ def _check_file_include(inc: _Include, source: str, basedir: str, seen: tuple[st
 # ---------------------------------------------------------------- parsing
 
 
+class _ConcatenationAsWritten(TokenConverter):
+    """pyhocon's ConcatenatedValueParser, except for a concatenation it would garble.
+
+    pyhocon reads ``30 seconds`` as a timedelta and ``true`` as a bool before
+    it sees that more follows, then joins the ``str()`` of each part:
+    ``30 seconds please`` becomes ``'0:00:30please'``. Java (Typesafe Config)
+    reads any concatenation of simple values as its text. So when a
+    concatenation holds a part that is not text, its value is the text of
+    the file from its first part to its last (see `_as_written`).
+    """
+
+    def parseImpl(self, instring: str, loc: int, do_actions: bool = True) -> Any:
+        end, tokens = super().parseImpl(instring, loc, do_actions)
+        # pyparsing calls postParse right after, with the end only. Set once
+        # the parts (which may hold nested concatenations) have been parsed.
+        self._start = loc
+        return end, tokens
+
+    def postParse(self, instring: str, loc: int, tokenlist: Any) -> Any:
+        parts = [part for part in tokenlist if part is not None]
+        lossy = any(not isinstance(part, str | ConfigQuotedString) for part in parts)
+        joined = ConfigValues(tokenlist, instring, loc).transform()
+        if len(parts) > 1 and lossy and isinstance(joined, str):
+            return [_as_written(instring[self._start : loc])]
+        return [joined]
+
+
+def _as_written(text: str) -> str:
+    """A concatenation's text: quoted parts unquoted, comments dropped, ends stripped."""
+    parts = []
+    for match in _LEX.finditer(text.replace("\\\n", "")):  # a "\" line continuation
+        if match["comment"] is not None:
+            continue
+        if match["triple"] is not None:
+            parts.append(match["triple"][3:-3])
+        elif match["quoted"] is not None:
+            parts.append(_unquoted(match["quoted"]))
+        else:
+            parts.append(match.group())
+    return "".join(parts).strip()
+
+
+def _unquoted(quoted: str) -> str:
+    """A quoted HOCON string's text (its escapes are JSON's; pyhocon keeps others as written)."""
+    try:
+        return str(json.loads(quoted, strict=False))
+    except ValueError:
+        return quoted[1:-1]
+
+
+# pyhocon builds its grammar on each parse from the names of its module.
+_SWAPPING = threading.RLock()
+
+
+@contextmanager
+def _concatenations_as_written() -> Iterator[None]:
+    """pyhocon parses with `_ConcatenationAsWritten` meanwhile (one parse at a time)."""
+    with _SWAPPING:
+        original = config_parser.ConcatenatedValueParser
+        config_parser.ConcatenatedValueParser = _ConcatenationAsWritten
+        try:
+            yield
+        finally:
+            config_parser.ConcatenatedValueParser = original
+
+
 def _parse(text: str, source: str, basedir: str) -> ConfigTree:
     """pyhocon, unresolved; any failure becomes one short line."""
     try:
-        tree = ConfigFactory.parse_string(text, basedir=basedir, resolve=False)
+        with _concatenations_as_written():
+            tree = ConfigFactory.parse_string(text, basedir=basedir, resolve=False)
     except Exception as exc:  # pyparsing and pyhocon raise many kinds; none may escape raw
         raise ConfigError(source, None, _describe_parse_error(exc)) from None
     if not isinstance(tree, ConfigTree):

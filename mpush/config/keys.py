@@ -32,6 +32,7 @@ from mpush.config.kinds import (
     Duration,
     Integer,
     Kind,
+    LogLevel,
     OptionalText,
     Path,
     Ranged,
@@ -48,7 +49,7 @@ _TABLE: Final = "mpush/config/keys.toml"  # as named in messages
 _KINDS: Final[Mapping[str, type[Kind]]] = MappingProxyType(
     {
         kind.__name__: kind
-        for kind in (Choice, Duration, HostList, Integer, IPAddress, NetworkList,
+        for kind in (Choice, Duration, HostList, Integer, IPAddress, LogLevel, NetworkList,
                      OptionalText, Path, Size, Token, WholeSeconds, ZkHosts, ZkPath)
     }
 )
@@ -61,6 +62,7 @@ class Key:
     default: Any  # the settings' value when the key is absent (None: none)
     kind: Kind
     doc: str  # one line for an operator (Markdown)
+    secret: bool = False  # its value is never shown, only whether it is set
 
 
 def _frozen(value: Any) -> Any:
@@ -84,13 +86,14 @@ def _load() -> tuple[Key, ...]:
         try:
             field, doc, name = arguments.pop("field"), arguments.pop("doc"), arguments.pop("kind")
             raw = arguments.pop("default", None)
+            secret = bool(arguments.pop("secret", False))
             kind = _KINDS[name](**{arg: _frozen(value) for arg, value in arguments.items()})
         except (KeyError, TypeError) as exc:  # a missing entry, an unknown kind or argument
             raise ConfigError(_TABLE, key, f"bad row: {exc!r}") from exc
         value = None if raw is None else kind.read(defaults, key, None)
         # Loading makes a path absolute against the working directory at start;
         # its default stays as written (read above only to check it).
-        rows.append(Key(key, field, raw if isinstance(kind, Path) else value, kind, doc))
+        rows.append(Key(key, field, raw if isinstance(kind, Path) else value, kind, doc, secret))
     return tuple(rows)
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "Duration",
     "Integer",
     "Kind",
+    "LogLevel",
     "OptionalText",
     "Path",
     "Ranged",
@@ -237,21 +238,48 @@ class Choice(Kind):
     values: tuple[str, ...]
     # Values we know but do not support, each with its own message.
     refused: tuple[tuple[str, str], ...] = ()
+    # Other names of values, each with the value it stands for.
+    aliases: tuple[tuple[str, str], ...] = ()
+    ignore_case: bool = False  # then the values and aliases are written in lower case
 
     def read(self, tree: TreeReader, key: str, default: Any) -> Any:
         value = tree.string(key, default).strip()
-        for name, problem in self.refused:
-            if value == name:
+        name = value.lower() if self.ignore_case else value
+        name = dict(self.aliases).get(name, name)
+        for refused, problem in self.refused:
+            if name == refused:
                 tree.fail(key, problem)
-        if value not in self.values:
+        if name not in self.values:
             wanted = self.values[0] if len(self.values) == 1 else "one of " + ", ".join(self.values)
             tree.fail(key, f"must be {wanted}, got {value!r}")
-        return value
+        return name
 
     def allowed(self) -> str:
         text = ", ".join(f"`{v}`" for v in self.values)
-        refused = ", ".join(f"`{name}`" for name, _ in self.refused)
-        return f"{text} ({refused} refused)" if refused else text
+        notes = [f"`{alias}` = `{value}`" for alias, value in self.aliases]
+        if self.refused:
+            notes.append(", ".join(f"`{name}`" for name, _ in self.refused) + " refused")
+        if self.ignore_case:
+            notes.append("any case")
+        return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+@dataclass(frozen=True)
+class LogLevel(Choice):
+    """A Choice for mp.log-level, where an unfiltered Maven ``${log.level}`` means the default.
+
+    The Java sources' mpush.conf says ``mp.log-level=${log.level}``, for
+    Maven to fill in; a file copied unfiltered still loads.
+    """
+
+    def read(self, tree: TreeReader, key: str, default: Any) -> Any:
+        if tree.placeholder(key) is not None:
+            return default
+        return super().read(tree, key, default)
+
+    def allowed(self) -> str:
+        placeholder = "an unresolved placeholder such as `${log.level}` = the default"
+        return f"{super().allowed()}; {placeholder}"
 
 
 @dataclass(frozen=True)

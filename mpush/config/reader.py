@@ -63,17 +63,34 @@ class TreeReader:
 
     def get(self, key: str) -> Any:
         """The raw value, None for null, MISSING when absent."""
+        node = self._walk(key, checked=True)
+        return None if isinstance(node, NoneValue) else node
+
+    def placeholder(self, key: str) -> str | None:
+        """``"${x}"`` when the key holds an unresolvable ${x} (a Maven placeholder), else None."""
+        return unresolved_name(self._walk(key, checked=False))
+
+    def given(self, key: str) -> bool:
+        """Whether the file sets the key (null included), to something other than a placeholder."""
+        node = self._walk(key, checked=False)
+        return node is not MISSING and unresolved_name(node) is None
+
+    def _walk(self, key: str, checked: bool) -> Any:
+        """The raw node at `key`, MISSING when absent; unchecked, MISSING through a non-object."""
         node: Any = self.tree
         parts = key.split(".")
         for index, part in enumerate(parts):
             if not isinstance(node, ConfigTree):
+                if not checked:
+                    return MISSING
                 self.fail(".".join(parts[:index]), f"must be an object, got {show(node)}")
             # OrderedDict.get: ConfigTree.get would parse the part as a path.
             node = OrderedDict.get(node, part, MISSING)
             if node is MISSING:
                 return MISSING
-            self.check_resolved(".".join(parts[: index + 1]), node)
-        return None if isinstance(node, NoneValue) else node
+            if checked:
+                self.check_resolved(".".join(parts[: index + 1]), node)
+        return node
 
     def present(self, key: str) -> Any:
         """The value, or MISSING when absent; null is an error (only optional keys take it)."""

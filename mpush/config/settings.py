@@ -2,16 +2,36 @@
 
 ``Settings()`` is what an empty config file gives (but for ``data_dir``,
 which loading makes absolute), so tests of other modules can build one.
+Besides the values, loaded settings say where they came from: which keys
+of the table the file set, and which keys of our own namespace it holds
+that we do not know. Equality compares the values only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from mpush.config.addresses import IPNetwork
 from mpush.config.keys import default
 
-__all__ = ["AllocSettings", "IPNetwork", "RedisSettings", "Settings", "ZkSettings"]
+__all__ = [
+    "AllocSettings",
+    "IPNetwork",
+    "RedisSettings",
+    "Settings",
+    "UnknownKey",
+    "ZkSettings",
+    "value_of",
+]
+
+
+@dataclass(frozen=True)
+class UnknownKey:
+    """A key of the file under mp.alloc that the table does not have (a typo, most likely)."""
+
+    key: str
+    did_you_mean: str | None  # the nearest key of the table, if one is near
 
 
 @dataclass(frozen=True)
@@ -69,3 +89,14 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     alloc: AllocSettings = field(default_factory=AllocSettings)
     gateway_client_num: int = default("mp.net.gateway-client-num")  # connections per gateway
+    log_level: str = default("mp.log-level")  # "debug" | "info" | "warn" | "error" | "critical"
+    # Where the values came from (not compared): the table's keys the file
+    # sets (the others have their default), and the unknown mp.alloc keys.
+    from_file: frozenset[str] = field(default=frozenset(), compare=False)
+    unknown_keys: tuple[UnknownKey, ...] = field(default=(), compare=False)
+
+
+def value_of(settings: Settings, field_name: str) -> Any:
+    """The value a row of the table fills: its field ``"port"``, ``"zk.namespace"``, ..."""
+    section, _, name = field_name.rpartition(".")
+    return getattr(getattr(settings, section) if section else settings, name)

@@ -1,4 +1,11 @@
-"""JSON log lines for log shippers: ``twistd --logger mpush.daemon.logs.json_observer``.
+"""The daemon's log: its level (``mp.log-level``), the config's warnings, and JSON lines.
+
+**Level.** twistd installs its log observer (its text log, or the one of
+``--logger``) after ``makeService``; :func:`apply_log_config`, called there,
+makes that observer drop the events below ``mp.log-level`` and logs a
+warning for each unknown ``mp.alloc`` key of the config file.
+
+**JSON lines** for log shippers: ``twistd --logger mpush.daemon.logs.json_observer``.
 
 twistd builds its log observer itself (before the reactor runs, after
 ``makeService``); its ``--logger`` option names a factory that it calls with
@@ -35,8 +42,20 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from constantly import NamedConstant
-from twisted.logger import FileLogObserver, ILogObserver, LogEvent, formatEvent
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LegacyLogObserverWrapper,
+    LogEvent,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+)
 from twisted.python.failure import Failure
+
+from mpush.config import Settings
 
 #: The keys every line has (plus ``traceback`` for failures).
 FIXED_KEYS = ("time", "level", "namespace", "system", "text", "traceback")
@@ -114,8 +133,9 @@ def json_file_observer(out: IO[Any]) -> FileLogObserver:
 
 
 def _twistd_app_logger() -> Any:
-    """The twistd ``AppLogger`` calling the ``--logger`` factory, if any."""
-    from twisted.application.app import AppLogger
+    """twistd's ``AppLogger``: the one calling the ``--logger`` factory, or the
+    one of the runner calling ``makeService``; None outside twistd."""
+    from twisted.application.app import ApplicationRunner, AppLogger
 
     frame = inspect.currentframe()
     try:
@@ -123,6 +143,8 @@ def _twistd_app_logger() -> Any:
             candidate = frame.f_locals.get("self")
             if isinstance(candidate, AppLogger):
                 return candidate
+            if isinstance(candidate, ApplicationRunner):
+                return candidate.logger
             frame = frame.f_back
         return None
     finally:
@@ -148,3 +170,54 @@ def twistd_log_file() -> IO[Any]:
 def json_observer() -> ILogObserver:
     """The ``twistd --logger`` factory: JSON lines where the text log would go."""
     return json_file_observer(twistd_log_file())
+
+
+# -- level and config warnings ---------------------------------------------------
+
+_config_log = Logger(namespace="mpush.config")
+
+
+def level_filtered(observer: ILogObserver, level: str) -> ILogObserver:
+    """``observer`` without the events below ``level`` (a LogLevel name: ``info``, ...)."""
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    return FilteringLogObserver(observer, [predicate])
+
+
+def filter_twistd_log(level: str) -> None:
+    """Make the observer twistd installs next drop the events below ``level``.
+
+    twistd's ``AppLogger`` is made before ``makeService`` and builds its
+    observer after it (its text log, or the ``--logger`` factory's): from
+    ``makeService``, its factory is wrapped. Outside twistd, nothing to do.
+    """
+    app_logger = _twistd_app_logger()
+    if app_logger is None:
+        return
+    make = app_logger._observerFactory or app_logger._getLogObserver
+
+    def filtered() -> ILogObserver:
+        observer = make()
+        if not ILogObserver.providedBy(observer):  # a legacy one (--syslog)
+            observer = LegacyLogObserverWrapper(observer)
+        return level_filtered(observer, level)
+
+    app_logger._observerFactory = filtered
+
+
+def warn_unknown_keys(settings: Settings) -> None:
+    """One warning per unknown ``mp.alloc`` key of the config file, with the nearest key."""
+    for unknown in settings.unknown_keys:
+        if unknown.did_you_mean is None:
+            _config_log.warn("unknown key {key} in {file}: ignored", key=unknown.key,
+                             file=settings.source)
+        else:
+            _config_log.warn("unknown key {key} in {file}: did you mean {did_you_mean}?",
+                             key=unknown.key, file=settings.source,
+                             did_you_mean=unknown.did_you_mean)
+
+
+def apply_log_config(settings: Settings) -> None:
+    """What the config says of the log, from ``makeService``: its level, and the
+    unknown keys (logged when twistd's log starts, at any level but critical)."""
+    filter_twistd_log(settings.log_level)
+    warn_unknown_keys(settings)

@@ -261,10 +261,12 @@ def make_drain(settings: Settings, web: Web, pusher: PushClient, reactor: Any = 
 def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     from mpush.balance import BalancePolicy
     from mpush.cluster.kazoo_logs import bridge_stdlib_logging
+    from mpush.daemon.logs import apply_log_config
     from mpush.services.status import Status
 
     settings = options.settings
     bridge_stdlib_logging()
+    apply_log_config(settings)  # mp.log-level for twistd's log; unknown mp.alloc keys
     root = AllocDaemon(reactor)
     zk = make_zookeeper(settings, reactor)
     zk.setServiceParent(root)
