@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import ssl
 import subprocess
@@ -274,6 +275,45 @@ def test_a_listener_that_cannot_serve_fails_the_daemonizing_command(
     log = (tmp_path / "t.log").read_text()
     assert log.count(f"mpush-alloc could not start: {reason}\n") == 1
     assert re.findall(r"\] (?:starting|stopping) \w+$", log, re.MULTILINE) == []
+
+
+def readme_daemon_command() -> list[str]:
+    """The README's daemon command (``twistd --pidfile …``), as its words."""
+    readme = (Path(mpush.__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"^```sh\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
+    commands = [line for block in blocks for line in block.splitlines()
+                if line.startswith("twistd --pidfile")]
+    assert len(commands) == 1, commands
+    return shlex.split(commands[0])
+
+
+def test_the_readme_daemon_command_daemonizes_in_a_fresh_copy(tmp_path: Path) -> None:
+    # As in a fresh clone: conf/mpush.conf as committed, no run/. Only its
+    # ports change, so that the copy runs next to anything else on this host.
+    port = free_port()
+    conf = (Path(mpush.__file__).parent.parent / "conf" / "mpush.conf").read_text()
+    for old, new in (("alloc-server-port = 9999", f"alloc-server-port = {port}"),
+                     ('"127.0.0.1:2181"', '"127.0.0.1:1"'), ('"127.0.0.1:6379"', '"127.0.0.1:1"')):
+        assert conf.count(old) == 1, old
+        conf = conf.replace(old, new)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "mpush.conf").write_text(conf)
+    # What `. .venv/bin/activate` does for the command.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    daemon = Daemon(tmp_path, tmp_path / "conf" / "mpush.conf", port=port, foreground=False)
+    daemon.pidfile, daemon.logfile = tmp_path / "run" / "alloc.pid", tmp_path / "run" / "alloc.log"
+    try:
+        result = subprocess.run(readme_daemon_command(), cwd=tmp_path, env=env, timeout=60,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr + daemon.log()
+        assert daemon.pid != os.getpid()
+        daemon.wait_listening(10.0)
+        status, headers, _ = daemon.get()
+        assert (status, headers["Retry-After"]) == (503, "5")  # no ZooKeeper: no server yet
+        daemon.terminate()
+    finally:
+        daemon.kill()
+    assert not daemon.pidfile.exists()
 
 
 def test_https_with_a_generated_self_signed_certificate(

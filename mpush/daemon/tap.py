@@ -75,6 +75,31 @@ class Options(usage.Options):
         except ConfigError as e:
             # SystemExit, not UsageError: twistd would print its whole usage.
             raise SystemExit(f"mpush-alloc: config error: {e}") from None
+        _make_twistd_directories(self.parent)
+
+
+def _make_twistd_directories(twistd: usage.Options | None) -> None:
+    """Creates the directory of twistd's ``--pidfile`` and ``--logfile`` if missing.
+
+    So that ``--pidfile run/alloc.pid --logfile run/alloc.log`` works in a
+    fresh clone (twistd would stop with a traceback). One level only: a
+    directory whose parent is missing is more likely a typo, and stops the
+    start with one line.
+    """
+    if twistd is None:  # parsed on its own, not as a twistd subcommand
+        return
+    for option in ("pidfile", "logfile"):
+        path = twistd.get(option) or ""
+        directory = os.path.dirname(path)
+        if path == "-" or not directory or os.path.isdir(directory):
+            continue
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            pass  # made meanwhile; a file of that name fails twistd's own open
+        except OSError as e:
+            raise SystemExit(f"mpush-alloc: cannot create the directory of --{option}"
+                             f" {path}: {e.strerror or e}") from None
 
 
 class AllocDaemon(OrderedService):
