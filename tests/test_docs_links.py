@@ -15,7 +15,6 @@ Pure file reading: no server, no network.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from collections.abc import Iterator
@@ -182,11 +181,9 @@ def push_examples(text: str) -> list[dict[str, Any]]:
 
 
 def demo_users() -> set[str]:
-    spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
-    assert spec is not None and spec.loader is not None
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    return {f"{demo.DEMO_USER_PREFIX}{i}" for i in range(demo.DEMO_USERS)}
+    from scripts.demo import DEMO_USER_PREFIX, DEMO_USERS
+
+    return {f"{DEMO_USER_PREFIX}{i}" for i in range(DEMO_USERS)}
 
 
 @pytest.mark.parametrize("doc", doc_files(), ids=_rel)

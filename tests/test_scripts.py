@@ -1,12 +1,19 @@
 """The set-up scripts, without the network: scripts/install-venv installs the
-project only when its packaging changed."""
+project only when its packaging changed, and the demo (scripts/run-local)
+moves ZooKeeper and Redis to free ports when Debian's services hold theirs."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
+
+import pytest
+
+from mpush.config import load_settings
+from scripts.demo import demo_config, port_or_free
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,3 +83,28 @@ def test_a_failed_install_is_tried_again(tmp_path: Path) -> None:
     assert status == 1 and len(pips) == 1  # stopped at the first pip
     assert len(checkout.install()[2]) == 2
     assert checkout.install() == (0, "", [])
+
+
+def test_a_taken_port_is_given_up_for_a_free_one_saying_why(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert port_or_free(port, "ZooKeeper", "zookeeper") is None
+    assert capsys.readouterr().out == (
+        f"demo: port {port} for ZooKeeper is in use (Debian's zookeeper service?"
+        " `sudo systemctl stop zookeeper` frees it); using a free port instead\n")
+    assert port_or_free(port, "ZooKeeper", "zookeeper") == port  # free again
+    assert capsys.readouterr().out == ""
+
+
+def test_the_demo_config_names_the_ports_used_and_keeps_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # conf/mpush.conf's relative paths, as run-local runs it
+    path = demo_config("conf/mpush.conf", "127.0.0.1:40181", "127.0.0.1:40379", tmp_path)
+    demo, original = load_settings(path), load_settings("conf/mpush.conf")
+    assert demo.zk.server_address == "127.0.0.1:40181"
+    assert demo.redis.nodes == (("127.0.0.1", 40379),)
+    assert (demo.port, demo.zk.namespace, demo.alloc.data_dir) == (
+        original.port, original.zk.namespace, original.alloc.data_dir)
