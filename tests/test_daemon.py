@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import ssl
 import subprocess
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import mpush
-from tests.harness.daemon import BIN, Daemon, free_port, write_config
+from tests.harness.daemon import BIN, Daemon, free_port, held_port, write_config
 from tests.harness.redis import RedisServer
 from tests.harness.registry import NodeRegistrar
 from tests.harness.zookeeper import ZooKeeperServer
@@ -225,10 +224,8 @@ def unreachable_config(path: Path, port: int, **kw: str) -> Path:
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        yield held.getsockname()[1]
+    with held_port() as port:
+        yield port
 
 
 def test_port_in_use_fails_the_start_with_status_1(tmp_path: Path, taken_port: int) -> None:

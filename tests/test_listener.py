@@ -20,7 +20,7 @@ from twisted.web.server import Request, Site
 
 from mpush.daemon import tls
 from mpush.daemon.listener import ListenError, TlsOptions, WebService
-from tests.harness.daemon import free_port
+from tests.harness.daemon import free_port, held_port
 
 
 class Ok(Resource):
@@ -58,10 +58,8 @@ def ask(port: int, timeout: float) -> bytes:
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        yield held.getsockname()[1]
+    with held_port() as port:
+        yield port
 
 
 @pytest_twisted.ensureDeferred

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from mpush.config import load_settings
 from scripts.demo import demo_config, port_or_free
+from tests.harness.daemon import held_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,10 +87,7 @@ def test_a_failed_install_is_tried_again(tmp_path: Path) -> None:
 
 def test_a_taken_port_is_given_up_for_a_free_one_saying_why(
         capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        port = held.getsockname()[1]
+    with held_port() as port:
         assert port_or_free(port, "ZooKeeper", "zookeeper") is None
     assert capsys.readouterr().out == (
         f"demo: port {port} for ZooKeeper is in use (Debian's zookeeper service?"
