@@ -1,14 +1,17 @@
 """A local mpush stack to try the daemon on (``scripts/run-local`` runs it).
 
-Starts ZooKeeper and Redis on loopback (the ports of the config file),
-registers demo connection servers the way the Java mpush server does
-(ephemeral nodes, JSON, digest ACL) with online users in Redis, then runs
-``twistd -n mpush-alloc`` in the foreground. Ctrl-C (or SIGTERM) stops all.
+Starts ZooKeeper and Redis on loopback (the ports of the config file, or
+free ones when those are taken, e.g. by Debian's own ``zookeeper`` and
+``redis-server`` services), registers demo connection servers the way the
+Java mpush server does (ephemeral nodes, JSON, digest ACL) with online users
+in Redis, then runs ``twistd -n mpush-alloc`` in the foreground. Ctrl-C (or
+SIGTERM) stops all.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import socket
 import subprocess
@@ -45,6 +48,28 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def port_or_free(port: int, name: str, service: str) -> int | None:
+    """``port`` if it is free; else None (the server picks a free one), said in one line."""
+    if _port_free("127.0.0.1", port):
+        return port
+    print(f"demo: port {port} for {name} is in use (Debian's {service} service?"
+          f" `sudo systemctl stop {service}` frees it); using a free port instead", flush=True)
+    return None
+
+
+def demo_config(config: str, zk: str, redis: str, run: Path) -> Path:
+    """A config in ``run`` that includes ``config`` and names the demo's own
+    ZooKeeper and Redis (``host:port`` each) instead of its."""
+    path = run / "demo.conf"
+    path.write_text(
+        f"# Written by scripts/demo.py: {config} with the demo's own ZooKeeper and Redis.\n"
+        f"include file({json.dumps(str(Path(config).resolve()))})\n"
+        f"mp.zk.server-address = {json.dumps(zk)}\n"
+        f"mp.redis.nodes = [{json.dumps(redis)}]\n"
+    )
+    return path
+
+
 def _single_port(address: str, what: str) -> tuple[str, int]:
     host, _, port = address.split(",")[0].rpartition(":")
     if host not in ("127.0.0.1", "localhost"):
@@ -60,16 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     _, zk_port = _single_port(settings.zk.server_address, "mp.zk.server-address")
     redis_host, redis_port = settings.redis.nodes[0]
     _single_port(f"{redis_host}:{redis_port}", "mp.redis.nodes")
-    for name, port in (("ZooKeeper", zk_port), ("Redis", redis_port),
-                       ("the alloc server", settings.port)):
-        if not _port_free("127.0.0.1", port):
-            raise SystemExit(f"demo: port {port} for {name} is already in use")
+    if not _port_free("127.0.0.1", settings.port):
+        # What the README and the page's address name: no other port silently.
+        raise SystemExit(
+            f"demo: port {settings.port} (mp.net.alloc-server-port in {args.config}) is in"
+            f" use: stop what listens there (`ss -ltnp 'sport = :{settings.port}'` names it),"
+            " or give --config a copy of the file with another port")
 
     run = Path("run").resolve()
     run.mkdir(exist_ok=True)
     zk = ZooKeeperServer(base_dir=str(run / "zookeeper"))
-    zk.port = zk_port
-    redis = RedisServer(port=redis_port)
+    zk.port = port_or_free(zk_port, "ZooKeeper", "zookeeper")
+    redis = RedisServer(port=port_or_free(redis_port, "Redis", "redis-server"))
     registrar: NodeRegistrar | None = None
     node: FakeNodeProcess | None = None
     daemon: subprocess.Popen[bytes] | None = None
@@ -83,10 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        print(f"demo: ZooKeeper on 127.0.0.1:{zk_port}, Redis on 127.0.0.1:{redis_port}",
-              flush=True)
         zk.start()
         redis.start()
+        print(f"demo: ZooKeeper on {zk.connect_string}, Redis on 127.0.0.1:{redis.port}",
+              flush=True)
+        config = args.config
+        if (zk.port, redis.port) != (zk_port, redis_port):
+            config = str(demo_config(args.config, zk.connect_string,
+                                     f"127.0.0.1:{redis.port}", run))
         registrar = NodeRegistrar(zk.connect_string, namespace=settings.zk.namespace,
                                   digest=settings.zk.digest).start()
         for host, port, weight, online in DEMO_SERVERS:
@@ -94,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             users = [f"demo-user-{host}-{i}" for i in range(online)]
             for i, user in enumerate(users):
                 redis.call("ZADD", f"mp:oul:{host}", str(i), user)
-        node = FakeNodeProcess(zk.connect_string, ("127.0.0.1", redis_port),
+        node = FakeNodeProcess(zk.connect_string, ("127.0.0.1", redis.port),
                                namespace=settings.zk.namespace, users=DEMO_USERS,
                                user_prefix=DEMO_USER_PREFIX).start()
         users = ", ".join(f"{DEMO_USER_PREFIX}{i}" for i in range(DEMO_USERS))
@@ -102,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
               f"node (gateway {node.address}; users online: {users})", flush=True)
         print(f"demo: try curl -s http://127.0.0.1:{settings.port}/ or open "
               f"http://127.0.0.1:{settings.port}/index.html", flush=True)
+        print(f"demo: twistd -n mpush-alloc --config {config}", flush=True)
         daemon = subprocess.Popen([str(BIN / "twistd"), "-n", "mpush-alloc",
-                                   "--config", args.config],
+                                   "--config", config],
                                   # Its own session: Ctrl-C reaches the demo
                                   # only, which then stops the daemon once.
                                   start_new_session=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import ssl
 import subprocess
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import mpush
-from tests.harness.daemon import BIN, Daemon, free_port, write_config
+from tests.harness.daemon import BIN, Daemon, free_port, held_port, write_config
 from tests.harness.redis import RedisServer
 from tests.harness.registry import NodeRegistrar
 from tests.harness.zookeeper import ZooKeeperServer
@@ -215,26 +216,101 @@ def test_runs_as_a_daemon_without_n(start_daemon: Callable[..., Daemon],
     assert not daemon.pidfile.exists()
 
 
-def test_port_in_use_fails_the_start_with_status_1(tmp_path: Path, zk_server: ZooKeeperServer,
-                                                    redis_server: RedisServer) -> None:
-    import socket
+def unreachable_config(path: Path, port: int, **kw: str) -> Path:
+    """A config whose ZooKeeper and Redis are on port 1, where nothing listens:
+    the daemon starts all the same (``GET /`` answers 503)."""
+    return write_config(path, port=port, zk="127.0.0.1:1", redis_nodes=["127.0.0.1:1"], **kw)
 
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        config = write_config(tmp_path / "mpush.conf", port=port, zk=zk_server.connect_string,
-                              redis_nodes=[f"127.0.0.1:{redis_server.port}"])
-        result = twistd("-n", "--pidfile", str(tmp_path / "p.pid"), "--logfile",
-                        str(tmp_path / "t.log"), "mpush-alloc", "--config", str(config),
-                        cwd=tmp_path)
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with held_port() as port:
+        yield port
+
+
+def test_port_in_use_fails_the_start_with_status_1(tmp_path: Path, taken_port: int) -> None:
+    config = unreachable_config(tmp_path / "mpush.conf", taken_port)
+    result = twistd("-n", "--pidfile", str(tmp_path / "p.pid"), "--logfile",
+                    str(tmp_path / "t.log"), "mpush-alloc", "--config", str(config),
+                    cwd=tmp_path)
     assert result.returncode == 1
+    reason = f"web: cannot listen on 127.0.0.1:{taken_port}: Address already in use"
+    # One line on stderr, no traceback; the same line in the log.
+    assert result.stderr == f"mpush-alloc could not start: {reason}\n"
     log = (tmp_path / "t.log").read_text()
-    assert "web failed to start" in log
-    assert "mpush-alloc could not start" in log
-    stops = re.findall(r"\] stopping (\w+)$", log, re.MULTILINE)
-    assert stops == ["refresher", "gateways", "redis", "zookeeper"]
+    assert f"[mpush.daemon.tap.AllocDaemon#critical] mpush-alloc could not start: {reason}\n" in log
+    # The port is bound before any service starts: nothing to stop.
+    assert re.findall(r"\] (?:starting|stopping) \w+$", log, re.MULTILINE) == []
     assert not (tmp_path / "p.pid").exists()
+
+
+@pytest.mark.parametrize("cause", ["port-taken", "interface-not-local", "tls-not-pem"])
+def test_a_listener_that_cannot_serve_fails_the_daemonizing_command(
+        tmp_path: Path, taken_port: int, cause: str) -> None:
+    # Without -n: twistd's parent waits for the privileged start, where the
+    # listener binds, so an init script sees the failure.
+    port, extra = taken_port, {}
+    reason = f"web: cannot listen on 127.0.0.1:{taken_port}: Address already in use"
+    if cause == "interface-not-local":
+        port = free_port()
+        extra = {"alloc_extra": 'interface = "192.0.2.1"'}  # TEST-NET-1: never local
+        reason = f"web: cannot listen on 192.0.2.1:{port}: Cannot assign requested address"
+    elif cause == "tls-not-pem":
+        port = free_port()
+        (tmp_path / "cert.pem").write_text("not PEM\n")
+        extra = {"protocol": "https",
+                 "alloc_extra": 'tls-cert = "cert.pem"\n    tls-key = "cert.pem"'}
+        reason = f"web: TLS certificate {tmp_path}/cert.pem: no PEM certificate in it"
+    config = unreachable_config(tmp_path / "mpush.conf", port, **extra)
+    result = twistd("--pidfile", "p.pid", "--logfile", "t.log", "mpush-alloc",
+                    "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    # twistd prints what the daemon wrote to its status pipe: 100 bytes at most.
+    shown = f"1 RuntimeError: {reason}".encode()[:100][2:]
+    assert result.stderr.splitlines()[0] == f"An error has occurred: {shown!r}"
+    assert not (tmp_path / "p.pid").exists()
+    log = (tmp_path / "t.log").read_text()
+    assert log.count(f"mpush-alloc could not start: {reason}\n") == 1
+    assert re.findall(r"\] (?:starting|stopping) \w+$", log, re.MULTILINE) == []
+
+
+def readme_daemon_command() -> list[str]:
+    """The README's daemon command (``twistd --pidfile …``), as its words."""
+    readme = (Path(mpush.__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"^```sh\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
+    commands = [line for block in blocks for line in block.splitlines()
+                if line.startswith("twistd --pidfile")]
+    assert len(commands) == 1, commands
+    return shlex.split(commands[0])
+
+
+def test_the_readme_daemon_command_daemonizes_in_a_fresh_copy(tmp_path: Path) -> None:
+    # As in a fresh clone: conf/mpush.conf as committed, no run/. Only its
+    # ports change, so that the copy runs next to anything else on this host.
+    port = free_port()
+    conf = (Path(mpush.__file__).parent.parent / "conf" / "mpush.conf").read_text()
+    for old, new in (("alloc-server-port = 9999", f"alloc-server-port = {port}"),
+                     ('"127.0.0.1:2181"', '"127.0.0.1:1"'), ('"127.0.0.1:6379"', '"127.0.0.1:1"')):
+        assert conf.count(old) == 1, old
+        conf = conf.replace(old, new)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "mpush.conf").write_text(conf)
+    # What `. .venv/bin/activate` does for the command.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    daemon = Daemon(tmp_path, tmp_path / "conf" / "mpush.conf", port=port, foreground=False)
+    daemon.pidfile, daemon.logfile = tmp_path / "run" / "alloc.pid", tmp_path / "run" / "alloc.log"
+    try:
+        result = subprocess.run(readme_daemon_command(), cwd=tmp_path, env=env, timeout=60,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr + daemon.log()
+        assert daemon.pid != os.getpid()
+        daemon.wait_listening(10.0)
+        status, headers, _ = daemon.get()
+        assert (status, headers["Retry-After"]) == (503, "5")  # no ZooKeeper: no server yet
+        daemon.terminate()
+    finally:
+        daemon.kill()
+    assert not daemon.pidfile.exists()
 
 
 def test_https_with_a_generated_self_signed_certificate(

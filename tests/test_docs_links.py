@@ -7,17 +7,23 @@
   cites the design notes kept outside the repository (their names are in
   ``OUTSIDE``): whatever is still true of them lives in docs/.
 * Every docs/*.md that the code cites exists.
+* Every ``curl -d '…' …/push`` example sends a body the daemon takes, and the
+  README's push to the users that ``scripts/run-local`` has online.
 
 Pure file reading: no server, no network.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from mpush.web.push_body import parse_push_body
 
 ROOT = Path(__file__).resolve().parent.parent
 THIS = Path(__file__).resolve()
@@ -161,3 +167,39 @@ def test_the_checker_reports_the_file_and_the_target(tmp_path: Path) -> None:
         "docs/ops.md: link to 'no-such-file.md'",
         "docs/ops.md: path `scripts/no-such-script`",
     ]
+
+
+# -- the push examples ----------------------------------------------------------------
+
+_CURL_BODY = re.compile(r"curl [^\n]*?(?:\\\n[^\n]*?)*-d '([^']*)'[^\n]*?(?:\\\n[^\n]*?)*/push\b")
+
+
+def push_examples(text: str) -> list[dict[str, Any]]:
+    """The bodies of the ``curl -d '…' …/push`` commands in the code blocks of ``text``."""
+    blocks = "\n".join(match.group(0) for match in _FENCE.finditer(text))
+    return [json.loads(body) for body in _CURL_BODY.findall(blocks)]
+
+
+def demo_users() -> set[str]:
+    from scripts.demo import DEMO_USER_PREFIX, DEMO_USERS
+
+    return {f"{DEMO_USER_PREFIX}{i}" for i in range(DEMO_USERS)}
+
+
+@pytest.mark.parametrize("doc", doc_files(), ids=_rel)
+def test_push_examples_are_bodies_the_daemon_takes(doc: Path) -> None:
+    for body in push_examples(doc.read_text(encoding="utf-8")):
+        parse_push_body(json.dumps(body).encode())  # raises BadRequest otherwise
+
+
+def test_readme_pushes_to_the_demo_users() -> None:
+    # Run with scripts/run-local: a user the demo does not have is shown offline.
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    examples = push_examples(text)
+    assert examples, "no curl … /push example in README.md"
+    users = demo_users()
+    for body in examples:
+        ids = [body["userId"]] if "userId" in body else body["userIds"]
+        assert set(ids) & users, f"{ids}: none of the demo's users {sorted(users)}"
+        for user in set(ids) - users:
+            assert f'"userId":"{user}","clientType":null,"result":"offline"' in text, user

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 
@@ -123,11 +124,29 @@ def test_stop_during_start_waits_then_unwinds() -> None:
     assert stopped.called
 
 
-def test_privileged_start_is_not_passed_on() -> None:
+def test_privileged_start_is_passed_on_in_order() -> None:
+    # Before twistd reports a daemon's start: a listener binds its port here.
     events: list[str] = []
-    parent = make(events, Recorder("a", events))
+    parent = make(events, Recorder("a", events), Recorder("b", events))
     parent.privilegedStartService()
-    assert events == []
+    assert events == ["privileged a", "privileged b"]
+    assert not parent.running
+
+
+def test_a_failed_privileged_start_raises_naming_the_child() -> None:
+    events: list[str] = []
+
+    class Unbindable(Recorder):
+        def privilegedStartService(self) -> None:
+            super().privilegedStartService()
+            raise OSError("port taken")
+
+    parent = make(events, Recorder("a", events), Unbindable("b", events),
+                  Recorder("c", events))
+    with pytest.raises(StartError, match=r"^b failed to start: port taken$") as raised:
+        parent.privilegedStartService()
+    assert raised.value.name == "b"
+    assert events == ["privileged a", "privileged b"]
 
 
 def test_a_child_added_after_start_starts_and_stops_first() -> None:

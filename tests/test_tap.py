@@ -59,3 +59,22 @@ def test_the_plugin_imports_no_mpush_module_until_chosen() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.splitlines() == ["[]", "mpush-alloc"]
+
+
+def test_twistd_pidfile_and_logfile_directories_are_made_one_level_deep(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from twisted.scripts.twistd import ServerOptions
+
+    config = write_config(tmp_path / "mpush.conf", port=1, zk="127.0.0.1:1",
+                          redis_nodes=["127.0.0.1:1"])
+    monkeypatch.chdir(tmp_path)
+    # The README's command in a fresh clone: run/ is missing.
+    ServerOptions().parseOptions(["--pidfile", "run/alloc.pid", "--logfile", "run/alloc.log",
+                                  "mpush-alloc", "--config", str(config)])
+    assert (tmp_path / "run").is_dir()
+    # A missing parent is rather a typo: one line, nothing made.
+    with pytest.raises(SystemExit) as exited:
+        ServerOptions().parseOptions(["--logfile", "/nonexistent-dir/mpush/alloc.log",
+                                      "mpush-alloc", "--config", str(config)])
+    assert str(exited.value) == ("mpush-alloc: cannot create the directory of --logfile"
+                                 " /nonexistent-dir/mpush/alloc.log: No such file or directory")

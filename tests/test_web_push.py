@@ -21,7 +21,9 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import LogEvent, globalLogPublisher
 
 from mpush.outcomes import PushReason
+from mpush.web.openapi import build_document
 from mpush.web.page import load_page
+from mpush.web.push_body import FIELDS, JAVA_ALLOC_FIELDS
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
 from mpush.wire import PacketTooLarge, java_alloc_content
@@ -145,6 +147,27 @@ def test_broadcast_condition_and_options_are_passed_on(
         "ack": "biz", "timeout_ms": 60000})]
 
 
+def test_every_field_the_java_alloc_reads_is_accepted(
+    site: AllocSite, client: FakePushClient
+) -> None:
+    # mpusher/alloc's PushHandler reads userId, hello, broadcast and condition
+    # (every version; its page sends these four) and ignores anything else.
+    assert JAVA_ALLOC_FIELDS == ("userId", "hello", "broadcast", "condition")
+    single = {"userId": "u", "hello": "x", "broadcast": False, "condition": "",
+              "userIds": ["v"], "msgType": 1, "tags": ["t"], "ackModel": "auto",
+              "timeout": 5000}
+    broadcast = {"broadcast": True, "content": "raw", "condition": "true", "taskId": "t"}
+    assert set(single) | set(broadcast) == set(FIELDS)
+    for body in (single, broadcast):
+        status, _, answer = post(site, body)
+        assert status == 200, answer
+    assert [call[0] for call in client.calls] == ["push", "broadcast"]
+    # The OpenAPI document lists the same fields, and no other.
+    schema = build_document()["components"]["schemas"]["PushRequest"]
+    assert set(schema["properties"]) == set(FIELDS)
+    assert schema["additionalProperties"] is False
+
+
 def test_condition_is_ignored_on_a_single_push(site: AllocSite, client: FakePushClient) -> None:
     # As the Java alloc: its page sends the condition field whatever the target.
     assert post(site, {"userId": "u", "hello": "x", "condition": "true"})[0] == 200
@@ -264,6 +287,17 @@ BAD_BODIES: list[tuple[str, bytes, str, str]] = [
      "hello only"),
     ("msg-type-range", b'{"userId": "u", "hello": "x", "msgType": 4}', "msgType",
      "between 1 and 3"),
+    # An unknown field is named, with the closest known one; it comes before
+    # the other checks, so that a misspelt target is named as such.
+    ("unknown-ack-model", b'{"userId":"demo-0","hello":"x","ackmodel":"auto"}', "ackmodel",
+     "unknown field 'ackmodel': did you mean ackModel?"),
+    ("unknown-user-id", b'{"hello": "x", "userid": "u"}', "userid",
+     "unknown field 'userid': did you mean userId?"),
+    ("unknown-user-ids", b'{"user_ids": ["u"], "hello": "x"}', "user_ids",
+     "did you mean userIds?"),
+    ("unknown-far", b'{"userId": "u", "hello": "x", "title": "t"}', "title",
+     "unknown field 'title': the fields are userId, hello, broadcast, condition, userIds,"),
+    ("unknown-null", b'{"userId": "u", "hello": "x", "tag": null}', "tag", "did you mean tags?"),
 ]
 
 

@@ -1,4 +1,13 @@
-"""The web listener service: serves a Site on http or https in ``startService``."""
+"""The web listener service: binds in ``privilegedStartService``, accepts in ``startService``.
+
+twistd calls ``privilegedStartService`` before it tells a daemonizing parent
+that the start went well (and before it drops to ``--uid``), so a port that
+is taken, an interface that is not local or a TLS pair that cannot be
+loaded fails the ``twistd`` command itself (see
+:meth:`mpush.daemon.tap.AllocDaemon.privilegedStartService`). The bound
+port accepts no connection until ``startService``, which the ordered root
+calls once the services above the listener have started.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +16,9 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-)
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -30,10 +36,17 @@ class TlsOptions:
     data_dir: str = "."
 
 
+class ListenError(Exception):
+    """The listener cannot serve: its port or its TLS pair. One line, no traceback."""
+
+
 class WebService(Service):
-    """Listens in ``startService``; stops listening first on shutdown.
+    """Binds its port in ``privilegedStartService`` (or in ``startService`` if
+    that was not called), accepts from ``startService`` on, and closes the
+    port first on shutdown.
 
     ``tls``: serve ``https`` with these options; None: plain ``http``.
+    ``listening`` is the port while it accepts, None otherwise.
     """
 
     log = Logger()
@@ -45,43 +58,67 @@ class WebService(Service):
         self.port = port
         self.interface = interface
         self.tls = tls
-        self.listening: IListeningPort | None = None
+        self.listening: IListeningPort | None = None  # once accepting
+        self._bound: Any = None  # the twisted.internet.tcp.Port, bound and listening
 
     @property
     def protocol(self) -> str:
         return "http" if self.tls is None else "https"
 
-    def _endpoint(self) -> IStreamServerEndpoint:
-        if self.tls is not None:
-            cert, key = self.tls.cert, self.tls.key
-            if cert is None or key is None:
-                cert_path, key_path, created = tls.ensure_self_signed(self.tls.data_dir)
-                cert, key = str(cert_path), str(key_path)
-                self.log.info("https: {what} self-signed certificate {cert}",
-                              what="generated" if created else "using", cert=cert)
-            options = tls.server_options(cert, key)
-            return SSL4ServerEndpoint(self._reactor, self.port, options,
-                                      interface=self.interface)
-        if ":" in self.interface:
-            return TCP6ServerEndpoint(self._reactor, self.port, interface=self.interface)
-        return TCP4ServerEndpoint(self._reactor, self.port, interface=self.interface)
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self._bind()
 
     def startService(self) -> Deferred[None]:
         Service.startService(self)
-        d = self._endpoint().listen(self.site)
-
-        def listening(port: IListeningPort) -> None:
-            self.listening = port
-            address = port.getHost()
-            self.log.info("{protocol} listening on {host}:{port}",
-                          protocol=self.protocol, host=address.host, port=address.port)
-
-        d.addCallback(listening)
-        return d
+        port = self._bind()
+        port.startReading()  # accept the connections the kernel has queued, and more
+        self.listening = port
+        address = port.getHost()
+        self.log.info("{protocol} listening on {host}:{port}",
+                      protocol=self.protocol, host=address.host, port=address.port)
+        return succeed(None)
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
-        port, self.listening = self.listening, None
+        port, self._bound, self.listening = self._bound, None, None
         if port is None:
             return succeed(None)
-        return port.stopListening()  # type: ignore[return-value]
+        return port.stopListening()  # type: ignore[no-any-return]
+
+    def _bind(self) -> Any:
+        """The port, bound and listening but not accepting yet; raises ListenError."""
+        if self._bound is None:
+            port = self._listen()
+            # The kernel queues connections meanwhile; startService reads them.
+            port.stopReading()
+            self._bound = port
+        return self._bound
+
+    def _listen(self) -> Any:
+        try:
+            if self.tls is None:
+                return self._reactor.listenTCP(self.port, self.site, interface=self.interface)
+            return self._reactor.listenSSL(self.port, self.site, self._tls_options(),
+                                           interface=self.interface)
+        except CannotListenError as e:
+            host = f"[{self.interface}]" if ":" in self.interface else self.interface
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            raise ListenError(f"cannot listen on {host}:{self.port}: {reason}") from None
+
+    def _tls_options(self) -> CertificateOptions:
+        assert self.tls is not None
+        cert, key = self.tls.cert, self.tls.key
+        if cert is None or key is None:
+            try:
+                cert_path, key_path, created = tls.ensure_self_signed(self.tls.data_dir)
+            except OSError as e:
+                raise ListenError(f"cannot make a self-signed certificate in"
+                                  f" {self.tls.data_dir}: {e.strerror or e}") from None
+            cert, key = str(cert_path), str(key_path)
+            self.log.info("https: {what} self-signed certificate {cert}",
+                          what="generated" if created else "using", cert=cert)
+        try:
+            return tls.server_options(cert, key)
+        except tls.TlsError as e:
+            raise ListenError(str(e)) from None

@@ -1,7 +1,8 @@
 """``twistd mpush-alloc``: command-line options and the service tree.
 
 Nothing here opens a socket or starts a thread: twistd may fork (daemonize)
-after ``makeService``, so all of that happens in the services' start.
+after ``makeService``, so all of that happens in the services' start (the
+listeners bind in the privileged start, which can still fail the command).
 
 :func:`makeService` only wires; each ``make_*`` function builds one part.
 Each imports its own modules, so that ``twistd mpush-alloc --help`` (which
@@ -13,6 +14,7 @@ functions add them: ZooKeeper, Redis, gateways, refresher, web (admin).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import os
 import sys
@@ -26,7 +28,7 @@ from twisted.python.failure import Failure
 
 from mpush.config import DEFAULT_CONFIG_FILE, ConfigError, Settings, load_settings
 from mpush.reactor import default_reactor
-from mpush.services.ordered import OrderedService
+from mpush.services.ordered import OrderedService, StartError
 
 if TYPE_CHECKING:
     from mpush.balance import BalancePolicy
@@ -73,6 +75,31 @@ class Options(usage.Options):
         except ConfigError as e:
             # SystemExit, not UsageError: twistd would print its whole usage.
             raise SystemExit(f"mpush-alloc: config error: {e}") from None
+        _make_twistd_directories(self.parent)
+
+
+def _make_twistd_directories(twistd: usage.Options | None) -> None:
+    """Creates the directory of twistd's ``--pidfile`` and ``--logfile`` if missing.
+
+    So that ``--pidfile run/alloc.pid --logfile run/alloc.log`` works in a
+    fresh clone (twistd would stop with a traceback). One level only: a
+    directory whose parent is missing is more likely a typo, and stops the
+    start with one line.
+    """
+    if twistd is None:  # parsed on its own, not as a twistd subcommand
+        return
+    for option in ("pidfile", "logfile"):
+        path = twistd.get(option) or ""
+        directory = os.path.dirname(path)
+        if path == "-" or not directory or os.path.isdir(directory):
+            continue
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            pass  # made meanwhile; a file of that name fails twistd's own open
+        except OSError as e:
+            raise SystemExit(f"mpush-alloc: cannot create the directory of --{option}"
+                             f" {path}: {e.strerror or e}") from None
 
 
 class AllocDaemon(OrderedService):
@@ -89,6 +116,8 @@ class AllocDaemon(OrderedService):
         super().__init__()
         self._reactor = reactor
         self.drain: Drain | None = None
+        # twistd's own options (its --pidfile), when run by twistd.
+        self.twistd: usage.Options | None = None
 
     def stopService(self) -> Deferred[None]:
         drain = self.drain
@@ -97,6 +126,33 @@ class AllocDaemon(OrderedService):
         d = drain.run()  # never fails; a second stop waits for the same drain
         d.addCallback(lambda _: OrderedService.stopService(self))
         return d
+
+    def privilegedStartService(self) -> None:
+        """Binds the listeners; a failure fails the ``twistd`` command itself.
+
+        twistd reports an exception raised here to a daemonizing parent,
+        which prints it and exits 1 (so an init script sees the failure); the
+        pidfile is removed before. In the foreground the process exits 1 too,
+        with one line on stderr instead of a traceback.
+        """
+        try:
+            super().privilegedStartService()
+        except StartError as e:
+            reason = f"{e.name}: {e.reason.getErrorMessage()}"
+            self.log.critical("mpush-alloc could not start: {reason}", reason=reason)
+            self._remove_pidfile()
+            raise _start_failed(reason) from None
+
+    def _remove_pidfile(self) -> None:
+        # twistd removes it only after the daemonizing parent has been told
+        # and has exited: whoever ran twistd could still find it. Now, then,
+        # and twistd is left nothing to remove (it reads the option then).
+        if self.twistd is None:
+            return
+        pidfile, self.twistd["pidfile"] = self.twistd["pidfile"], ""
+        if pidfile:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pidfile)
 
     def startService(self) -> Deferred[None]:
         d = super().startService()
@@ -119,6 +175,27 @@ class AllocDaemon(OrderedService):
         # pidfile removed, logs flushed) on the way out.
         atexit.register(_exit_failed)
         reactor.callWhenRunning(reactor.stop)
+
+
+def _start_failed(reason: str) -> RuntimeError:
+    """The exception twistd reports for a failed privileged start.
+
+    A daemonizing parent prints ``An error has occurred: b'RuntimeError:
+    <reason>'`` (twistd passes at most 100 bytes): hence a builtin class and
+    a short reason. Uncaught in the foreground, it prints as one line.
+    """
+    error = RuntimeError(reason)
+    previous = sys.excepthook
+
+    def one_line(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if value is error:
+            # The real stderr: twistd sends sys.stderr to the log, which has the line.
+            print(f"mpush-alloc could not start: {reason}", file=sys.__stderr__)
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = one_line
+    return error
 
 
 def _exit_failed() -> None:
@@ -268,6 +345,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     bridge_stdlib_logging()
     apply_log_config(settings)  # mp.log-level for twistd's log; unknown mp.alloc keys
     root = AllocDaemon(reactor)
+    root.twistd = options.parent
     zk = make_zookeeper(settings, reactor)
     zk.setServiceParent(root)
     cache = make_redis(settings, reactor)

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 
 CERT_NAME = "selfsigned-cert.pem"
@@ -65,17 +65,39 @@ def ensure_self_signed(data_dir: str, hostname: str | None = None) -> tuple[Path
     return cert_path, key_path, True
 
 
+class TlsError(ValueError):
+    """The certificate or key cannot be used: one line naming the file."""
+
+
 def server_options(cert_path: str | Path, key_path: str | Path) -> CertificateOptions:
-    """TLS 1.2+ server options for a PEM certificate (chain) and key."""
-    cert_pem = Path(cert_path).read_bytes()
-    key_pem = Path(key_path).read_bytes()
-    certs = x509.load_pem_x509_certificates(cert_pem)
-    key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+    """TLS 1.2+ server options for a PEM certificate (chain) and key; raises `TlsError`."""
+    cert_pem = _read(cert_path, "certificate")
+    key_pem = _read(key_path, "key")
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise TlsError(f"TLS certificate {cert_path}: no PEM certificate in it") from None
+    try:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+    except crypto.Error:
+        raise TlsError(f"TLS key {key_path}: not an unencrypted PEM private key") from None
     leaf = crypto.X509.from_cryptography(certs[0])
     chain = [crypto.X509.from_cryptography(c) for c in certs[1:]]
-    return CertificateOptions(
+    options = CertificateOptions(
         privateKey=key,
         certificate=leaf,
         extraCertChain=chain or None,
         raiseMinimumTo=TLSVersion.TLSv1_2,
     )
+    try:
+        options.getContext()  # now, not at the first connection: checks the pair matches
+    except SSL.Error:
+        raise TlsError(f"TLS key {key_path} is not the key of {cert_path}") from None
+    return options
+
+
+def _read(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise TlsError(f"cannot read the TLS {what} {path}: {e.strerror or e}") from None

@@ -56,9 +56,19 @@ class OrderedService(MultiService):
         self._started: list[IService] = []
 
     def privilegedStartService(self) -> None:
-        # Deliberately not passed on to the children: a listener that binds
-        # here would accept requests before ZooKeeper and Redis are started.
+        """Passes twistd's privileged start on to the children, in order.
+
+        It runs before twistd reports a start to a daemonizing parent, so
+        what fails here fails the command: a listener binds its port here
+        (and accepts only from its ``startService``). A child's exception is
+        raised as a :class:`StartError`; nothing else has started yet.
+        """
         Service.privilegedStartService(self)
+        for child in list(self.services):
+            try:
+                child.privilegedStartService()
+            except Exception as e:
+                raise StartError(_name(child), Failure()) from e
 
     def startService(self) -> Deferred[None]:
         if self.running:

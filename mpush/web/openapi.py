@@ -155,6 +155,7 @@ def _push_post() -> Json:
 def _push_errors() -> Json:
     return {
         "400": _error_response("a body refused: invalid JSON or UTF-8, lone surrogates,"
+                               " an unknown field (with the closest known one),"
                                " wrong types, missing target or content, blank user id,"
                                " `taskId` on a single push, empty `tags`; `field` names"
                                " the culprit"),

@@ -109,13 +109,14 @@ def _error() -> Json:
 def _push_request() -> Json:
     return {
         "type": "object",
-        "description": "A push. `null` is the same as absent; unknown fields are ignored"
-                       " (as the Java alloc ignores them). A target (`userId`, `userIds` or"
+        "description": "A push. `null` is the same as absent; an unknown field is a 400"
+                       " naming it (`field`) and the closest known one (the Java alloc"
+                       " ignored them, so a typo went unnoticed). A target (`userId`, `userIds` or"
                        " `broadcast: true`) and a content (`hello` or `content`, not both)"
                        " are required. The Java alloc's own body"
                        " `{\"userId\",\"hello\",\"broadcast\":false,\"condition\":\"\"}`"
                        " works as it is. Any `Content-Type` but multipart.",
-        "additionalProperties": True,
+        "additionalProperties": False,
         "properties": {**_push_targets(), **_push_contents(), **_push_options()},
     }
 

@@ -3,12 +3,15 @@
 Pure (no Twisted, no I/O). What the Java alloc's page posts is accepted as
 it is (``{"userId","hello","broadcast","condition"}``, ``condition: ""``,
 ``userId`` together with ``broadcast: true``), and so are our additions;
-see :func:`parse_push_body`. Fields are checked in a fixed order, so a body
-with several faults always names the same one.
+see :func:`parse_push_body`. An unknown field is refused, with the closest
+known name as a hint (``ackmodel``: did you mean ``ackModel``?), rather than
+silently ignored. Fields are checked in a fixed order, so a body with
+several faults always names the same one.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from typing import Any, Final
@@ -17,7 +20,17 @@ from mpush.config.keys import bounds
 from mpush.outcomes import AckModel
 from mpush.wire import MIN_TIMEOUT_MS
 
-__all__ = ["MAX_TIMEOUT_MS", "BadRequest", "PushOrder", "parse_push_body"]
+__all__ = ["FIELDS", "JAVA_ALLOC_FIELDS", "MAX_TIMEOUT_MS", "BadRequest", "PushOrder",
+           "parse_push_body"]
+
+# What the Java alloc reads of a /push body: its PushHandler (mpusher/alloc,
+# every version) takes userId, hello, broadcast and condition from the JSON
+# map, which is all its page sends; it ignores anything else.
+JAVA_ALLOC_FIELDS: Final = ("userId", "hello", "broadcast", "condition")
+# Every field a body may carry: the Java alloc's, then ours. Any other is a 400.
+FIELDS: Final = (*JAVA_ALLOC_FIELDS, "userIds", "content", "msgType", "tags", "taskId",
+                 "ackModel", "timeout")
+_FIELDS_BY_LOWER: Final = {name.lower(): name for name in FIELDS}
 
 # A body's "timeout" (ms): from the push client's floor to the largest broadcast-timeout.
 MAX_TIMEOUT_MS: Final = round(bounds("mp.alloc.broadcast-timeout")[1] * 1000)
@@ -57,8 +70,8 @@ class PushOrder:
 def parse_push_body(raw: bytes) -> PushOrder:
     """Validate a ``/push`` body; raises `BadRequest` naming the field at fault.
 
-    Fields (``null`` is the same as absent; unknown fields are ignored, as
-    the Java alloc ignores them):
+    Fields (``null`` is the same as absent; any field not in `FIELDS` is
+    refused, naming it and the closest known field):
 
     * target: ``userId`` (string) and/or ``userIds`` (list of strings): their
       union, order kept, each once; or ``broadcast: true``, which wins over
@@ -73,6 +86,7 @@ def parse_push_body(raw: bytes) -> PushOrder:
       (ms, integer 1000..86400000).
     """
     body = _json_object(raw)
+    _refuse_unknown_fields(body)
     broadcast = _broadcast(body)
     targets = _targets(body, broadcast)
     hello, content = _hello_or_content(body)
@@ -129,6 +143,18 @@ def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
             except UnicodeEncodeError:
                 raise BadRequest(field, f"{field} holds a lone surrogate (\\ud800-\\udfff"
                                  " escape), which is not valid Unicode text") from None
+
+
+def _refuse_unknown_fields(body: dict[str, Any]) -> None:
+    """The first field (in body order) that is not in FIELDS, with a hint."""
+    for key in body:
+        if key in FIELDS:
+            continue
+        # Case-blind, so that ackmodel and USERID find their field.
+        close = difflib.get_close_matches(key.lower(), _FIELDS_BY_LOWER, n=1, cutoff=0.6)
+        hint = (f"did you mean {_FIELDS_BY_LOWER[close[0]]}?" if close
+                else "the fields are " + ", ".join(FIELDS))
+        raise BadRequest(key, f"unknown field {key!r}: {hint}")
 
 
 def _broadcast(body: dict[str, Any]) -> bool:
