@@ -59,6 +59,8 @@ class ServerNodeInfo(Protocol):
     def public_host(self) -> str: ...  # the address clients get
     @property
     def weight(self) -> float: ...
+    @property
+    def since(self) -> float | None: ...  # reactor time it entered the view
 
 
 class ClusterView(Protocol):
@@ -67,6 +69,7 @@ class ClusterView(Protocol):
     state: str  # "connected", "suspended", "lost", "stopped", ...
     session_id: int | None
     initialized: bool  # the first full view is loaded
+    last_error: str | None  # why ZooKeeper cannot be used now (unreachable, NoAuth, ...)
 
     def connection_servers(self) -> Mapping[str, ServerNodeInfo]: ...
     def gateway_servers(self) -> Mapping[str, ServerNodeInfo]: ...
@@ -112,8 +115,8 @@ class GatewayRequester(Protocol):
     def request(self, address: str, build: Callable[[int], bytes],
                 timeout: float) -> Deferred[Any]: ...  # a GatewayReplyInfo; never errbacks
     def expire_pending(self, cause: TimeoutCause) -> int: ...  # pending requests end timeout
-    # Per address: connected, configured, pending, unanswering.
-    def status(self) -> Mapping[str, Mapping[str, int]]: ...
+    # Per address: connected, configured, pending, unanswering (counts), last_error (str|None).
+    def status(self) -> Mapping[str, Mapping[str, Any]]: ...
 
 
 # -- pushing (mpush.services) -------------------------------------------------
@@ -183,7 +186,7 @@ class Policy(Protocol):
 
 @runtime_checkable
 class LoadReporter(Protocol):
-    """A policy telling each server's load, for the metrics; is ``balance.BalancePolicy``."""
+    """A policy telling each server's load, for the status; is ``balance.BalancePolicy``."""
 
     def describe(self) -> Sequence[ServerStatus]: ...
 

@@ -8,6 +8,10 @@ reads each once into frozen dataclasses. ``/health``
 disagree on what "connected" or "stale" means, and the gateways are
 aggregated in one place.
 
+``/cluster`` (:mod:`mpush.web.cluster`) renders the same snapshot in full:
+a row per allocated connection server (:class:`ServerRow`, from the
+policy's figures and the ZooKeeper view) and per gateway server.
+
 Reading is in-memory only (no ZooKeeper, Redis or gateway call): a load
 balancer may poll ``/health`` as often as it likes. Every part is optional
 (a section is ``None`` without its object): the collector is also used on
@@ -16,18 +20,21 @@ parts of a daemon, in tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IReactorTime
 
+from mpush.balance import ServerStatus
 from mpush.interfaces import (
     ClusterView,
     Draining,
     GatewayRequester,
+    LoadReporter,
     Policy,
     RedisClient,
     RefreshReport,
+    ServerNodeInfo,
 )
 from mpush.reactor import default_reactor
 
@@ -37,6 +44,7 @@ __all__ = [
     "GatewaysStatus",
     "RedisStatus",
     "RefreshStatus",
+    "ServerRow",
     "Status",
     "StatusSnapshot",
     "ZooKeeperStatus",
@@ -53,6 +61,7 @@ class ZooKeeperStatus:
     initialized: bool  # the first full view is loaded
     connection_servers: int  # nodes in the view
     gateway_servers: int
+    last_error: str | None = None  # why it cannot be used now (unreachable, NoAuth, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,7 @@ class GatewayStatus:
     configured: int  # connections kept when all is well
     pending: int  # requests awaiting an answer
     unanswering: int  # > 0: its last requests timed out (a frozen server)
+    last_error: str | None = None  # the last failed attempt or lost connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +98,11 @@ class GatewaysStatus:
 
     @classmethod
     def of(cls, status: Mapping[str, Mapping[str, int]]) -> GatewaysStatus:
-        # Absent keys (fakes, or a pool without that figure) read 0.
+        # Absent keys (fakes, or a pool without that figure) read 0 (None).
         servers = tuple(
             GatewayStatus(address, int(s.get("connected", 0)), int(s.get("configured", 0)),
-                          int(s.get("pending", 0)), int(s.get("unanswering", 0)))
+                          int(s.get("pending", 0)), int(s.get("unanswering", 0)),
+                          s.get("last_error"))
             for address, s in status.items())
         return cls(
             servers=servers,
@@ -106,11 +117,52 @@ class GatewaysStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerRow:
+    """One connection server as allocated: the policy's figures
+    (:class:`mpush.balance.ServerStatus`), its place in ``GET /``, its node."""
+
+    position: int  # 1 = first in the current GET / answer
+    address: str  # "ip:port", as served
+    ip: str  # the public IP: mp:oul:<ip> counts its users
+    weight: float
+    online: float  # its share of its IP's count at the last refresh
+    handed: int  # handed out since the last applied count
+    load: float  # (online + handed) / weight: the order's key
+    allocated: int  # handed out since it joined the list
+    nodes: tuple[str, ...]  # its ZooKeeper node names (two while a restart's old one lives)
+    registered: str | None  # the node's own host:port (None: no node in the view)
+    since: float | None  # reactor time its node entered the ZooKeeper view
+
+    @classmethod
+    def rows(cls, policy: LoadReporter,
+             nodes: Mapping[str, ServerNodeInfo]) -> tuple[ServerRow, ...]:
+        """The policy's servers in ``GET /`` order, with the view's nodes of each."""
+        by_address: dict[str, list[tuple[str, ServerNodeInfo]]] = {}
+        for name in sorted(nodes):
+            node = nodes[name]
+            # The address the refresher serves it as (public host, port).
+            by_address.setdefault(f"{node.public_host}:{node.port}", []).append((name, node))
+        return tuple(cls._row(i, s, by_address.get(s.address, ()))
+                     for i, s in enumerate(policy.describe(), 1))
+
+    @classmethod
+    def _row(cls, position: int, s: ServerStatus,
+             named: Iterable[tuple[str, ServerNodeInfo]]) -> ServerRow:
+        named = list(named)
+        times = [n.since for _, n in named if n.since is not None]
+        registered = f"{named[0][1].host}:{named[0][1].port}" if named else None
+        return cls(position, s.address, s.ip, s.weight, s.online, s.handed, s.load, s.allocated,
+                   tuple(name for name, _ in named), registered, min(times, default=None))
+
+
+@dataclass(frozen=True, slots=True)
 class AllocationStatus:
     """The policy: what ``GET /`` hands out."""
 
     servers: int  # connection servers in the allocation list
     serving: bool  # there is a list to answer with (else GET / is 503)
+    # Per server, in GET / order; empty for a policy that tells no loads.
+    rows: tuple[ServerRow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +174,7 @@ class RefreshStatus:
     last_error: str | None  # the password scrubbed
     refreshes: int
     failures: int
+    last_success: float | None = None  # reactor time of the last good refresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,19 +217,26 @@ class Status:
         return tuple(name for name in parts if getattr(self, name) is None)
 
     def snapshot(self) -> StatusSnapshot:
-        zk, redis, gateways, policy = self.zk, self.redis, self.gateways, self.policy
+        zk, redis, gateways = self.zk, self.redis, self.gateways
+        cs_nodes = {} if zk is None else zk.connection_servers()
         return StatusSnapshot(
             draining=None if self.drain is None else bool(self.drain.draining),
-            allocation=None if policy is None else AllocationStatus(
-                len(policy.servers), policy.body is not None),
+            allocation=self._allocation(cs_nodes),
             refresh=self._refresh(),
             zookeeper=None if zk is None else ZooKeeperStatus(
-                zk.state, zk.session_id, zk.initialized, len(zk.connection_servers()),
-                len(zk.gateway_servers())),
+                zk.state, zk.session_id, zk.initialized, len(cs_nodes),
+                len(zk.gateway_servers()), zk.last_error),
             redis=None if redis is None else RedisStatus(
                 redis.mode, bool(redis.healthy), self._scrub(redis.last_error)),
             gateways=None if gateways is None else GatewaysStatus.of(gateways.status()),
         )
+
+    def _allocation(self, cs_nodes: Mapping[str, ServerNodeInfo]) -> AllocationStatus | None:
+        policy = self.policy
+        if policy is None:
+            return None
+        rows = ServerRow.rows(policy, cs_nodes) if isinstance(policy, LoadReporter) else ()
+        return AllocationStatus(len(policy.servers), policy.body is not None, rows)
 
     def _refresh(self) -> RefreshStatus | None:
         ref = self.refresher
@@ -188,7 +248,7 @@ class Status:
             self.clock = default_reactor(self.clock)
             age = max(0.0, self.clock.seconds() - ref.last_success)
         return RefreshStatus(bool(ref.stale), age, self._scrub(ref.last_error),
-                             ref.refreshes, ref.failures)
+                             ref.refreshes, ref.failures, ref.last_success)
 
     def _scrub(self, text: str | None) -> str | None:
         # Defence in depth: RedisService's messages never carry the password,

@@ -103,6 +103,7 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
             "initialized": zk.initialized,
             "connectionServers": zk.connection_servers,
             "gatewayServers": zk.gateway_servers,
+            "lastError": zk.last_error,
         },
         "redis": {"mode": redis.mode, "reachable": redis.reachable,
                   "lastError": redis.last_error},

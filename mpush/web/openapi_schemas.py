@@ -238,6 +238,9 @@ def _health_zookeeper() -> Json:
         "initialized": {"type": "boolean"},
         "connectionServers": _count(),
         "gatewayServers": _count(),
+        "lastError": {**_text_or_null(), "description":
+                      "why ZooKeeper cannot be used now: unreachable (address and error),"
+                      " or a read refused (NoAuth: check `mp.zk.digest`); null when fine"},
     })
 
 
