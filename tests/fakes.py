@@ -488,9 +488,13 @@ class Fakes:
     def __post_init__(self) -> None:
         self.clock.advance(100.0)
 
+    def status(self) -> Status:
+        """A Status of every fake (on the fake clock)."""
+        return Status(self.zk, self.cache, self.gateways, self.refresher, self.policy,
+                      drain=self.drain, clock=self.clock)
+
     def site(self) -> tuple[AllocSite, HealthResource]:
-        health = HealthResource(Status(self.zk, self.cache, self.gateways, self.refresher,
-                                       self.policy, drain=self.drain, clock=self.clock))
+        health = HealthResource(self.status())
         # Mounted the way makeService mounts it: routing through the real root.
         root = RootResource(self.policy)
         root.putChild(b"health", health)

@@ -13,8 +13,7 @@ from tests.fakes import SECRET, FakeDrain, Fakes, Node
 
 
 def status_of(fakes: Fakes) -> Status:
-    return Status(fakes.zk, fakes.cache, fakes.gateways, fakes.refresher, fakes.policy,
-                  drain=fakes.drain, clock=fakes.clock)
+    return fakes.status()
 
 
 def test_a_snapshot_reads_every_part_once_into_frozen_values() -> None:
@@ -80,9 +79,8 @@ def test_allocation_rows_are_the_policys_servers_in_get_order_with_their_nodes()
         "nat": Node("nat", "192.168.0.7", attrs={"public_ip": "1.2.3.4"}, since=70.0),
         # 10.0.0.9 left ZooKeeper; the list still serves it (kept, or stale).
     }
-    status = Status(fakes.zk, fakes.cache, fakes.gateways, fakes.refresher, policy,
-                    clock=fakes.clock)
-    allocation = status.snapshot().allocation
+    fakes.policy = policy  # type: ignore[assignment]
+    allocation = status_of(fakes).snapshot().allocation
     assert allocation is not None and allocation.servers == 4
     assert ",".join(r.address for r in allocation.rows).encode() == policy.body
     assert allocation.rows == (

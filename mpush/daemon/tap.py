@@ -269,10 +269,12 @@ class Web:
 def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, status: Status,
              reactor: Any = None) -> Web:
     from mpush.daemon.listener import TlsOptions, WebService
+    from mpush.web.cluster import ClusterResource
     from mpush.web.health import HealthResource
     from mpush.web.openapi import OpenApiResource
     from mpush.web.page import PageResource
     from mpush.web.push import PushResource
+    from mpush.web.push_access import PushAccess
     from mpush.web.root import RootResource
     from mpush.web.site import AllocSite
 
@@ -285,6 +287,9 @@ def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, stat
     root.putChild(b"index.html", PageResource())
     root.putChild(b"openapi.json", OpenApiResource())
     root.putChild(b"health", HealthResource(status))
+    # The operator API: /push's access rule.
+    access = PushAccess(token=alloc.push_token, allow=alloc.push_allow)
+    root.putChild(b"cluster", ClusterResource(status, access))
     site = AllocSite(root, access_log=alloc.access_log, max_request_size=alloc.max_request_size,
                      request_head_timeout=alloc.request_head_timeout, reactor=reactor)
     tls = None
