@@ -38,6 +38,7 @@ __all__ = [
     "Pusher",
     "RedisClient",
     "RefreshReport",
+    "RouteLookup",
     "ServerNodeInfo",
     "WebListener",
 ]
@@ -169,6 +170,13 @@ class Pusher(Protocol):
                   timeout_ms: int | None = ...) -> Deferred[list[Any]]: ...
     def expire_all(self) -> int: ...
     def end_all_as_timeout(self) -> int: ...
+
+
+class RouteLookup(Protocol):
+    """One user's routes for ``/users``; is ``services.user_routes.UserRouteReader``."""
+
+    # A UserRoutes; fails with RoutesUnavailable when Redis cannot be read.
+    def read(self, user_id: str) -> Deferred[Any]: ...
 
 
 # -- allocation ---------------------------------------------------------------
