@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from mpush.balance import BalancePolicy, Candidate
+from mpush.balance import BalancePolicy, Candidate, ServerStatus
 from mpush.services.status import GatewaysStatus, GatewayStatus, ServerRow, Status
 from tests.fakes import SECRET, FakeDrain, Fakes, Node
 
@@ -92,6 +92,9 @@ def test_allocation_rows_are_the_policys_servers_in_get_order_with_their_nodes()
                   "192.168.0.7:3000", 70.0),
         ServerRow(4, "10.0.0.9:3000", "10.0.0.9", 1.0, 9.0, 0, 9.0, 0, (), None, None),
     )
+    # Without rows (what /health asks): the same figures, no per-server work.
+    lean = status_of(fakes).snapshot(rows=False).allocation
+    assert lean is not None and (lean.servers, lean.serving, lean.rows) == (4, True, ())
 
 
 def test_a_policy_without_loads_has_no_rows_and_the_other_new_fields() -> None:
@@ -104,3 +107,8 @@ def test_a_policy_without_loads_has_no_rows_and_the_other_new_fields() -> None:
     assert snap.gateways is not None
     assert [g.last_error for g in snap.gateways.servers] == [None, "cannot connect: refused"]
     assert snap.refresh is not None and snap.refresh.last_success == 90.0
+
+
+def test_a_row_takes_the_policys_figures_field_for_field() -> None:
+    # ServerRow.rows copies a ServerStatus into each row by position.
+    assert ServerRow._fields[1:8] == ServerStatus._fields

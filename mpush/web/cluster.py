@@ -13,7 +13,9 @@ else the allow-list. docs/api.md describes every field.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from twisted.web.server import Request
@@ -30,7 +32,7 @@ from mpush.web.errors import json_answer
 from mpush.web.health import redis_section, zookeeper_section
 from mpush.web.push_access import PushAccess
 
-__all__ = ["ClusterResource", "cluster_document", "timestamp"]
+__all__ = ["ClusterResource", "cluster_body", "timestamp"]
 
 
 class ClusterResource(JsonLeaf):
@@ -47,24 +49,29 @@ class ClusterResource(JsonLeaf):
         refusal = self._access.check(request, "query")
         if refusal is not None:
             return refusal
-        return json_answer(request, cluster_document(self._status.snapshot()))
+        return json_answer(request, cluster_body(self._status.snapshot()))
 
 
-def cluster_document(snap: StatusSnapshot) -> dict[str, Any]:
-    """The ``/cluster`` JSON document of a complete snapshot."""
+def cluster_body(snap: StatusSnapshot) -> bytes:
+    """The ``/cluster`` JSON of a complete snapshot.
+
+    The server rows are written by :func:`_server_json` (a row per
+    connection server, hundreds per read), everything else by ``json``.
+    """
     alloc, refresh, zk, redis, gateways = (snap.allocation, snap.refresh, snap.zookeeper,
                                            snap.redis, snap.gateways)
     if alloc is None or refresh is None or zk is None or redis is None or gateways is None:
         raise ValueError("/cluster needs a snapshot of every part")
-    return {
+    rest = _json({
         "draining": snap.draining is True,
         "serving": alloc.serving,
-        "connectionServers": [_server(row) for row in alloc.rows],
         "gatewayServers": [_gateway(g) for g in gateways.servers],
         "zookeeper": zookeeper_section(zk),
         "redis": redis_section(redis),
         "lastRefresh": _refresh(refresh),
-    }
+    })
+    rows = ",".join([_server_json(row) for row in alloc.rows])
+    return ('{"connectionServers":[' + rows + "]," + rest[1:]).encode()
 
 
 def timestamp(seconds: float | None) -> str | None:
@@ -79,20 +86,29 @@ def _figure(value: float) -> float:
     return round(value, 3)
 
 
-def _server(row: ServerRow) -> dict[str, Any]:
-    return {
-        "position": row.position,
-        "address": row.address,
-        "publicIp": row.ip,
-        "weight": row.weight,
-        "online": _figure(row.online),
-        "handedOut": row.handed,
-        "load": _figure(row.load),
-        "allocated": row.allocated,
-        "registeredAddress": row.registered,
-        "zkNodes": list(row.nodes),
-        "knownSince": timestamp(row.since),
-    }
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _server_json(row: ServerRow) -> str:
+    """One row: its figures, which change with every allocation, around the JSON of
+    the fields that change with ZooKeeper only (made once, cached)."""
+    head, tail = _server_fixed(row.address, row.ip, row.weight, row.registered, row.nodes,
+                               row.since)
+    # A finite float's repr is its JSON (what json.dumps writes); the figures are finite:
+    # counts over a weight that is a finite number > 0.
+    return (f'{{"position":{row.position:d},{head},"online":{_figure(row.online)!r},'
+            f'"handedOut":{row.handed:d},"load":{_figure(row.load)!r},'
+            f'"allocated":{row.allocated:d},{tail}}}')
+
+
+@lru_cache(maxsize=4096)
+def _server_fixed(address: str, ip: str, weight: float, registered: str | None,
+                  nodes: tuple[str, ...], since: float | None) -> tuple[str, str]:
+    head = _json({"address": address, "publicIp": ip, "weight": float(weight)})
+    tail = _json({"registeredAddress": registered, "zkNodes": list(nodes),
+                  "knownSince": timestamp(since)})
+    return head[1:-1], tail[1:-1]
 
 
 def _gateway(g: GatewayStatus) -> dict[str, Any]:

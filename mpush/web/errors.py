@@ -9,13 +9,16 @@ from twisted.web.server import Request
 
 
 def json_answer(request: Request, document: object, status: int = 200) -> bytes:
-    """Set ``status`` and the JSON headers (not cached) on ``request``; the body of ``document``.
+    """Set ``status`` and the JSON headers (not cached) on ``request``; the body of ``document``
+    (``bytes``: JSON already).
 
     ASCII JSON (``\\u`` escapes): safe for any text, lone surrogates included.
     """
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
+    if isinstance(document, bytes):
+        return document
     return json.dumps(document, separators=(",", ":")).encode()
 
 

@@ -54,7 +54,7 @@ class HealthResource(JsonLeaf):
 
     def report(self) -> dict[str, Any]:
         """The health document (a dict ready for JSON)."""
-        return health_document(self._status.snapshot())
+        return health_document(self._status.snapshot(rows=False))
 
 
 def health_document(snap: StatusSnapshot) -> dict[str, Any]:
