@@ -295,9 +295,14 @@ def test_the_site_counts_requests_by_path_and_status_and_times_get_root() -> Non
                 b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
                 b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
                 b"GET /x%00/y HTTP/1.1\r\nHost: x\r\n\r\n",
-                b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"):
+                b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+                # Every user id is one label (not mounted here: 404).
+                b"GET /users/u1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /users/u2 HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /cluster HTTP/1.1\r\nHost: x\r\n\r\n"):
         channel.dataReceived(raw)
-    assert site.requests == {(b"/", 200): 3, (b"/", 405): 1, (b"other", 404): 2}
+    assert site.requests == {(b"/", 200): 3, (b"/", 405): 1, (b"other", 404): 2,
+                             (b"/users", 404): 2, (b"/cluster", 404): 1}
     found = scrape(metrics)
     # HEAD and POST are not timed: only GET / is.
     assert found[("mpush_alloc_root_request_duration_seconds_count", ())] == 2
