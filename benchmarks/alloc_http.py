@@ -17,14 +17,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from tests.harness.daemon import Daemon, free_port, write_config
-from tests.harness.redis import RedisServer
+from tests.harness.local import local_services, time_in_process
 from tests.harness.registry import NodeRegistrar
-from tests.harness.zookeeper import ZooKeeperServer
 
 SERVERS = 50
 
@@ -63,11 +61,6 @@ def server_side_latency(requests: int = 50_000) -> None:
     """Time our Site alone, in this process, on a StringTransport: what the
     resource, the policy and twisted.web cost per request, without the
     network and the scheduler (which dominate the -c1 tail on 2 cores)."""
-    import gc
-
-    from twisted.internet.address import IPv4Address
-    from twisted.internet.testing import StringTransport
-
     from mpush.balance import BalancePolicy, Candidate
     from mpush.web.root import RootResource
     from mpush.web.site import AllocSite
@@ -77,18 +70,7 @@ def server_side_latency(requests: int = 50_000) -> None:
     token = policy.begin_refresh()
     policy.apply_counts(token, {f"10.9.0.{i}": i * 7 for i in range(1, 51)})
     site = AllocSite(RootResource(policy))
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    raw = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    gc.collect()
-    gc.freeze()  # as the daemon does after start
-    took = []
-    for _ in range(requests):
-        start = time.perf_counter()
-        channel.dataReceived(raw)
-        took.append(time.perf_counter() - start)
-        transport.clear()
+    took = time_in_process(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", requests)
     took.sort()
     us = [1e6 * took[int(q * (len(took) - 1))] for q in (0.5, 0.99, 0.999)]
     print(f"server side only (in-process Site, 50 servers, {requests} GETs): "
@@ -108,16 +90,10 @@ def main() -> int:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
 
-    work = Path(tempfile.mkdtemp(prefix="mpush-bench-"))
-    zk = ZooKeeperServer(base_dir=str(work / "zk"))
-    redis = RedisServer()
-    registrar: NodeRegistrar | None = None
-    daemon: Daemon | None = None
-    bare: subprocess.Popen[bytes] | None = None
-    try:
-        zk.start()
-        redis.start()
+    with local_services() as local:
+        zk, redis = local.zk, local.redis
         registrar = NodeRegistrar(zk.connect_string).start()
+        local.later.callback(registrar.close)
         for i in range(1, SERVERS + 1):
             ip = f"10.9.0.{i}"
             registrar.register("cs", ip, 3000)
@@ -126,14 +102,16 @@ def main() -> int:
             members = [x for j in range(i * 7) for x in (str(j), f"u{i}-{j}")]
             redis.call("ZADD", f"mp:oul:{ip}", *members)
         port = free_port()
-        config = write_config(work / "mpush.conf", port=port, zk=zk.connect_string,
-                              redis_nodes=[f"127.0.0.1:{redis.port}"],
+        config = write_config(local.work / "mpush.conf", port=port, zk=zk.connect_string,
+                              redis_nodes=local.redis_nodes,
                               alloc_extra="refresh-interval = 30s")
-        daemon = Daemon(work, config, port=port).start()
+        daemon = Daemon(local.work, config, port=port).start()
+        local.later.callback(daemon.terminate)
         body = daemon.wait_for_body(lambda b: b.count(b",") == SERVERS - 1, wait=30)
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_site.py")),
                                  str(bare_port), body.decode()])
+        local.later.callback(lambda: (bare.terminate(), bare.wait(timeout=10)))
         time.sleep(1.0)
         ours_url, bare_url = f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{bare_port}/"
         print(f"{SERVERS} connection servers; body {len(body)} bytes; "
@@ -160,17 +138,6 @@ def main() -> int:
         status, _, final = daemon.get("/")
         print(f"daemon still serving: {status}, {final.count(b',') + 1} servers listed")
         return 0
-    finally:
-        if bare is not None:
-            bare.terminate()
-            bare.wait(timeout=10)
-        if daemon is not None:
-            daemon.terminate()
-        if registrar is not None:
-            registrar.close()
-        redis.close()
-        zk.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

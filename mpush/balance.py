@@ -29,7 +29,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "JAVA_REFRESH_INTERVAL",
@@ -70,9 +70,12 @@ class RefreshToken:
     handouts: Mapping[str, int]  # address -> handed out before the snapshot
 
 
-@dataclass(frozen=True)
-class ServerStatus:
-    """Inspection view of one server (health pages, metrics, tests)."""
+class ServerStatus(NamedTuple):
+    """Inspection view of one server (the status snapshot, tests).
+
+    A named tuple: immutable, and cheap to make for every server on every
+    ``/metrics`` scrape and ``/cluster`` read.
+    """
 
     address: str
     ip: str

@@ -38,6 +38,7 @@ __all__ = [
     "Pusher",
     "RedisClient",
     "RefreshReport",
+    "RouteLookup",
     "ServerNodeInfo",
     "WebListener",
 ]
@@ -59,6 +60,8 @@ class ServerNodeInfo(Protocol):
     def public_host(self) -> str: ...  # the address clients get
     @property
     def weight(self) -> float: ...
+    @property
+    def since(self) -> float | None: ...  # reactor time it entered the view
 
 
 class ClusterView(Protocol):
@@ -67,6 +70,7 @@ class ClusterView(Protocol):
     state: str  # "connected", "suspended", "lost", "stopped", ...
     session_id: int | None
     initialized: bool  # the first full view is loaded
+    last_error: str | None  # why ZooKeeper cannot be used now (unreachable, NoAuth, ...)
 
     def connection_servers(self) -> Mapping[str, ServerNodeInfo]: ...
     def gateway_servers(self) -> Mapping[str, ServerNodeInfo]: ...
@@ -112,8 +116,8 @@ class GatewayRequester(Protocol):
     def request(self, address: str, build: Callable[[int], bytes],
                 timeout: float) -> Deferred[Any]: ...  # a GatewayReplyInfo; never errbacks
     def expire_pending(self, cause: TimeoutCause) -> int: ...  # pending requests end timeout
-    # Per address: connected, configured, pending, unanswering.
-    def status(self) -> Mapping[str, Mapping[str, int]]: ...
+    # Per address: connected, configured, pending, unanswering (counts), last_error (str|None).
+    def status(self) -> Mapping[str, Mapping[str, Any]]: ...
 
 
 # -- pushing (mpush.services) -------------------------------------------------
@@ -168,6 +172,13 @@ class Pusher(Protocol):
     def end_all_as_timeout(self) -> int: ...
 
 
+class RouteLookup(Protocol):
+    """One user's routes for ``/users``; is ``services.user_routes.UserRouteReader``."""
+
+    # A UserRoutes; fails with RoutesUnavailable when Redis cannot be read.
+    def read(self, user_id: str) -> Deferred[Any]: ...
+
+
 # -- allocation ---------------------------------------------------------------
 
 
@@ -183,7 +194,7 @@ class Policy(Protocol):
 
 @runtime_checkable
 class LoadReporter(Protocol):
-    """A policy telling each server's load, for the metrics; is ``balance.BalancePolicy``."""
+    """A policy telling each server's load, for the status; is ``balance.BalancePolicy``."""
 
     def describe(self) -> Sequence[ServerStatus]: ...
 

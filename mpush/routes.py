@@ -60,7 +60,7 @@ def parse_route(field: str, value: str) -> Route:
     """One hash entry as a Route; ValueError says why it cannot be used."""
     try:
         location = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise ValueError("not JSON") from None
     if not isinstance(location, dict):
         raise ValueError("not a JSON object")

@@ -48,6 +48,7 @@ class Node:
     host: str
     port: int = 3000
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    since: float | None = None
 
     @property
     def public_host(self) -> str:
@@ -405,8 +406,10 @@ class FakeZk:
     state: str = "connected"
     session_id: int | None = 0x1000ABC
     initialized: bool = True
-    cs: dict[str, object] = field(default_factory=lambda: {"cs1": object(), "cs2": object()})
-    gs: dict[str, object] = field(default_factory=lambda: {"gs1": object()})
+    last_error: str | None = None
+    cs: dict[str, Node] = field(default_factory=lambda: {
+        "cs1": Node("cs1", "10.0.0.5", since=50.0), "cs2": Node("cs2", "10.0.0.6", since=60.0)})
+    gs: dict[str, Node] = field(default_factory=lambda: {"gs1": Node("gs1", "10.0.0.5", 3001)})
 
     def connection_servers(self) -> Mapping[str, Any]:
         return dict(self.cs)
@@ -485,9 +488,13 @@ class Fakes:
     def __post_init__(self) -> None:
         self.clock.advance(100.0)
 
+    def status(self) -> Status:
+        """A Status of every fake (on the fake clock)."""
+        return Status(self.zk, self.cache, self.gateways, self.refresher, self.policy,
+                      drain=self.drain, clock=self.clock)
+
     def site(self) -> tuple[AllocSite, HealthResource]:
-        health = HealthResource(Status(self.zk, self.cache, self.gateways, self.refresher,
-                                       self.policy, drain=self.drain, clock=self.clock))
+        health = HealthResource(self.status())
         # Mounted the way makeService mounts it: routing through the real root.
         root = RootResource(self.policy)
         root.putChild(b"health", health)

@@ -116,6 +116,28 @@ async def test_health(stack: Stack) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_route_shows_the_users_routes_and_cluster_the_servers(
+        stack: Stack, redis_server: RedisServer) -> None:
+    node = await stack.node()
+    node.add_user("alice")
+    node.add_user("alice", os_name="windows", online=False)
+    redis_server.call("HSET", "mp:ur:alice", "3", "{broken")
+    out, err, code = await cli("route", "alice", url=stack.url)
+    assert code == 0, (out, err)
+    header, mobile, pc, bad = out.splitlines()
+    assert header.split() == ["CLIENT", "ONLINE", "CONNECTION", "SERVER", "GATEWAY", "OS",
+                              "VERSION"]
+    assert mobile.split()[:5] == ["mobile", "yes", node.cs_address, node.address, "android"]
+    assert pc.split()[:5] == ["pc", "no", node.cs_address, node.address, "windows"]
+    assert bad.split()[1] == "malformed" and bad.endswith("field 3: not JSON")
+    out, err, code = await cli("route", "nobody", url=stack.url)
+    assert code == 1 and "no routes for nobody" in out
+    out, err, code = await cli("--json", "cluster", url=stack.url)
+    assert code == 0, (out, err)
+    assert [g["address"] for g in json.loads(out)["gatewayServers"]] == [node.address]
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_unreachable_daemon_says_what_to_do() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     out, err, code = await cli("health", url=url)

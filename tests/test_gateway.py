@@ -481,7 +481,7 @@ def test_pool_opens_n_connections_and_round_robins(servers: list[FakeGatewayFact
                        5, "3 connections")
         assert pool.addresses() == [gw.address] and pool.is_connected(gw.address)
         assert pool.status() == {gw.address: {"connected": 3, "configured": 3, "pending": 0,
-                                               "unanswering": 0}}
+                                               "unanswering": 0, "last_error": None}}
         assert len(gw.conns) == 3
         ds = [pool.request(gw.address, build(), 5.0) for _ in range(6)]
         replies = []
@@ -551,6 +551,9 @@ def test_pool_reconnects_after_restart_and_logs_once(
         reply = yield pending
         assert reply.outcome == "lost" and time.monotonic() - started < 2.0
         yield wait_for(lambda: not pool.is_connected(gw.address), 5, "disconnected")
+        # (The reply is given before the pool hears of the loss: wait for it.)
+        yield wait_for(lambda: pool.status()[gw.address]["last_error"], 5, "the loss")
+        assert pool.status()[gw.address]["last_error"].startswith("connection lost: ")
         now = pool.request(gw.address, build(), 5.0)
         assert now.called  # at once, not after a connect attempt
         assert (yield now).outcome == "unavailable"
@@ -559,6 +562,8 @@ def test_pool_reconnects_after_restart_and_logs_once(
         gw.start()  # same port
         yield wait_for(lambda: pool.is_connected(gw.address), 5, "reconnected")
         assert (yield pool.request(gw.address, build(), 5.0)).outcome == "ok"
+        # The last error stays after the reconnect: the status says what happened last.
+        assert pool.status()[gw.address]["last_error"].startswith("cannot connect: ")
     finally:
         yield pool.stopService()
     assert len(warnings_about(logs, f"{gw.address}: disconnected")) == 1
@@ -595,6 +600,7 @@ def test_unknown_and_unreachable_addresses_are_unavailable_at_once(
         yield sleep(0.4)  # many refused attempts
         assert len(warnings_about(logs, "unreachable")) == 1
         assert pool.status()[f"127.0.0.1:{closed_port}"]["connected"] == 0
+        assert "refused" in pool.status()[f"127.0.0.1:{closed_port}"]["last_error"]
     finally:
         yield pool.stopService()
 

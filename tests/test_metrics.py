@@ -25,6 +25,8 @@ from mpush.services.status import Status
 from mpush.web.metrics import MetricsResource
 from mpush.web.root import RootResource
 from mpush.web.site import AllocSite
+from tests.fakes import FakeZk
+from tests.fakes import Node as ZkNode
 from tests.harness.redis import RedisServer
 from tests.harness.stack import Stack, running_stack
 from tests.harness.web import post_json, request, sleep
@@ -71,21 +73,6 @@ class FakeGateways:
 
 
 @dataclass
-class FakeZk:
-    state: str = "connected"
-    session_id: int | None = None
-    initialized: bool = True
-    cs: dict[str, Any] = field(default_factory=dict)
-    gs: dict[str, Any] = field(default_factory=dict)
-
-    def connection_servers(self) -> Mapping[str, Any]:
-        return self.cs
-
-    def gateway_servers(self) -> Mapping[str, Any]:
-        return self.gs
-
-
-@dataclass
 class FakeRedis:
     healthy: bool = True
     mode: str = "single"
@@ -118,7 +105,8 @@ def test_collector_reads_the_state_at_scrape_time() -> None:
     policy = policy_of("10.0.0.1:3000", "10.0.0.2:3000")
     gateways = FakeGateways({"10.0.0.1:3001": {"connected": 2, "configured": 2, "pending": 3},
                              "10.0.0.2:3001": {"connected": 0, "configured": 2, "pending": 0}})
-    zk = FakeZk(state="suspended", cs={"a": 1, "b": 2}, gs={"g": 1})
+    zk = FakeZk(state="suspended", cs={"a": ZkNode("a", "10.0.0.1"), "b": ZkNode("b", "10.0.0.2")},
+                gs={"g": ZkNode("g", "10.0.0.1", 3001)})
     redis = FakeRedis(healthy=False)
     push = FakePush(inflight=4)
     push.outcomes["offline"] = 7
@@ -307,9 +295,14 @@ def test_the_site_counts_requests_by_path_and_status_and_times_get_root() -> Non
                 b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
                 b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
                 b"GET /x%00/y HTTP/1.1\r\nHost: x\r\n\r\n",
-                b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"):
+                b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+                # Every user id is one label (not mounted here: 404).
+                b"GET /users/u1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /users/u2 HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /cluster HTTP/1.1\r\nHost: x\r\n\r\n"):
         channel.dataReceived(raw)
-    assert site.requests == {(b"/", 200): 3, (b"/", 405): 1, (b"other", 404): 2}
+    assert site.requests == {(b"/", 200): 3, (b"/", 405): 1, (b"other", 404): 2,
+                             (b"/users", 404): 2, (b"/cluster", 404): 1}
     found = scrape(metrics)
     # HEAD and POST are not timed: only GET / is.
     assert found[("mpush_alloc_root_request_duration_seconds_count", ())] == 2

@@ -39,7 +39,9 @@ from tests.harness.zookeeper import ZooKeeperServer
 Json = dict[str, Any]
 
 DOC = build_document()
-PATHS = ("/", "/push", "/health", "/index.html", "/openapi.json", "/metrics")
+PATHS = ("/", "/push", "/health", "/index.html", "/openapi.json", "/metrics", "/cluster",
+         "/users/{userId}")
+USERS = "/users/{userId}"
 TOKEN = "s3cret-token-0123456"
 MAX_REQUEST_SIZE = 65536  # the default mp.alloc.max-request-size
 
@@ -220,6 +222,14 @@ def test_the_document_says_what_the_brief_asks() -> None:
     assert headers[("/push", "post", "503")] == {"Retry-After"}
     assert headers[("/push", "post", "401")] == {"WWW-Authenticate"}
     assert headers[("/push", "get", "405")] == {"Allow"}
+    assert set(DOC["paths"]["/cluster"]["get"]["responses"]) == {"200", "401", "403", "408",
+                                                                  "413"}
+    assert set(DOC["paths"][USERS]["get"]["responses"]) == {"200", "400", "401", "403", "404",
+                                                            "408", "413", "503"}
+    for path in ("/cluster", USERS):
+        assert DOC["paths"][path]["get"]["security"] == push["security"]
+        assert headers[(path, "get", "401")] == {"WWW-Authenticate"}
+    assert all(op["parameters"][0]["name"] == "userId" for op in DOC["paths"][USERS].values())
     # Every field docs/api.md documents for a push request is in the schema.
     readme = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
     table = readme.split("### `POST /push`")[1].split("The Java alloc's body")[0]
@@ -324,6 +334,11 @@ async def raw(stack: Stack, heads: list[bytes], wait: float = 10.0) -> list[Answ
     return await deferToThread(_raw_exchanges, stack.port, heads, wait)
 
 
+def concrete(path: str) -> str:
+    """A request path for a documented one (``{userId}`` filled in)."""
+    return path.replace("{userId}", "u1")
+
+
 def _media(content_type: str) -> str:
     return content_type.split(";")[0].strip().lower()
 
@@ -400,7 +415,8 @@ async def open_access_requests(stack: Stack, check: Checker) -> None:
     # Every method a path does not accept.
     for path, method, op in operations():
         if "405" in op["responses"]:
-            answer = check.check(path, method.upper(), await http(stack, method.upper(), path))
+            answer = check.check(path, method.upper(),
+                                 await http(stack, method.upper(), concrete(path)))
             assert answer.status == 405
             if method != "head":
                 assert answer.json()["allow"] == answer.headers["allow"].split(", ")
@@ -441,16 +457,36 @@ async def open_access_requests(stack: Stack, check: Checker) -> None:
     # Connection-level answers, on every path and method: a body too large
     # by its Content-Length, and a head not complete in time.
     every = [(path, method.upper()) for path, method, _ in operations()]
-    heads = [f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    heads = [f"{method} {concrete(path)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
              f"Content-Length: {MAX_REQUEST_SIZE + 1}\r\n\r\n".encode()
              for path, method in every]
     for (path, method), answer in zip(every, await raw(stack, heads), strict=True):
         assert check.check(path, method, answer).status == 413, (path, method)
-    heads = [f"{method} {path} HTTP/1.1\r\nHost: 127.0".encode() for path, method in every]
+    heads = [f"{method} {concrete(path)} HTTP/1.1\r\nHost: 127.0".encode()
+             for path, method in every]
     started = time.monotonic()
     for (path, method), answer in zip(every, await raw(stack, heads), strict=True):
         assert check.check(path, method, answer).status == 408, (path, method)
     assert time.monotonic() - started < 5.0
+
+
+async def operator_requests(stack: Stack, check: Checker, redis: RedisServer) -> None:
+    """/cluster and /users/{userId} without a token (u1 is routed): everything but 401."""
+    foreign = {"Origin": "http://evil.example"}
+    for method in ("GET", "HEAD"):
+        answer = check.check("/cluster", method, await http(stack, method, "/cluster"))
+        assert answer.status == 200
+        answer = check.check("/cluster", method, await http(stack, method, "/cluster",
+                                                            headers=foreign))
+        assert answer.status == 403
+        for path, status in (("/users/u1", 200), ("/users/nobody", 404), ("/users/%20", 400)):
+            assert check.check(USERS, method, await http(stack, method, path)).status == status
+        answer = check.check(USERS, method, await http(stack, method, "/users/u1",
+                                                        headers=foreign))
+        assert answer.status == 403
+    redis.stop()
+    for method in ("GET", "HEAD"):
+        assert check.check(USERS, method, await http(stack, method, "/users/u1")).status == 503
 
 
 async def token_requests(stack: Stack, check: Checker) -> None:
@@ -466,6 +502,11 @@ async def token_requests(stack: Stack, check: Checker) -> None:
         stack, "POST", "/push", body,
         {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}))
     assert answer.status == 200 and answer.json()["summary"]["success"] == 1
+    for path, documented in (("/cluster", "/cluster"), ("/users/u1", USERS)):
+        for method in ("GET", "HEAD"):
+            answer = check.check(documented, method, await http(stack, method, path))
+            assert answer.status == 401
+            assert answer.headers["www-authenticate"].startswith("Bearer")
 
 
 @pytest.mark.integration
@@ -473,14 +514,16 @@ async def token_requests(stack: Stack, check: Checker) -> None:
 @pytest_twisted.ensureDeferred
 async def test_real_answers_match_the_document_and_cover_it(
         tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
-        redis_server: RedisServer) -> None:
+        redis_server: RedisServer, fresh_redis_server: RedisServer) -> None:
     check = Checker()
     limits = ("request-head-timeout = 1s\n    max-users-per-push = 2\n"
               "    max-inflight-pushes = 2")
+    # Its own Redis: the operator requests end by stopping it.
     async with running_stack(tmp_path / "open", zk_server.connect_string,
-                             zk_namespace + "-open", redis_server.port,
+                             zk_namespace + "-open", fresh_redis_server.port,
                              alloc_extra=limits) as stack:
         await open_access_requests(stack, check)
+        await operator_requests(stack, check, fresh_redis_server)
     async with running_stack(tmp_path / "token", zk_server.connect_string,
                              zk_namespace + "-token", redis_server.port,
                              alloc_extra=f'push-token = "{TOKEN}"') as stack:

@@ -58,7 +58,7 @@ def test_all_fine_is_200_ok_with_every_dependency() -> None:
         "allocation": {"servers": 2, "stale": False, "lastRefreshAgeSeconds": 10.0,
                        "lastRefreshError": None, "refreshes": 7},
         "zookeeper": {"state": "connected", "sessionId": "0x1000abc", "initialized": True,
-                      "connectionServers": 2, "gatewayServers": 1},
+                      "connectionServers": 2, "gatewayServers": 1, "lastError": None},
         "redis": {"mode": "single", "reachable": True, "lastError": None},
         "gateways": {
             "known": 2, "connected": 2, "connections": 4, "configuredConnections": 4,
@@ -93,6 +93,7 @@ def _break_zk_lost(f: Fakes) -> None:
 
 def _break_zk_connecting(f: Fakes) -> None:
     f.zk.state, f.zk.session_id = "connecting", None
+    f.zk.last_error = "cannot connect to 127.0.0.1:2999: Connection refused"
 
 
 def _break_zk_not_loaded(f: Fakes) -> None:
@@ -167,11 +168,20 @@ def test_degraded_sections_say_what_is_wrong() -> None:
                               "gateway servers not connected: 1 of 2"]
     assert doc["zookeeper"]["state"] == "lost"
     assert doc["zookeeper"]["sessionId"] is None
+    assert doc["zookeeper"]["lastError"] is None
     assert doc["redis"] == {"mode": "single", "reachable": False,
                             "lastError": fakes.cache.last_error}
     assert doc["gateways"]["connected"] == 1
     assert doc["gateways"]["connections"] == 2
     assert doc["gateways"]["servers"]["10.0.0.6:3001"]["connected"] == 0
+
+
+def test_zookeeper_last_error_is_shown() -> None:
+    fakes = Fakes()
+    _break_zk_connecting(fakes)
+    site, _ = fakes.site()
+    _, doc = health(site)
+    assert doc["zookeeper"]["lastError"] == "cannot connect to 127.0.0.1:2999: Connection refused"
 
 
 def test_no_server_known_is_503_unavailable() -> None:

@@ -18,13 +18,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
+from kazoo.protocol.states import KazooState
 from kazoo.security import ACL, Id, Permissions
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
+from mpush.cluster.kazoo_logs import AttemptReporter
 from mpush.cluster.server_node import NodeDataError, ServerNode
 from mpush.cluster.zookeeper import ZkWatcher
 from tests.harness.registry import NodeRegistrar, digest_acl_id, node_json
@@ -237,13 +239,19 @@ def test_view_follows_add_update_remove(zk_server: ZooKeeperServer, zk_namespace
 
     gs = zk_registrar.register("gs", "10.0.0.1", 3001)
     yield wait_for(lambda: name_of(gs) in view(watcher, "gs"), 1, "a new gateway (parent created)")
+    registered = time.time()
     cs = zk_registrar.register("cs", "10.0.0.2", 3000)
     yield wait_for(lambda: name_of(cs) in view(watcher), 1, "a new connection server")
     assert watcher.connection_servers()[name_of(cs)].weight == 1.0
+    # Known since it entered the view (reactor time: the wall clock here).
+    since = watcher.connection_servers()[name_of(cs)].since
+    assert since is not None and registered - 0.1 <= since <= time.time()
 
+    yield sleep(0.05)
     zk_registrar.update(cs, "10.0.0.2", 3000, {"weight": 3, "public_ip": "1.2.3.4"})
     yield wait_for(lambda: watcher.connection_servers()[name_of(cs)].weight == 3, 1, "an update")
     assert watcher.connection_servers()[name_of(cs)].public_host == "1.2.3.4"
+    assert watcher.connection_servers()[name_of(cs)].since == since, "an update keeps it"
     assert events[-1] == ("cs", "updated", name_of(cs))
 
     zk_registrar.unregister(before)
@@ -289,11 +297,17 @@ def test_malformed_nodes_are_skipped_and_logged_once(
     assert warned().count(good) == 1
 
 
+def unreachable_lines(logs: LogCapture) -> list[str]:
+    return [formatEvent(e) for e in list(logs.events)
+            if "cannot connect to" in str(e.get("log_format", ""))]
+
+
 @pytest_twisted.inlineCallbacks
 def test_zookeeper_down_at_start(zk_fresh_server: ZooKeeperServer,
                                  make_registrar: Callable[..., NodeRegistrar],
                                  make_zk_watcher: Callable[..., ZkWatcher],
-                                 logs: LogCapture) -> Any:
+                                 logs: LogCapture, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(ZkWatcher, "reminder_interval", 0.8)
     zk_fresh_server.reserve_port()
     watcher = make_zk_watcher(zk_fresh_server.connect_string, start=False)
     started = time.monotonic()
@@ -306,6 +320,18 @@ def test_zookeeper_down_at_start(zk_fresh_server: ZooKeeperServer,
     # kazoo's per-attempt "Connection dropped"/"Connecting to" lines are
     # demoted to debug by the log bridge: nothing louder got through.
     assert logs.kazoo_at_least(LogLevel.info) == []
+    # Ours: the outage once with its address and error, then a reminder at
+    # most every reminder_interval (0.8 s here), not one line per attempt.
+    lines = unreachable_lines(logs)
+    address = zk_fresh_server.connect_string
+    assert lines[0].startswith(f"ZooKeeper: cannot connect to {address}: ")
+    assert "Connection refused" in lines[0] and "reminder every 0.8 s" in lines[0]
+    reminders = lines[1:]
+    assert 1 <= len(reminders) <= 2, lines
+    assert all(r.startswith(f"ZooKeeper: still cannot connect to {address} after ")
+               for r in reminders)
+    assert watcher.last_error is not None and "Connection refused" in watcher.last_error
+    assert address in watcher.last_error
 
     yield deferToThread(zk_fresh_server.start)
     registrar = make_registrar(zk_fresh_server.connect_string)
@@ -314,6 +340,55 @@ def test_zookeeper_down_at_start(zk_fresh_server: ZooKeeperServer,
                    "the view after ZooKeeper came up")
     assert watcher.state == "connected"
     assert logs.states() == ["connecting", "connected"]
+    assert watcher.last_error is None
+
+
+def test_unreachable_is_logged_once_then_reminded_on_the_reactor_clock(
+        zk_settings: Callable[..., Any], logs: LogCapture) -> None:
+    clock = Clock()
+    watcher = ZkWatcher(zk_settings("127.0.0.1:2999"), reactor=clock)
+    # What startService leaves (without kazoo's threads): running, connecting.
+    watcher.running, watcher.state = True, "connecting"
+    # The client's logger, as kazoo's connection thread uses it.
+    kazoo_log = AttemptReporter(lambda error: watcher._attempt_failed(watcher.generation, error))
+
+    def attempt() -> None:
+        kazoo_log.warning("Connection dropped: %s", "socket connection error: Connection refused")
+
+    attempt()
+    assert unreachable_lines(logs) == [
+        "ZooKeeper: cannot connect to 127.0.0.1:2999: Connection dropped: socket connection"
+        " error: Connection refused; retrying (a reminder every 60 s while it lasts)"]
+    assert watcher.last_error == ("cannot connect to 127.0.0.1:2999: Connection dropped:"
+                                  " socket connection error: Connection refused")
+    for _ in range(59):  # an attempt a second: no line for a minute
+        clock.advance(1.0)
+        attempt()
+        kazoo_log.info("Connecting to %s(%s):%s, use_ssl: %r", "127.0.0.1", "127.0.0.1", 2999,
+                       False)  # not a failure: nothing
+    assert len(unreachable_lines(logs)) == 1
+    clock.advance(1.0)
+    attempt()
+    assert unreachable_lines(logs)[1:] == [
+        "ZooKeeper: still cannot connect to 127.0.0.1:2999 after 60 s: Connection dropped:"
+        " socket connection error: Connection refused"]
+    clock.advance(30.0)
+    attempt()
+    assert len(unreachable_lines(logs)) == 2
+
+    # Connected: the outage is over; a drop of the live connection is not one.
+    watcher._on_state(watcher.generation, KazooState.CONNECTED, 0x5)
+    assert watcher.last_error is None
+    attempt()
+    assert watcher.last_error is None and len(unreachable_lines(logs)) == 2
+    # The next outage is logged at once again; a stale generation's never.
+    watcher.state = "suspended"
+    watcher._attempt_failed(watcher.generation - 1, "Connection time-out: old client")
+    assert watcher.last_error is None
+    clock.advance(5.0)
+    attempt()
+    assert len(unreachable_lines(logs)) == 3
+    assert unreachable_lines(logs)[2].startswith("ZooKeeper: cannot connect to")
 
 
 @pytest_twisted.inlineCallbacks
@@ -447,6 +522,8 @@ def test_without_digest_the_java_nodes_are_unreadable(
     yield sleep(1.0)  # about five retries
     assert len(errors()) == 1, "the same error is logged once"
     assert "NoAuthError" in errors()[0]["error"]
+    assert "check mp.zk.digest" in errors()[0]["error"]
+    assert watcher.last_error == errors()[0]["error"]
     assert watcher.state == "connected" and view(watcher) == {} and not watcher.initialized
 
 

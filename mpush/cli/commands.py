@@ -155,12 +155,13 @@ def route(client: ApiClient, user: str, out: Output) -> int:
 def routes_table(document: dict[str, Any], out: Output) -> str:
     rows, colours = [], []
     for r in document.get("routes", []):
-        problem = r.get("malformed")
+        problem = r.get("malformed")  # {"reason", "value"} of an unusable entry
         online = "malformed" if problem else text(r.get("online"))
+        servers = ",".join(r.get("connectionServers") or []) or None
         rows.append([CLIENT_TYPES.get(r.get("clientType"), text(r.get("clientType"))), online,
-                     text(r.get("connectionServer")), text(r.get("gateway")),
+                     text(servers), text(r.get("gateway")),
                      text(r.get("osName")), text(r.get("clientVersion")),
-                     text(problem) if problem else ""])
+                     f"field {r.get('field')}: {problem.get('reason')}" if problem else ""])
         colours.append("red" if problem else ("green" if r.get("online") else "yellow"))
     return table(["CLIENT", "ONLINE", "CONNECTION SERVER", "GATEWAY", "OS", "VERSION", ""],
                  rows, paint=out.paint, column=1, colours=colours)

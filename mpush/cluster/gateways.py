@@ -113,11 +113,15 @@ class _Server:
         self.closed = False
         self.rr = 0  # round-robin cursor over slots
         self.linger: IDelayedCall | None = None  # pending close after its node left
+        self.last_error: str | None = None  # the last failed attempt or lost connection
+
+    def failed(self, what: str, reason: Failure) -> None:
+        self.last_error = f"{what}: {reason.getErrorMessage()}"
 
     def connected(self) -> list[GatewayProtocol]:
         return [s.protocol for s in self.slots if s.protocol is not None and s.protocol.ready]
 
-    def status(self) -> dict[str, int]:
+    def status(self) -> dict[str, int | str | None]:
         protocols = [s.protocol for s in self.slots if s.protocol is not None]
         return {
             "connected": len(self.connected()),
@@ -125,6 +129,7 @@ class _Server:
             "pending": sum(p.pending_count for p in protocols),
             # Connections whose last requests timed out with no frame since.
             "unanswering": sum(1 for p in protocols if p.unanswered > 0),
+            "last_error": self.last_error,
         }
 
     def pick(self) -> GatewayProtocol | str:
@@ -205,9 +210,10 @@ class GatewayPool(Service):
         server = self._servers.get(address)
         return server is not None and bool(server.connected())
 
-    def status(self) -> dict[str, dict[str, int]]:
+    def status(self) -> dict[str, dict[str, int | str | None]]:
         """Per address: connected and configured connections, pending requests,
-        connections not answering (their last requests timed out)."""
+        connections not answering (their last requests timed out), and the
+        last connection error (kept after a reconnect; None if none yet)."""
         return {address: server.status() for address, server in sorted(self._servers.items())}
 
     def request(
@@ -376,6 +382,7 @@ class GatewayPool(Service):
             return
         log.debug("gateway server {gateway}: connection {i} lost: {why}",
                   gateway=server.address, i=slot.index, why=reason.getErrorMessage())
+        server.failed("connection lost", reason)
         if server.state == "up" and not server.connected():
             server.state = "down"
             log.warn("gateway server {gateway}: disconnected ({why}); reconnecting",
@@ -387,6 +394,7 @@ class GatewayPool(Service):
             return
         log.debug("gateway server {gateway}: connection {i} attempt failed: {why}",
                   gateway=server.address, i=slot.index, why=failure.getErrorMessage())
+        server.failed("cannot connect", failure)
         if server.state == "connecting":
             server.state = "down"
             log.warn("gateway server {gateway}: unreachable ({why}); retrying",

@@ -9,13 +9,18 @@ kazoo is also chatty during an outage: every reconnect attempt logs
 at INFO/WARNING, i.e. a few lines per second while ZooKeeper is down. The
 watcher logs each state change once itself, so these per-attempt messages
 are demoted to debug here, and a repeated warning of the same text is
-demoted after its first appearance.
+demoted after its first appearance. A failed attempt is still reported:
+:class:`AttemptReporter`, the logger each watcher gives its kazoo client,
+hands the error to the watcher, which logs the outage once, then a reminder
+now and then.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -36,6 +41,16 @@ _PER_ATTEMPT = frozenset({
     "Zookeeper session closed, state: %s",
     # With unlimited retries this only appears when the client is stopped.
     "Failed connecting to Zookeeper within the connection retry policy.",
+    # Reported by the watcher (AttemptReporter), once per outage.
+    "Cannot resolve %s: %s",
+})
+
+#: kazoo's templates of a failed connection attempt (``kazoo.protocol.connection``):
+#: the rendered text after the prefix is the error.
+CONNECT_FAILURES = frozenset({
+    "Connection dropped: %s",
+    "Connection time-out: %s",
+    "Cannot resolve %s: %s",
 })
 
 _LEVELS = (
@@ -109,6 +124,32 @@ class TwistedLoggerHandler(logging.Handler):
             if len(self._seen) > _SEEN_LIMIT:
                 self._seen.popitem(last=False)
         return level
+
+
+class AttemptReporter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A kazoo client's logger that also passes each failed connection attempt on.
+
+    kazoo retries forever and says why an attempt failed only in a log line
+    (demoted above, being one per attempt). Given as the client's ``logger``,
+    this calls ``on_failure(error)`` for each such line, in kazoo's
+    connection thread, then logs the record as the stdlib logger ``logger``
+    (``kazoo.client`` by default) would: the bridge sees the same records.
+    """
+
+    def __init__(self, on_failure: Callable[[str], object],
+                 logger: logging.Logger | None = None) -> None:
+        super().__init__(logger or logging.getLogger("kazoo.client"), {})
+        self.on_failure = on_failure
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        # Every level method of LoggerAdapter (warning, info, ...) ends here.
+        if msg in CONNECT_FAILURES:
+            try:
+                text = str(msg) % args
+            except (TypeError, ValueError):
+                text = str(msg)
+            self.on_failure(text)
+        super().log(level, msg, *args, **kwargs)
 
 
 _installed: dict[str, TwistedLoggerHandler] = {}

@@ -33,6 +33,9 @@ class ServerNode:
     # Excluded from the hash (a mapping is not hashable), kept in equality
     # so that an attrs-only change is an "updated" event.
     attrs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # Reactor time the view first held this node (set by the ZooKeeper reader;
+    # None from parse): bookkeeping, not data, so not compared.
+    since: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # Read-only copy: nodes are shared with every listener.

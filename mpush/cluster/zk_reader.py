@@ -12,12 +12,14 @@ Everything here past the bridge runs in the reactor thread only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
     ConnectionClosedError,
     ConnectionLoss,
+    NoAuthError,
     NoNodeError,
     SessionExpiredError,
 )
@@ -89,7 +91,8 @@ class PathReader:
     A *round* (after every CONNECTED, or the error retry) lists the
     children, reads every child and drops what is gone; when all its reads
     succeeded the host hears ``kind_synced``. ``view`` holds the usable
-    nodes, ``raw`` the data of every child read, usable or not.
+    nodes (each stamped with the reactor time it entered the view, ``since``),
+    ``raw`` the data of every child read, usable or not.
     """
 
     def __init__(self, kind: str, path: str, host: ReaderHost, bridge: KazooBridge) -> None:
@@ -104,7 +107,7 @@ class PathReader:
         self._pending = 0
         self._round_ok = True
         self._retry: IDelayedCall | None = None
-        self._error: str | None = None
+        self.error: str | None = None  # the last read error, None once reads work
 
     # -- rounds ----------------------------------------------------------------
 
@@ -246,6 +249,8 @@ class PathReader:
             return
         self._bad.pop(name, None)
         old = self.view.get(name)
+        # Known since it first entered the view; an update keeps that time.
+        node = replace(node, since=self._bridge.reactor.seconds() if old is None else old.since)
         self.view[name] = node
         if old is None:
             self._log_node("added", node)
@@ -287,9 +292,12 @@ class PathReader:
                       what=what, error=failure.getErrorMessage())
             return
         text = f"{what}: {failure.type.__name__} {failure.getErrorMessage()}".rstrip()
+        if failure.check(NoAuthError):
+            # The Java servers create every node readable with their digest only.
+            text += " (not readable with our digest: check mp.zk.digest)"
         delay = self._host.error_retry_delay
-        if self._error != text:
-            self._error = text
+        if self.error != text:
+            self.error = text
             log.error("ZooKeeper: {error}; retrying every {delay} s",
                       error=text, delay=delay, zk_error=self.kind)
         if self._retry is None or not self._retry.active():
@@ -301,8 +309,8 @@ class PathReader:
             self.start_round()
 
     def clear_error(self) -> None:
-        if self._error is not None:
-            self._error = None
+        if self.error is not None:
+            self.error = None
             self._host.log.info("ZooKeeper: reading {zk_path} works again", zk_path=self.path)
 
 

@@ -62,7 +62,7 @@ _KIND_BY_PATH = {path: kind for kind, path in PATHS.items()}
 Listener = Callable[[str, str, "ServerNode | None"], object]
 
 
-def _make_client(settings: ZkSettings) -> KazooClient:
+def _make_client(settings: ZkSettings, logger: Any = None) -> KazooClient:
     # server_address is a kazoo hosts string and may carry a chroot of its
     # own; the namespace is appended to it (h1:p1,h2:p2/chroot/mpush).
     digest = settings.digest or None
@@ -81,6 +81,7 @@ def _make_client(settings: ZkSettings) -> KazooClient:
         connection_retry=KazooRetry(
             max_tries=-1, delay=0.1, backoff=2,
             max_delay=max(0.2, float(settings.connection_timeout))),
+        logger=logger,
     )
 
 
@@ -89,8 +90,11 @@ class ZkWatcher(Service):
 
     ``startService`` returns once kazoo is started; it never waits for
     ZooKeeper, which may be down for as long as it likes: kazoo retries
-    forever and the state is logged once per change. Reading and watching
-    each path is a :class:`~mpush.cluster.zk_reader.PathReader`'s job.
+    forever and the state is logged once per change. While no attempt
+    connects, the first failure is logged with its error, then a reminder
+    at most every ``reminder_interval`` seconds (reactor time); ``last_error``
+    says why ZooKeeper cannot be used now. Reading and watching each path is
+    a :class:`~mpush.cluster.zk_reader.PathReader`'s job.
     """
 
     log = Logger()
@@ -98,6 +102,8 @@ class ZkWatcher(Service):
     # Delay before re-reading after an unexpected error (e.g. NoAuth) while
     # connected; connection errors need none (reconnects trigger a round).
     error_retry_delay = 5.0
+    # At most one "still cannot connect" line per this many seconds of an outage.
+    reminder_interval = 60.0
 
     def __init__(self, settings: ZkSettings, reactor: Any = None) -> None:
         self._settings = settings
@@ -115,6 +121,9 @@ class ZkWatcher(Service):
         self._synced: set[str] = set()
         self._last_session: int | None = None
         self._stopping: Deferred[None] | None = None
+        self._connect_error: str | None = None  # the last failed attempt, while not connected
+        self._unreachable_since: float | None = None  # reactor time of the outage's first failure
+        self._reminded_at = 0.0
 
     # -- public view -------------------------------------------------------
 
@@ -138,6 +147,14 @@ class ZkWatcher(Service):
     def servers(self) -> str:
         return self._settings.server_address
 
+    @property
+    def last_error(self) -> str | None:
+        """Why ZooKeeper cannot be used now, None if it can: the last failed
+        connection attempt while not connected, else a read error (NoAuth ...)."""
+        if self._connect_error is not None:
+            return self._connect_error
+        return next((r.error for r in self._readers.values() if r.error is not None), None)
+
     # -- lifecycle ---------------------------------------------------------
 
     def startService(self) -> Deferred[None]:
@@ -149,12 +166,14 @@ class ZkWatcher(Service):
             self._stopping.addBoth(lambda _: later.callback(None))
             later.addCallback(lambda _: self.startService())
             return later
-        client = _make_client(self._settings)
+        generation = self.generation + 1
+        client = _make_client(self._settings, logbridge.AttemptReporter(
+            lambda error: self._bridge.call(self._attempt_failed, generation, error)))
         Service.startService(self)
         logbridge.install("kazoo")
-        self.generation += 1
-        generation = self.generation
+        self.generation = generation
         self._synced = set()
+        self._reachable()
         self.client = client
         client.add_listener(lambda state: self._kazoo_state(generation, client, state))
         self._set_state("connecting")
@@ -171,6 +190,7 @@ class ZkWatcher(Service):
             reader.cancel_retry()
         client, self.client = self.client, None
         self.session_id = None
+        self._reachable()
         self._set_state("stopped")
         if client is None:
             return succeed(None)
@@ -214,6 +234,7 @@ class ZkWatcher(Service):
             return
         if state == KazooState.CONNECTED:
             self.session_id = session
+            self._reachable()
             self._set_state("connected")
             for reader in self._readers.values():
                 reader.start_round()
@@ -249,6 +270,29 @@ class ZkWatcher(Service):
                 zk_state=new, zk_previous=old, **counts)
         else:
             self.log.info("ZooKeeper: watcher {zk_state}", zk_state=new, zk_previous=old)
+
+    def _attempt_failed(self, generation: int, error: str) -> None:
+        """A connection attempt failed (kazoo's log line, via AttemptReporter)."""
+        if generation != self.generation or not self.running or self.state == "connected":
+            # An established connection dropping: "suspended" follows and says so.
+            return
+        self._connect_error = f"cannot connect to {self.servers}: {error}"
+        now = self._reactor.seconds()
+        if self._unreachable_since is None:
+            self._unreachable_since = self._reminded_at = now
+            self.log.warn("ZooKeeper: cannot connect to {zk_servers}: {error}; retrying"
+                          " (a reminder every {interval:g} s while it lasts)",
+                          zk_servers=self.servers, error=error, interval=self.reminder_interval)
+        elif now - self._reminded_at >= self.reminder_interval:
+            self._reminded_at = now
+            self.log.warn("ZooKeeper: still cannot connect to {zk_servers} after {seconds:.0f} s:"
+                          " {error}", zk_servers=self.servers, error=error,
+                          seconds=now - self._unreachable_since)
+
+    def _reachable(self) -> None:
+        # Connected, or (re)started/stopped: the outage, if any, is over.
+        self._connect_error = None
+        self._unreachable_since = None
 
     def _session_change(self, session: int) -> str:
         if self._last_session is None:

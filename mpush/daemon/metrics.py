@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mpush.interfaces import Admission, HttpSite, LoadReporter
+from mpush.interfaces import Admission, HttpSite
 from mpush.services.status import (
     AllocationStatus,
     GatewaysStatus,
@@ -60,7 +60,7 @@ def _gauge(name: str, documentation: str, value: float) -> Metric:
 class StateCollector:
     """Reads the daemon's state at scrape time: one :class:`Status` snapshot
     (the same reading ``/health`` renders), the site's and the pushes'
-    counters, and the policy's per-server load. Every part is optional."""
+    counters. Every part is optional."""
 
     def __init__(self, status: Status | None = None, *, site: HttpSite | None = None,
                  push: Admission | None = None) -> None:
@@ -102,10 +102,8 @@ class StateCollector:
 
     def _allocation(self, allocation: AllocationStatus) -> Iterator[Metric]:
         yield _gauge("servers", "Connection servers in the allocation list", allocation.servers)
-        policy = self.status.policy
-        if not isinstance(policy, LoadReporter):
-            return  # no per-server load to show (not the daemon's policy)
-        # Per-server counters are metrics only (/health shows none): read here.
+        if not allocation.rows:
+            return  # no per-server load to show (none, or not the daemon's policy)
         allocations = CounterMetricFamily(
             PREFIX + "allocations",
             "GET / answers that listed this server first, since it joined the list",
@@ -113,7 +111,7 @@ class StateCollector:
         online = GaugeMetricFamily(PREFIX + "server_online",
                                    "Online users of this server at the last refresh (its"
                                    " share of its IP's count)", labels=["server"])
-        for s in policy.describe():
+        for s in allocation.rows:
             allocations.add_metric([s.address], s.allocated)
             online.add_metric([s.address], s.online)
         yield allocations

@@ -269,12 +269,16 @@ class Web:
 def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, status: Status,
              reactor: Any = None) -> Web:
     from mpush.daemon.listener import TlsOptions, WebService
+    from mpush.services.user_routes import UserRouteReader
+    from mpush.web.cluster import ClusterResource
     from mpush.web.health import HealthResource
     from mpush.web.openapi import OpenApiResource
     from mpush.web.page import PageResource
     from mpush.web.push import PushResource
+    from mpush.web.push_access import PushAccess
     from mpush.web.root import RootResource
     from mpush.web.site import AllocSite
+    from mpush.web.users import UsersResource
 
     alloc = settings.alloc
     root = RootResource(policy, retry_after=alloc.retry_after)
@@ -285,6 +289,14 @@ def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, stat
     root.putChild(b"index.html", PageResource())
     root.putChild(b"openapi.json", OpenApiResource())
     root.putChild(b"health", HealthResource(status))
+    # The operator API: /push's access rule; only /users reads Redis, within
+    # the time the Redis client promises to fail in.
+    access = PushAccess(token=alloc.push_token, allow=alloc.push_allow)
+    root.putChild(b"cluster", ClusterResource(status, access))
+    assert status.redis is not None
+    redis_wait = settings.redis.connect_timeout + settings.redis.reply_timeout
+    routes = UserRouteReader(status.redis, status.zk, timeout=redis_wait, reactor=reactor)
+    root.putChild(b"users", UsersResource(routes, access, max_user_id=settings.max_packet_size))
     site = AllocSite(root, access_log=alloc.access_log, max_request_size=alloc.max_request_size,
                      request_head_timeout=alloc.request_head_timeout, reactor=reactor)
     tls = None

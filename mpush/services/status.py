@@ -8,6 +8,10 @@ reads each once into frozen dataclasses. ``/health``
 disagree on what "connected" or "stale" means, and the gateways are
 aggregated in one place.
 
+``/cluster`` (:mod:`mpush.web.cluster`) renders the same snapshot in full:
+a row per allocated connection server (:class:`ServerRow`, from the
+policy's figures and the ZooKeeper view) and per gateway server.
+
 Reading is in-memory only (no ZooKeeper, Redis or gateway call): a load
 balancer may poll ``/health`` as often as it likes. Every part is optional
 (a section is ``None`` without its object): the collector is also used on
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -25,9 +30,11 @@ from mpush.interfaces import (
     ClusterView,
     Draining,
     GatewayRequester,
+    LoadReporter,
     Policy,
     RedisClient,
     RefreshReport,
+    ServerNodeInfo,
 )
 from mpush.reactor import default_reactor
 
@@ -37,6 +44,7 @@ __all__ = [
     "GatewaysStatus",
     "RedisStatus",
     "RefreshStatus",
+    "ServerRow",
     "Status",
     "StatusSnapshot",
     "ZooKeeperStatus",
@@ -53,6 +61,7 @@ class ZooKeeperStatus:
     initialized: bool  # the first full view is loaded
     connection_servers: int  # nodes in the view
     gateway_servers: int
+    last_error: str | None = None  # why it cannot be used now (unreachable, NoAuth, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,7 @@ class GatewayStatus:
     configured: int  # connections kept when all is well
     pending: int  # requests awaiting an answer
     unanswering: int  # > 0: its last requests timed out (a frozen server)
+    last_error: str | None = None  # the last failed attempt or lost connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +98,11 @@ class GatewaysStatus:
 
     @classmethod
     def of(cls, status: Mapping[str, Mapping[str, int]]) -> GatewaysStatus:
-        # Absent keys (fakes, or a pool without that figure) read 0.
+        # Absent keys (fakes, or a pool without that figure) read 0 (None).
         servers = tuple(
             GatewayStatus(address, int(s.get("connected", 0)), int(s.get("configured", 0)),
-                          int(s.get("pending", 0)), int(s.get("unanswering", 0)))
+                          int(s.get("pending", 0)), int(s.get("unanswering", 0)),
+                          s.get("last_error"))
             for address, s in status.items())
         return cls(
             servers=servers,
@@ -105,12 +116,65 @@ class GatewaysStatus:
         )
 
 
+class ServerRow(NamedTuple):
+    """One connection server as allocated: the policy's figures
+    (:class:`mpush.balance.ServerStatus`), its place in ``GET /``, its node.
+
+    A named tuple rather than a frozen dataclass: as immutable, and several
+    times cheaper to make, which counts at a row per server per snapshot.
+    """
+
+    position: int  # 1 = first in the current GET / answer
+    address: str  # "ip:port", as served
+    ip: str  # the public IP: mp:oul:<ip> counts its users
+    weight: float
+    online: float  # its share of its IP's count at the last refresh
+    handed: int  # handed out since the last applied count
+    load: float  # (online + handed) / weight: the order's key
+    allocated: int  # handed out since it joined the list
+    nodes: tuple[str, ...]  # its ZooKeeper node names (two while a restart's old one lives)
+    registered: str | None  # the node's own host:port (None: no node in the view)
+    since: float | None  # reactor time its node entered the ZooKeeper view
+
+    @classmethod
+    def rows(cls, policy: LoadReporter,
+             nodes: Mapping[str, ServerNodeInfo]) -> tuple[ServerRow, ...]:
+        """The policy's servers in ``GET /`` order, with the view's nodes of each."""
+        found = _nodes_by_address(nodes)
+        missing: tuple[tuple[str, ...], str | None, float | None] = ((), None, None)
+        # ServerStatus has the fields of a row from ``address`` to ``allocated``, in
+        # order; tuple.__new__ skips the named tuple's argument handling (per row).
+        make = tuple.__new__
+        return tuple([make(cls, (i, *s, *found.get(s.address, missing)))
+                      for i, s in enumerate(policy.describe(), 1)])
+
+
+def _nodes_by_address(nodes: Mapping[str, ServerNodeInfo],
+                      ) -> dict[str, tuple[tuple[str, ...], str | None, float | None]]:
+    """Per served address (as the refresher serves a node: public host, port): the
+    node names, the first one's own host:port, and the earliest time one was seen."""
+    found: dict[str, tuple[tuple[str, ...], str | None, float | None]] = {}
+    for name in sorted(nodes):
+        node = nodes[name]
+        address = f"{node.public_host}:{node.port}"
+        known = found.get(address)
+        if known is None:
+            found[address] = ((name,), f"{node.host}:{node.port}", node.since)
+        else:
+            names, registered, since = known
+            times = [t for t in (since, node.since) if t is not None]
+            found[address] = ((*names, name), registered, min(times, default=None))
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class AllocationStatus:
     """The policy: what ``GET /`` hands out."""
 
     servers: int  # connection servers in the allocation list
     serving: bool  # there is a list to answer with (else GET / is 503)
+    # Per server, in GET / order; empty for a policy that tells no loads.
+    rows: tuple[ServerRow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +186,7 @@ class RefreshStatus:
     last_error: str | None  # the password scrubbed
     refreshes: int
     failures: int
+    last_success: float | None = None  # reactor time of the last good refresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,20 +228,33 @@ class Status:
         parts = ("zk", "redis", "gateways", "refresher", "policy")
         return tuple(name for name in parts if getattr(self, name) is None)
 
-    def snapshot(self) -> StatusSnapshot:
-        zk, redis, gateways, policy = self.zk, self.redis, self.gateways, self.policy
+    def snapshot(self, *, rows: bool = True) -> StatusSnapshot:
+        """One reading of every part. ``rows=False`` leaves the per-server rows out
+        (``allocation.rows`` empty): ``/health`` shows none, and is the most polled."""
+        zk, redis, gateways = self.zk, self.redis, self.gateways
+        cs_nodes = {} if zk is None else zk.connection_servers()
         return StatusSnapshot(
             draining=None if self.drain is None else bool(self.drain.draining),
-            allocation=None if policy is None else AllocationStatus(
-                len(policy.servers), policy.body is not None),
+            allocation=self._allocation(cs_nodes if rows else None),
             refresh=self._refresh(),
             zookeeper=None if zk is None else ZooKeeperStatus(
-                zk.state, zk.session_id, zk.initialized, len(zk.connection_servers()),
-                len(zk.gateway_servers())),
+                zk.state, zk.session_id, zk.initialized, len(cs_nodes),
+                len(zk.gateway_servers()), zk.last_error),
             redis=None if redis is None else RedisStatus(
                 redis.mode, bool(redis.healthy), self._scrub(redis.last_error)),
             gateways=None if gateways is None else GatewaysStatus.of(gateways.status()),
         )
+
+    def _allocation(self, cs_nodes: Mapping[str, ServerNodeInfo] | None,
+                    ) -> AllocationStatus | None:
+        """The policy's part; its rows with the view's ``cs_nodes`` (None: no rows)."""
+        policy = self.policy
+        if policy is None:
+            return None
+        rows: tuple[ServerRow, ...] = ()
+        if cs_nodes is not None and isinstance(policy, LoadReporter):
+            rows = ServerRow.rows(policy, cs_nodes)
+        return AllocationStatus(len(policy.servers), policy.body is not None, rows)
 
     def _refresh(self) -> RefreshStatus | None:
         ref = self.refresher
@@ -188,7 +266,7 @@ class Status:
             self.clock = default_reactor(self.clock)
             age = max(0.0, self.clock.seconds() - ref.last_success)
         return RefreshStatus(bool(ref.stale), age, self._scrub(ref.last_error),
-                             ref.refreshes, ref.failures)
+                             ref.refreshes, ref.failures, ref.last_success)
 
     def _scrub(self, text: str | None) -> str | None:
         # Defence in depth: RedisService's messages never carry the password,

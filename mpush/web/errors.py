@@ -1,4 +1,4 @@
-"""JSON error bodies: every 4xx/5xx the daemon writes looks the same."""
+"""JSON answers, and the error bodies: every 4xx/5xx the daemon writes looks the same."""
 
 from __future__ import annotations
 
@@ -8,13 +8,23 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 
-def json_error(request: Request, status: int, message: str, **extra: object) -> bytes:
-    """Set ``status`` on ``request`` and return a JSON body ``{"error": ...}``."""
+def json_answer(request: Request, document: object, status: int = 200) -> bytes:
+    """Set ``status`` and the JSON headers (not cached) on ``request``; the body of ``document``
+    (``bytes``: JSON already).
+
+    ASCII JSON (``\\u`` escapes): safe for any text, lone surrogates included.
+    """
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    body = {"error": message, "status": status, **extra}
-    return json.dumps(body, separators=(",", ":")).encode()
+    if isinstance(document, bytes):
+        return document
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def json_error(request: Request, status: int, message: str, **extra: object) -> bytes:
+    """Set ``status`` on ``request`` and return a JSON body ``{"error": ...}``."""
+    return json_answer(request, {"error": message, "status": status, **extra}, status)
 
 
 def not_found(request: Request) -> bytes:

@@ -14,21 +14,20 @@ same during an outage as before it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.web.server import Request
 
 from mpush.services.status import (
     GatewaysStatus,
+    RedisStatus,
     RefreshStatus,
     Status,
     StatusSnapshot,
     ZooKeeperStatus,
 )
 from mpush.web.base import JsonLeaf
-
-_JSON = b"application/json"
+from mpush.web.errors import json_answer
 
 OK = "ok"
 DEGRADED = "degraded"
@@ -49,16 +48,13 @@ class HealthResource(JsonLeaf):
 
     def render_GET(self, request: Request) -> bytes:
         report = self.report()
-        body = json.dumps(report, separators=(",", ":")).encode()
-        request.setResponseCode(503 if report["status"] == UNAVAILABLE else 200)
-        request.setHeader(b"content-type", _JSON)
-        # A cached "ok" would hide an outage from whoever polls through a cache.
-        request.setHeader(b"cache-control", b"no-store")
-        return body
+        # Not cached (no-store): a cached "ok" would hide an outage from
+        # whoever polls through a cache.
+        return json_answer(request, report, 503 if report["status"] == UNAVAILABLE else 200)
 
     def report(self) -> dict[str, Any]:
         """The health document (a dict ready for JSON)."""
-        return health_document(self._status.snapshot())
+        return health_document(self._status.snapshot(rows=False))
 
 
 def health_document(snap: StatusSnapshot) -> dict[str, Any]:
@@ -97,15 +93,8 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
             "lastRefreshError": refresh.last_error,
             "refreshes": refresh.refreshes,
         },
-        "zookeeper": {
-            "state": zk.state,
-            "sessionId": None if zk.session_id is None else f"0x{zk.session_id:x}",
-            "initialized": zk.initialized,
-            "connectionServers": zk.connection_servers,
-            "gatewayServers": zk.gateway_servers,
-        },
-        "redis": {"mode": redis.mode, "reachable": redis.reachable,
-                  "lastError": redis.last_error},
+        "zookeeper": zookeeper_section(zk),
+        "redis": redis_section(redis),
         "gateways": {
             "known": gateways.known,
             "connected": gateways.up,
@@ -116,6 +105,23 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
                                     "pending": g.pending} for g in gateways.servers},
         },
     }
+
+
+def zookeeper_section(zk: ZooKeeperStatus) -> dict[str, Any]:
+    """The ``zookeeper`` object of ``/health`` and ``/cluster``."""
+    return {
+        "state": zk.state,
+        "sessionId": None if zk.session_id is None else f"0x{zk.session_id:x}",
+        "initialized": zk.initialized,
+        "connectionServers": zk.connection_servers,
+        "gatewayServers": zk.gateway_servers,
+        "lastError": zk.last_error,
+    }
+
+
+def redis_section(redis: RedisStatus) -> dict[str, Any]:
+    """The ``redis`` object of ``/health`` and ``/cluster``."""
+    return {"mode": redis.mode, "reachable": redis.reachable, "lastError": redis.last_error}
 
 
 def _zookeeper_reasons(zk: ZooKeeperStatus) -> list[str]:

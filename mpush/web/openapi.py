@@ -68,12 +68,12 @@ def _components() -> Json:
             "bearer": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "With `mp.alloc.push-token` set, `/push` requires"
-                               " `Authorization: Bearer <token>` (401 otherwise) and the token"
-                               " alone decides. Without one, only clients in"
-                               " `mp.alloc.push-allow` may push (403 otherwise), browsers"
-                               " only from this server's own origin, reached by IP address"
-                               " or `localhost`.",
+                "description": "With `mp.alloc.push-token` set, `/push`, `/cluster` and"
+                               " `/users/{userId}` require `Authorization: Bearer <token>`"
+                               " (401 otherwise) and the token alone decides. Without one,"
+                               " only clients in `mp.alloc.push-allow` may use them (403"
+                               " otherwise), browsers only from this server's own origin,"
+                               " reached by IP address or `localhost`.",
             },
         },
     }
@@ -104,9 +104,9 @@ def _head(get: Json) -> Json:
         headers["Content-Length"] = ref("headers", "Content-Length")
         responses[status] = {"description": answer["description"] + " (no body)",
                              "headers": headers}
+    same = {key: get[key] for key in ("description", "security", "parameters") if key in get}
     return _common({"summary": get["summary"] + " (HEAD: status and headers only)",
-                    **({"description": get["description"]} if "description" in get else {}),
-                    "responses": responses})
+                    **same, "responses": responses})
 
 
 def _retry_after() -> Json:
@@ -152,6 +152,18 @@ def _push_post() -> Json:
     })
 
 
+def _access_errors() -> Json:
+    """401 and 403: the access rule of `/push` and the operator endpoints."""
+    return {
+        "401": _error_response("a push token is configured and the request did not"
+                               " carry it", headers={
+                                   "WWW-Authenticate": ref("headers", "WWW-Authenticate")}),
+        "403": _error_response("no push token configured, and the client is not in"
+                               " `mp.alloc.push-allow`, or a browser request from another"
+                               " origin or through a host name"),
+    }
+
+
 def _push_errors() -> Json:
     return {
         "400": _error_response("a body refused: invalid JSON or UTF-8, lone surrogates,"
@@ -159,12 +171,7 @@ def _push_errors() -> Json:
                                " wrong types, missing target or content, blank user id,"
                                " `taskId` on a single push, empty `tags`; `field` names"
                                " the culprit"),
-        "401": _error_response("a push token is configured and the request did not"
-                               " carry it", headers={
-                                   "WWW-Authenticate": ref("headers", "WWW-Authenticate")}),
-        "403": _error_response("no push token configured, and the client is not in"
-                               " `mp.alloc.push-allow`, or a browser request from another"
-                               " origin or through a host name"),
+        **_access_errors(),
         "413": _error_response("a body over `mp.alloc.max-request-size` (`limit`), more"
                                " distinct users than `mp.alloc.max-users-per-push`"
                                " (`field: userIds`, `limit`), or content too large for a"
@@ -189,6 +196,53 @@ def _health_get() -> Json:
             "503": {"description": "`unavailable`: no connection server known yet, or"
                                    " draining",
                     "content": {"application/json": {"schema": ref("schemas", "Health")}}},
+        },
+    })
+
+
+def _cluster_get() -> Json:
+    return _common({
+        "summary": "every server as this daemon sees it (operators)",
+        "description": "`Cache-Control: no-store`. Reads in-memory state only: the status"
+                       " snapshot `/health` and `/metrics` render. `/push`'s access rule.",
+        "security": [{"bearer": []}, {}],
+        "responses": {
+            "200": {"description": "connection servers as allocated, gateway servers,"
+                                   " ZooKeeper, Redis, the last refresh",
+                    "content": {"application/json": {"schema": ref("schemas", "Cluster")}}},
+            **_access_errors(),
+        },
+    })
+
+
+def _user_id_parameter() -> Json:
+    return {
+        "name": "userId", "in": "path", "required": True,
+        "description": "URL-encoded (`%2F` for a `/` of the id); UTF-8, not blank, at most"
+                       " `mp.core.max-packet-size` bytes",
+        "schema": {"type": "string", "minLength": 1},
+    }
+
+
+def _users_get() -> Json:
+    return _common({
+        "summary": "a user's routes, as the Java console's `route` command shows them",
+        "description": "Reads `mp:ur:<userId>` from Redis (the only endpoint that does),"
+                       " within the Redis connect and reply timeouts. `Cache-Control:"
+                       " no-store`. `/push`'s access rule.",
+        "security": [{"bearer": []}, {}],
+        "parameters": [_user_id_parameter()],
+        "responses": {
+            "200": {"description": "the routes: one per client type, then the malformed"
+                                   " entries",
+                    "content": {"application/json": {"schema": ref("schemas",
+                                                                   "UserRoutes")}}},
+            "400": _error_response("a bad user id: blank, not UTF-8 once URL-decoded, or"
+                                   " too long (`field: userId`)"),
+            **_access_errors(),
+            "404": _error_response("the user has no route in Redis"),
+            "503": _error_response("Redis cannot be read (down, or no answer in time): the"
+                                   " reason"),
         },
     })
 
@@ -225,6 +279,7 @@ def _paths() -> Json:
     """Every path with every method: the accepted ones, the others as 405."""
     root_get, health_get, page_get = _root_get(), _health_get(), _page_get()
     openapi_get, metrics_get = _openapi_get(), _metrics_get()
+    cluster_get, users_get = _cluster_get(), _users_get()
     accepted: dict[str, Json] = {
         "/": {"get": root_get, "head": _head(root_get)},
         "/push": {"post": _push_post()},
@@ -232,12 +287,17 @@ def _paths() -> Json:
         "/index.html": {"get": page_get, "head": _head(page_get)},
         "/openapi.json": {"get": openapi_get, "head": _head(openapi_get)},
         "/metrics": {"get": metrics_get, "head": _head(metrics_get)},
+        "/cluster": {"get": cluster_get, "head": _head(cluster_get)},
+        "/users/{userId}": {"get": users_get, "head": _head(users_get)},
     }
     paths: Json = {}
     for path, operations in accepted.items():
         allowed = tuple(m.upper() for m in METHODS if m in operations)
         paths[path] = {method: operations.get(method) or _not_allowed(path, allowed)
                        for method in METHODS}
+        if "{userId}" in path:  # every operation of the path declares its parameter
+            for operation in paths[path].values():
+                operation.setdefault("parameters", [_user_id_parameter()])
     return paths
 
 
@@ -253,6 +313,8 @@ def build_document() -> Json:
                 " the ones it accepts with their answers, the others with 405. Errors are"
                 " JSON (`Error`). Any path not listed answers 404 (`NotFound`). Every"
                 " operation may answer 408 (request head too slow) and 413 (body too large)."
+                " `/cluster` and `/users/{userId}` are the operator API, under `/push`'s"
+                " access rule."
                 " 500 is declared on `POST /push` only, where a bug in pushing would produce"
                 " it; no test request can. A request that is not valid HTTP/1.1 (malformed"
                 " request line or header) gets twisted.web's bare `400 Bad Request` and the"

@@ -54,6 +54,11 @@ def schemas() -> Json:
         "PushResult": _push_result(),
         "PushAnswer": _push_answer(),
         "Health": _health(),
+        "Cluster": _cluster(),
+        "ClusterServer": _cluster_server(),
+        "ClusterGateway": _cluster_gateway(),
+        "UserRoutes": _user_routes(),
+        "UserRoute": _user_route(),
         "OpenApiDocument": {
             "type": "object",
             "description": "This document.",
@@ -96,7 +101,7 @@ def _error() -> Json:
                        "description": "the HTTP status, repeated"},
             "field": {"type": ["string", "null"],
                       "description": "`/push` 400/413/415: the JSON key at fault"
-                                     " (`body` for the whole body)"},
+                                     " (`body` for the whole body); `/users` 400: `userId`"},
             "limit": {"type": "integer", "minimum": 1,
                       "description": "413/503: the limit passed"
                                      " (bytes, users or pushes in flight)"},
@@ -210,11 +215,7 @@ def _health() -> Json:
         "draining": {"type": "boolean"},
         "allocation": _health_allocation(),
         "zookeeper": _health_zookeeper(),
-        "redis": _record({
-            "mode": {"type": "string", "enum": ["single", "sentinel", "cluster"]},
-            "reachable": {"type": "boolean"},
-            "lastError": _text_or_null(),
-        }),
+        "redis": _health_redis(),
         "gateways": _health_gateways(),
     }, description="In-memory state only: cheap to poll, answers the same during an outage."
                    " `ok`/`degraded` come with 200, `unavailable` with 503.")
@@ -238,6 +239,109 @@ def _health_zookeeper() -> Json:
         "initialized": {"type": "boolean"},
         "connectionServers": _count(),
         "gatewayServers": _count(),
+        "lastError": {**_text_or_null(), "description":
+                      "why ZooKeeper cannot be used now: unreachable (address and error),"
+                      " or a read refused (NoAuth: check `mp.zk.digest`); null when fine"},
+    })
+
+
+def _health_redis() -> Json:
+    return _record({
+        "mode": {"type": "string", "enum": ["single", "sentinel", "cluster"]},
+        "reachable": {"type": "boolean", "description": "the last probe (every 5 s) or command"
+                                                        " reached Redis"},
+        "lastError": _text_or_null(),
+    })
+
+
+def _cluster() -> Json:
+    return _record({
+        "draining": {"type": "boolean"},
+        "serving": {"type": "boolean", "description": "`GET /` has a list to answer with"},
+        "connectionServers": {"type": "array", "items": ref("schemas", "ClusterServer"),
+                              "description": "in the order of the current `GET /` answer"},
+        "gatewayServers": {"type": "array", "items": ref("schemas", "ClusterGateway"),
+                           "description": "by `host:port`"},
+        "zookeeper": _health_zookeeper(),
+        "redis": _health_redis(),
+        "lastRefresh": _record({
+            "at": {**_text_or_null(), "description": "the last good refresh (ISO 8601 UTC)"},
+            "ok": {"type": "boolean", "description": "the last refresh read the online counts"},
+            "ageSeconds": {"type": ["number", "null"], "minimum": 0},
+            "error": {**_text_or_null(), "description": "why the last refresh failed"},
+            "stale": {"type": "boolean", "description": "serving a list ZooKeeper no longer"
+                                                        " shows"},
+            "refreshes": _count(),
+            "failures": _count(),
+        }),
+    }, description="Every server as this daemon sees it, from the same in-memory snapshot as"
+                   " `/health` and `/metrics`. docs/api.md describes each field.")
+
+
+def _cluster_server() -> Json:
+    number = {"type": "number", "minimum": 0}
+    return _record({
+        "position": {"type": "integer", "minimum": 1, "description": "1: listed first by"
+                                                                    " `GET /` now"},
+        "address": {**_string(), "description": "`ip:port` as served"},
+        "publicIp": {**_string(), "description": "its IP: `mp:oul:<ip>` counts its users"},
+        "weight": {**number, "description": "`attrs.weight` of its node"},
+        "online": {**number, "description": "its share of its IP's online count at the last"
+                                            " refresh"},
+        "handedOut": {**_count(), "description": "handed out (listed first) since the last"
+                                                 " refresh"},
+        "load": {**number, "description": "(online + handedOut) / weight: the order's key"},
+        "allocated": {**_count(), "description": "handed out since it joined the list"},
+        "registeredAddress": {**_text_or_null(), "description": "`host:port` of its node"
+                                                                " (null: not in the view)"},
+        "zkNodes": {**_strings(), "description": "its node names under `/cluster/cs`"},
+        "knownSince": {**_text_or_null(), "description": "when its node appeared in the"
+                                                         " ZooKeeper view (ISO 8601 UTC)"},
+    })
+
+
+def _cluster_gateway() -> Json:
+    return _record({
+        "address": {**_string(), "description": "`host:port` from `/cluster/gs`"},
+        "connections": {**_count(), "description": "connections up"},
+        "configuredConnections": {**_count(), "description": "`mp.net.gateway-client-num`"},
+        "pending": {**_count(), "description": "requests awaiting an answer"},
+        "unanswering": {**_count(), "description": "connections whose last requests timed"
+                                                   " out"},
+        "lastError": {**_text_or_null(), "description": "the last failed connection attempt"
+                                                        " or lost connection (kept after a"
+                                                        " reconnect)"},
+    })
+
+
+def _user_routes() -> Json:
+    return _record({
+        "userId": _string(),
+        "online": {"type": "boolean", "description": "online on at least one client type"},
+        "routes": {"type": "array", "items": ref("schemas", "UserRoute"), "minItems": 1,
+                   "description": "one per client type, then the malformed entries"},
+    }, description="The entries of `mp:ur:<userId>`, as the Java console's `route` command"
+                   " shows them.")
+
+
+def _user_route() -> Json:
+    text = _text_or_null()
+    return _record({
+        "field": {**_string(), "description": "the hash field (the client type written)"},
+        "clientType": {"type": ["integer", "null"], "description": "1 mobile, 2 PC, 3 web, -1"
+                                                                   " other (from osName);"
+                                                                   " null if malformed"},
+        "online": {"type": "boolean", "description": "the entry has a `connId`"},
+        "gateway": {**text, "description": "the gateway server `host:port` holding the user"},
+        "connectionServers": {**_strings(), "description": "served `ip:port` of the"
+                                                           " connection servers on the"
+                                                           " gateway's host"},
+        "osName": text, "clientVersion": text, "deviceId": text, "connId": text,
+        "malformed": {"type": ["object", "null"], "description": "why the entry cannot be"
+                                                                 " used, and its value"
+                                                                 " (shortened)",
+                      "required": ["reason", "value"], "additionalProperties": False,
+                      "properties": {"reason": _string(), "value": _string()}},
     })
 
 

@@ -3,6 +3,8 @@
 With a push token configured, ``Authorization: Bearer <token>`` alone
 decides; without one, the client's address must be in the allow-list
 networks, and browser requests must come from this server's own page.
+The operator endpoints (``GET /cluster``, ``GET /users/{userId}``) use the
+same rule; ``action`` names what is refused in the messages.
 """
 
 from __future__ import annotations
@@ -36,15 +38,17 @@ class PushAccess:
         networks = ", ".join(str(net) for net in self.allow) or "none"
         return f"no token configured; clients from {networks} only"
 
-    def check(self, request: Request) -> bytes | None:
+    def check(self, request: Request, action: str = "push") -> bytes | None:
+        """None if ``request`` may do ``action`` (a noun: "push", "query"),
+        else the refusal's body (401 or 403), its status set."""
         if self.token is not None:
             return self._check_token(request, self.token)
         ip = client_ip(request)
         if ip is None or not any(ip in net for net in self.allow):
             return json_error(
                 request, 403,
-                f"{ip} may not push: not in mp.alloc.push-allow and no push token configured")
-        return _check_origin(request)
+                f"{ip} may not {action}: not in mp.alloc.push-allow and no push token configured")
+        return _check_origin(request, action)
 
     @staticmethod
     def _check_token(request: Request, token: bytes) -> bytes | None:
@@ -79,7 +83,7 @@ def client_ip(request: Request) -> IPAddress | None:
     return ip
 
 
-def _check_origin(request: Request) -> bytes | None:
+def _check_origin(request: Request, action: str) -> bytes | None:
     # Address-based access trusts whatever runs on an allowed machine,
     # browsers included: refuse what a browser sends on behalf of another
     # site (it always sends Origin with a POST), and pages reached by a
@@ -94,11 +98,11 @@ def _check_origin(request: Request) -> bytes | None:
     if parts is not None and parts.scheme == ("https" if request.isSecure() else "http"):
         theirs = _host_port(parts.netloc, default)
     if theirs is None or own is None or theirs != own:
-        return json_error(request, 403, f"cross-origin push refused (Origin {origin})")
+        return json_error(request, 403, f"cross-origin {action} refused (Origin {origin})")
     if not _is_ip_or_localhost(own[0]):
         return json_error(
             request, 403,
-            f"browser push through the name {own[0]!r} refused without a push token:"
+            f"browser {action} through the name {own[0]!r} refused without a push token:"
             " open the page by IP address or configure mp.alloc.push-token")
     return None
 

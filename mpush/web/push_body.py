@@ -21,7 +21,7 @@ from mpush.outcomes import AckModel
 from mpush.wire import MIN_TIMEOUT_MS
 
 __all__ = ["FIELDS", "JAVA_ALLOC_FIELDS", "MAX_TIMEOUT_MS", "BadRequest", "PushOrder",
-           "parse_push_body"]
+           "is_blank", "parse_push_body"]
 
 # What the Java alloc reads of a /push body: its PushHandler (mpusher/alloc,
 # every version) takes userId, hello, broadcast and condition from the JSON
@@ -174,11 +174,11 @@ def _targets(body: dict[str, Any], broadcast: bool) -> tuple[str, ...]:
         return ()  # the types are still checked above: the Java page sends its user id along
     targets: dict[str, None] = {}
     if user_id is not None:
-        if _blank(user_id):
+        if is_blank(user_id):
             raise BadRequest("userId", "userId is empty")
         targets[user_id] = None
     for index, item in enumerate(user_ids or ()):
-        if _blank(item):
+        if is_blank(item):
             raise BadRequest("userIds", f"userIds[{index}] is empty")
         targets.setdefault(item)
     if not targets:
@@ -224,7 +224,7 @@ def _tags(body: dict[str, Any]) -> list[str] | None:
         # [] would be a filter matching no one; leaving it out means everyone.
         raise BadRequest("tags", "tags is empty: leave it out for no tag filter")
     for index, tag in enumerate(tags):
-        if _blank(tag):
+        if is_blank(tag):
             raise BadRequest("tags", f"tags[{index}] is empty")
     return tags
 
@@ -232,11 +232,11 @@ def _tags(body: dict[str, Any]) -> list[str] | None:
 def _broadcast_options(body: dict[str, Any], broadcast: bool) -> tuple[str | None, str | None]:
     """(condition, taskId): a blank condition is none; a taskId needs a broadcast."""
     condition = _string(body, "condition")
-    if condition is not None and _blank(condition):
+    if condition is not None and is_blank(condition):
         condition = None  # the Java page sends "" for no condition
     task_id = _string(body, "taskId")
     if task_id is not None:
-        if _blank(task_id):
+        if is_blank(task_id):
             raise BadRequest("taskId", "taskId is empty")
         if not broadcast:
             raise BadRequest("taskId", "taskId applies to a broadcast only")
@@ -271,7 +271,8 @@ def _json_type(value: object) -> str:
     return "an object"
 
 
-def _blank(text: str) -> bool:
+def is_blank(text: str) -> bool:
+    """The rule for user ids (and tags, task ids): blank (empty or spaces) is refused."""
     return not text.strip()
 
 

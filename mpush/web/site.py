@@ -22,11 +22,12 @@ from mpush.config.keys import default
 DEFAULT_MAX_REQUEST_SIZE: int = default("mp.alloc.max-request-size")  # bytes
 DEFAULT_REQUEST_HEAD_TIMEOUT: float = default("mp.alloc.request-head-timeout")  # s
 
-#: The paths counted under their own name in ``AllocSite.requests``; any
-#: other is counted as ``b"other"``, so the counts stay bounded whatever
-#: clients ask for.
+#: The paths counted under their own name in ``AllocSite.requests``; every
+#: ``/users/<id>`` is counted as ``b"/users"``, any other path as ``b"other"``,
+#: so the counts stay bounded whatever clients ask for.
 COUNTED_PATHS = frozenset({b"/", b"/push", b"/health", b"/metrics", b"/index.html",
-                           b"/openapi.json"})
+                           b"/openapi.json", b"/cluster"})
+USERS_PATH = b"/users"
 OTHER_PATH = b"other"
 
 
@@ -307,7 +308,7 @@ class AllocSite(Site):
         # count them, at the cost of a few dict operations.
         path = request.path
         if path not in COUNTED_PATHS:
-            path = OTHER_PATH
+            path = USERS_PATH if path.startswith(b"/users/") else OTHER_PATH
         key = (path, request.code)
         counts = self.requests
         counts[key] = counts.get(key, 0) + 1

@@ -46,9 +46,10 @@ class _Bytes:
 
 
 async def request(method: str, url: str, body: bytes | None = None,
-                  headers: dict[str, str] | None = None) -> tuple[int, Headers, bytes]:
-    """One HTTP request; (status, headers, body)."""
-    agent = Agent(reactor)
+                  headers: dict[str, str] | None = None,
+                  bind: str | None = None) -> tuple[int, Headers, bytes]:
+    """One HTTP request, from the local address ``bind`` if given; (status, headers, body)."""
+    agent = Agent(reactor, bindAddress=None if bind is None else (bind, 0))
     raw_headers = Headers({k.encode(): [v.encode()] for k, v in (headers or {}).items()})
     producer = _Bytes(body) if body is not None else None
     response = await agent.request(method.encode(), url.encode(), raw_headers, producer)
