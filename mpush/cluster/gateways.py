@@ -378,27 +378,29 @@ class GatewayPool(Service):
         if slot.protocol is proto:
             slot.protocol = None
         server = slot.server
-        if server.closed:
-            return
-        log.debug("gateway server {gateway}: connection {i} lost: {why}",
-                  gateway=server.address, i=slot.index, why=reason.getErrorMessage())
-        server.failed("connection lost", reason)
-        if server.state == "up" and not server.connected():
-            server.state = "down"
-            log.warn("gateway server {gateway}: disconnected ({why}); reconnecting",
-                     gateway=server.address, why=reason.getErrorMessage())
+        self._slot_failed(slot, reason, "connection lost",
+                          down=server.state == "up" and not server.connected(),
+                          then="disconnected ({why}); reconnecting")
 
     def _attempt_failed(self, slot: _Slot, failure: Failure) -> None:
+        self._slot_failed(slot, failure, "cannot connect",
+                          down=slot.server.state == "connecting",
+                          then="unreachable ({why}); retrying")
+
+    def _slot_failed(self, slot: _Slot, failure: Failure, what: str, *, down: bool,
+                     then: str) -> None:
+        """One connection failed (``what``); the server is down when ``down``: say so once."""
         server = slot.server
         if server.closed:
             return
-        log.debug("gateway server {gateway}: connection {i} attempt failed: {why}",
-                  gateway=server.address, i=slot.index, why=failure.getErrorMessage())
-        server.failed("cannot connect", failure)
-        if server.state == "connecting":
+        why = failure.getErrorMessage()
+        # Every attempt at debug; the warning only when the server changes state.
+        log.debug("gateway server {gateway}: connection {i}: {what}: {why}",
+                  gateway=server.address, i=slot.index, what=what, why=why)
+        server.failed(what, failure)
+        if down:
             server.state = "down"
-            log.warn("gateway server {gateway}: unreachable ({why}); retrying",
-                     gateway=server.address, why=failure.getErrorMessage())
+            log.warn("gateway server {gateway}: " + then, gateway=server.address, why=why)
 
     def _close_server(self, server: _Server, why: str) -> None:
         if server.linger is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from twisted.web.server import Request
 
@@ -111,15 +111,14 @@ def _server_fixed(address: str, ip: str, weight: float, registered: str | None,
     return head[1:-1], tail[1:-1]
 
 
+#: A gateway row: its JSON names, in answer order, and the snapshot fields they show.
+_GATEWAY_FIELDS: Final = (("address", "address"), ("connections", "connected"),
+                          ("configuredConnections", "configured"), ("pending", "pending"),
+                          ("unanswering", "unanswering"), ("lastError", "last_error"))
+
+
 def _gateway(g: GatewayStatus) -> dict[str, Any]:
-    return {
-        "address": g.address,
-        "connections": g.connected,
-        "configuredConnections": g.configured,
-        "pending": g.pending,
-        "unanswering": g.unanswering,
-        "lastError": g.last_error,
-    }
+    return {name: getattr(g, field) for name, field in _GATEWAY_FIELDS}
 
 
 def _refresh(refresh: RefreshStatus) -> dict[str, Any]:
