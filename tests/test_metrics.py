@@ -299,10 +299,12 @@ def test_the_site_counts_requests_by_path_and_status_and_times_get_root() -> Non
                 # Every user id is one label (not mounted here: 404).
                 b"GET /users/u1 HTTP/1.1\r\nHost: x\r\n\r\n",
                 b"GET /users/u2 HTTP/1.1\r\nHost: x\r\n\r\n",
-                b"GET /cluster HTTP/1.1\r\nHost: x\r\n\r\n"):
+                b"GET /cluster HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /config HTTP/1.1\r\nHost: x\r\n\r\n"):
         channel.dataReceived(raw)
     assert site.requests == {(b"/", 200): 3, (b"/", 405): 1, (b"other", 404): 2,
-                             (b"/users", 404): 2, (b"/cluster", 404): 1}
+                             (b"/users", 404): 2, (b"/cluster", 404): 1,
+                             (b"/config", 404): 1}
     found = scrape(metrics)
     # HEAD and POST are not timed: only GET / is.
     assert found[("mpush_alloc_root_request_duration_seconds_count", ())] == 2

@@ -40,7 +40,7 @@ Json = dict[str, Any]
 
 DOC = build_document()
 PATHS = ("/", "/push", "/health", "/index.html", "/openapi.json", "/metrics", "/cluster",
-         "/users/{userId}")
+         "/users/{userId}", "/config")
 USERS = "/users/{userId}"
 TOKEN = "s3cret-token-0123456"
 MAX_REQUEST_SIZE = 65536  # the default mp.alloc.max-request-size
@@ -226,7 +226,9 @@ def test_the_document_says_what_the_brief_asks() -> None:
                                                                   "413"}
     assert set(DOC["paths"][USERS]["get"]["responses"]) == {"200", "400", "401", "403", "404",
                                                             "408", "413", "503"}
-    for path in ("/cluster", USERS):
+    assert set(DOC["paths"]["/config"]["get"]["responses"]) == {"200", "401", "403", "408",
+                                                                 "413"}
+    for path in ("/cluster", USERS, "/config"):
         assert DOC["paths"][path]["get"]["security"] == push["security"]
         assert headers[(path, "get", "401")] == {"WWW-Authenticate"}
     assert all(op["parameters"][0]["name"] == "userId" for op in DOC["paths"][USERS].values())
@@ -471,14 +473,13 @@ async def open_access_requests(stack: Stack, check: Checker) -> None:
 
 
 async def operator_requests(stack: Stack, check: Checker, redis: RedisServer) -> None:
-    """/cluster and /users/{userId} without a token (u1 is routed): everything but 401."""
+    """/cluster, /config and /users/{userId} without a token (u1 is routed): all but 401."""
     foreign = {"Origin": "http://evil.example"}
     for method in ("GET", "HEAD"):
-        answer = check.check("/cluster", method, await http(stack, method, "/cluster"))
-        assert answer.status == 200
-        answer = check.check("/cluster", method, await http(stack, method, "/cluster",
-                                                            headers=foreign))
-        assert answer.status == 403
+        for path in ("/cluster", "/config"):
+            assert check.check(path, method, await http(stack, method, path)).status == 200
+            answer = check.check(path, method, await http(stack, method, path, headers=foreign))
+            assert answer.status == 403
         for path, status in (("/users/u1", 200), ("/users/nobody", 404), ("/users/%20", 400)):
             assert check.check(USERS, method, await http(stack, method, path)).status == status
         answer = check.check(USERS, method, await http(stack, method, "/users/u1",
@@ -502,7 +503,8 @@ async def token_requests(stack: Stack, check: Checker) -> None:
         stack, "POST", "/push", body,
         {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}))
     assert answer.status == 200 and answer.json()["summary"]["success"] == 1
-    for path, documented in (("/cluster", "/cluster"), ("/users/u1", USERS)):
+    for path, documented in (("/cluster", "/cluster"), ("/users/u1", USERS),
+                             ("/config", "/config")):
         for method in ("GET", "HEAD"):
             answer = check.check(documented, method, await http(stack, method, path))
             assert answer.status == 401

@@ -271,6 +271,7 @@ def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, stat
     from mpush.daemon.listener import TlsOptions, WebService
     from mpush.services.user_routes import UserRouteReader
     from mpush.web.cluster import ClusterResource
+    from mpush.web.config import ConfigResource
     from mpush.web.health import HealthResource
     from mpush.web.openapi import OpenApiResource
     from mpush.web.page import PageResource
@@ -293,6 +294,7 @@ def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, stat
     # the time the Redis client promises to fail in.
     access = PushAccess(token=alloc.push_token, allow=alloc.push_allow)
     root.putChild(b"cluster", ClusterResource(status, access))
+    root.putChild(b"config", ConfigResource(settings, access))
     assert status.redis is not None
     redis_wait = settings.redis.connect_timeout + settings.redis.reply_timeout
     routes = UserRouteReader(status.redis, status.zk, timeout=redis_wait, reactor=reactor)

@@ -215,6 +215,21 @@ def _cluster_get() -> Json:
     })
 
 
+def _config_get() -> Json:
+    return _common({
+        "summary": "the settings in effect, and where each came from (operators)",
+        "description": "Made once at start. Secrets (`mp.redis.password`, `mp.zk.digest`,"
+                       " `mp.alloc.push-token`) only as `set` or `unset`. `Cache-Control:"
+                       " no-store`. `/push`'s access rule.",
+        "security": [{"bearer": []}, {}],
+        "responses": {
+            "200": {"description": "every key of the configuration table, in table order",
+                    "content": {"application/json": {"schema": ref("schemas", "Config")}}},
+            **_access_errors(),
+        },
+    })
+
+
 def _user_id_parameter() -> Json:
     return {
         "name": "userId", "in": "path", "required": True,
@@ -279,7 +294,7 @@ def _paths() -> Json:
     """Every path with every method: the accepted ones, the others as 405."""
     root_get, health_get, page_get = _root_get(), _health_get(), _page_get()
     openapi_get, metrics_get = _openapi_get(), _metrics_get()
-    cluster_get, users_get = _cluster_get(), _users_get()
+    cluster_get, users_get, config_get = _cluster_get(), _users_get(), _config_get()
     accepted: dict[str, Json] = {
         "/": {"get": root_get, "head": _head(root_get)},
         "/push": {"post": _push_post()},
@@ -289,6 +304,7 @@ def _paths() -> Json:
         "/metrics": {"get": metrics_get, "head": _head(metrics_get)},
         "/cluster": {"get": cluster_get, "head": _head(cluster_get)},
         "/users/{userId}": {"get": users_get, "head": _head(users_get)},
+        "/config": {"get": config_get, "head": _head(config_get)},
     }
     paths: Json = {}
     for path, operations in accepted.items():

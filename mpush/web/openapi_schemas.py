@@ -57,6 +57,7 @@ def schemas() -> Json:
         "Cluster": _cluster(),
         "ClusterServer": _cluster_server(),
         "ClusterGateway": _cluster_gateway(),
+        "Config": _config(),
         "UserRoutes": _user_routes(),
         "UserRoute": _user_route(),
         "OpenApiDocument": {
@@ -312,6 +313,26 @@ def _cluster_gateway() -> Json:
                                                         " or lost connection (kept after a"
                                                         " reconnect)"},
     })
+
+
+def _config() -> Json:
+    key = _record({
+        "key": {**_string(), "description": "the HOCON key, as in the Java files"},
+        "value": {**_text_or_null(), "description": "as it would be written in the file (null:"
+                                                    " none); a secret: `set` or `unset`"},
+        "source": {"type": "string", "enum": ["file", "default"]},
+        "secret": {"type": "boolean"},
+    })
+    unknown = _record({
+        "key": _string(),
+        "didYouMean": {**_text_or_null(), "description": "the nearest known key"},
+    })
+    return _record({
+        "file": {**_string(), "description": "the config file the daemon was started with"},
+        "keys": {"type": "array", "items": key, "description": "every key, in table order"},
+        "unknownKeys": {"type": "array", "items": unknown,
+                        "description": "keys under `mp.alloc` the daemon does not know"},
+    }, description="The settings in effect (docs/configuration.md lists every key).")
 
 
 def _user_routes() -> Json:

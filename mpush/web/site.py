@@ -26,7 +26,7 @@ DEFAULT_REQUEST_HEAD_TIMEOUT: float = default("mp.alloc.request-head-timeout")  
 #: ``/users/<id>`` is counted as ``b"/users"``, any other path as ``b"other"``,
 #: so the counts stay bounded whatever clients ask for.
 COUNTED_PATHS = frozenset({b"/", b"/push", b"/health", b"/metrics", b"/index.html",
-                           b"/openapi.json", b"/cluster"})
+                           b"/openapi.json", b"/cluster", b"/config"})
 USERS_PATH = b"/users"
 OTHER_PATH = b"other"
 
