@@ -200,34 +200,35 @@ def _health_get() -> Json:
     })
 
 
-def _cluster_get() -> Json:
+def _json_ok(description: str, schema: str) -> Json:
+    return {"description": description,
+            "content": {"application/json": {"schema": ref("schemas", schema)}}}
+
+
+def _operator_get(summary: str, description: str, answer: Json) -> Json:
+    """A read-only operator endpoint: `/push`'s access rule, never cached."""
     return _common({
-        "summary": "every server as this daemon sees it (operators)",
-        "description": "`Cache-Control: no-store`. Reads in-memory state only: the status"
-                       " snapshot `/health` and `/metrics` render. `/push`'s access rule.",
+        "summary": summary,
+        "description": description + " `Cache-Control: no-store`. `/push`'s access rule.",
         "security": [{"bearer": []}, {}],
-        "responses": {
-            "200": {"description": "connection servers as allocated, gateway servers,"
-                                   " ZooKeeper, Redis, the last refresh",
-                    "content": {"application/json": {"schema": ref("schemas", "Cluster")}}},
-            **_access_errors(),
-        },
+        "responses": {"200": answer, **_access_errors()},
     })
+
+
+def _cluster_get() -> Json:
+    return _operator_get(
+        "every server as this daemon sees it (operators)",
+        "Reads in-memory state only: the status snapshot `/health` and `/metrics` render.",
+        _json_ok("connection servers as allocated, gateway servers, ZooKeeper, Redis, the last"
+                 " refresh", "Cluster"))
 
 
 def _config_get() -> Json:
-    return _common({
-        "summary": "the settings in effect, and where each came from (operators)",
-        "description": "Made once at start. Secrets (`mp.redis.password`, `mp.zk.digest`,"
-                       " `mp.alloc.push-token`) only as `set` or `unset`. `Cache-Control:"
-                       " no-store`. `/push`'s access rule.",
-        "security": [{"bearer": []}, {}],
-        "responses": {
-            "200": {"description": "every key of the configuration table, in table order",
-                    "content": {"application/json": {"schema": ref("schemas", "Config")}}},
-            **_access_errors(),
-        },
-    })
+    return _operator_get(
+        "the settings in effect, and where each came from (operators)",
+        "Made once at start. Secrets (`mp.redis.password`, `mp.zk.digest`,"
+        " `mp.alloc.push-token`) only as `set` or `unset`.",
+        _json_ok("every key of the configuration table, in table order", "Config"))
 
 
 def _user_id_parameter() -> Json:
