@@ -134,7 +134,16 @@ async def test_route_shows_the_users_routes_and_cluster_the_servers(
     assert code == 1 and "no routes for nobody" in out
     out, err, code = await cli("--json", "cluster", url=stack.url)
     assert code == 0, (out, err)
-    assert [g["address"] for g in json.loads(out)["gatewayServers"]] == [node.address]
+    document = json.loads(out)
+    assert [g["address"] for g in document["gatewayServers"]] == [node.address]
+    out, err, code = await cli("cluster", url=stack.url)
+    assert code == 0, (out, err)
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["#", "CONNECTION", "SERVER"]
+    listed = [line.split()[1] for line in lines[1:lines.index("")]]
+    assert listed == [s["address"] for s in document["connectionServers"]]
+    assert any(line.split()[:2] == [node.address, "1/1"] for line in lines)
+    assert "ZooKeeper: connected" in lines and "Redis (single): reachable" in lines
 
 
 @pytest_twisted.ensureDeferred
