@@ -53,6 +53,8 @@ def text(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a count or weight the JSON carries as a float
     return str(value)
 
 
