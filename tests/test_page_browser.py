@@ -1,8 +1,16 @@
-"""The ``/index.html`` page in a real headless browser (Debian's chromium + chromedriver).
+"""The ``/index.html`` console in a real headless browser (Debian's chromium + chromedriver).
 
-A real Site on 127.0.0.1 with a fake push client serves the page and
-``/push``; Selenium runs in a thread so that the reactor keeps serving. The
-browser is never downloaded: the test uses the system binaries or skips.
+Two kinds of server behind the page:
+
+* a Site on 127.0.0.1 with a fake push client (``/push``) and the status
+  fakes (``/cluster``), for exact requests and the cluster's outage words;
+* the daemon's whole service tree against real ZooKeeper and Redis with fake
+  mpush nodes (``tests/harness/stack.py``), at a laptop's and a phone's size:
+  the cluster, a user's routes, a push and a refused push, each saved as a
+  screenshot under ``run/screenshots/``.
+
+Selenium runs in a thread so that the reactor keeps serving. The browser is
+never downloaded: the test uses the system binaries.
 """
 
 from __future__ import annotations
@@ -10,18 +18,28 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
+from twisted.web.server import Request
 
+from mpush.web.cluster import ClusterResource
+from mpush.web.push_access import PushAccess
 from mpush.wire import java_alloc_content
-from tests.fakes import TOKEN, FakePushClient, make_site
+from scripts.demo import DEMO_USER_PREFIX
+from tests.fakes import TOKEN, FakePushClient, Fakes, make_site
+from tests.harness.redis import RedisServer
+from tests.harness.stack import running_stack
+from tests.harness.zookeeper import ZooKeeperServer
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -30,8 +48,12 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SCREENSHOT = Path(tempfile.gettempdir()) / "mpush-push-page.png"
 WAIT = 15.0  # s, for anything the page does after a click
+POLL = 2.0  # s, the page's cluster refresh (POLL_MS)
+LOOPBACK = ("127.0.0.1/32", "::1/128")
+RED = ("rgb(207, 34, 46)", "rgba(207, 34, 46, 1)")  # --bad
+#: Where the page's screenshots are kept for people to look at (``run/`` is ignored by git).
+SHOTS = Path(__file__).resolve().parent.parent / "run" / "screenshots"
 
 pytestmark = [
     pytest.mark.integration,
@@ -56,6 +78,8 @@ def browser() -> Iterator[WebDriver]:
                 "--disable-sync", "--no-first-run", "--window-size=1100,1500",
                 f"--user-data-dir={profile}"):
         options.add_argument(arg)
+    # The console's messages, for get_log("browser").
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT)
     try:
@@ -65,17 +89,40 @@ def browser() -> Iterator[WebDriver]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+class CountedCluster(ClusterResource):
+    """``/cluster`` that counts the reads (to see the page's polling)."""
+
+    reads = 0
+
+    def render_GET(self, request: Request) -> bytes:
+        self.reads += 1
+        return super().render_GET(request)
+
+
+@dataclass
+class Served:
+    client: FakePushClient
+    fakes: Fakes
+    cluster: CountedCluster
+    url: str
+
+
 @pytest.fixture
-def served() -> Iterator[Callable[..., tuple[FakePushClient, str]]]:
-    """Start a Site on 127.0.0.1 (port 0); returns (fake client, page URL)."""
+def served() -> Iterator[Callable[..., Served]]:
+    """Start a Site on 127.0.0.1 (port 0): ``/push`` on a fake client, ``/cluster`` on fakes."""
     ports: list[Any] = []
 
-    def serve(token: str | None = None) -> tuple[FakePushClient, str]:
+    def serve(token: str | None = None, fakes: Fakes | None = None) -> Served:
         client = FakePushClient(outcomes={"bob": "offline", "carol": "timeout",
                                           "dave": "failure"})
-        port = reactor.listenTCP(0, make_site(client, token=token), interface="127.0.0.1")
+        fakes = fakes or Fakes()
+        site = make_site(client, token=token)
+        cluster = CountedCluster(fakes.status(), PushAccess(token=token, allow=LOOPBACK))
+        site.resource.putChild(b"cluster", cluster)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
         ports.append(port)
-        return client, f"http://127.0.0.1:{port.getHost().port}/index.html"
+        return Served(client, fakes, cluster,
+                      f"http://127.0.0.1:{port.getHost().port}/index.html")
 
     yield serve
     for port in ports:
@@ -93,9 +140,17 @@ def fill(driver: WebDriver, element_id: str, text: str) -> None:
     element.send_keys(text)
 
 
-def result_rows(driver: WebDriver) -> list[list[str]]:
-    rows = driver.find_elements(By.CSS_SELECTOR, "#results-body tr.result-row")
+def text_of(driver: WebDriver, element_id: str) -> str:
+    return str(driver.find_element(By.ID, element_id).text)
+
+
+def rows_of(driver: WebDriver, selector: str) -> list[list[str]]:
+    rows = driver.find_elements(By.CSS_SELECTOR, selector)
     return [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+
+
+def result_rows(driver: WebDriver) -> list[list[str]]:
+    return rows_of(driver, "#results-body tr.result-row")
 
 
 def wait_for_rows(driver: WebDriver, count: int) -> list[list[str]]:
@@ -106,34 +161,65 @@ def wait_for_rows(driver: WebDriver, count: int) -> list[list[str]]:
 def wait_for_error(driver: WebDriver) -> str:
     box = driver.find_element(By.ID, "error")
     WebDriverWait(driver, WAIT).until(lambda d: box.is_displayed() and box.text)
-    return box.text
+    return str(box.text)
+
+
+def wait_for_cluster(driver: WebDriver, check: Callable[[WebDriver], Any],
+                     timeout: float = WAIT) -> None:
+    WebDriverWait(driver, timeout).until(check)
+
+
+def bars(driver: WebDriver) -> list[str]:
+    """The connection servers drawn, as their addresses, in the page's order."""
+    return [li.find_element(By.CSS_SELECTOR, ".addr").text
+            for li in driver.find_elements(By.CSS_SELECTOR, "#cs-list li.server")]
+
+
+def in_viewport(driver: WebDriver, element_id: str | None = None,
+                selector: str | None = None) -> bool:
+    """Whether the element is shown, top to bottom inside the viewport, starting on it
+    (a table row may go on to the right: its table scrolls sideways in its wrapper)."""
+    element = (driver.find_element(By.ID, element_id) if element_id is not None
+               else driver.find_element(By.CSS_SELECTOR, selector or ""))
+    return bool(driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return r.height > 0 && r.top >= 0 && r.left >= 0 &&"
+        " r.bottom <= window.innerHeight && r.left < window.innerWidth;", element))
+
+
+def fresh_log(driver: WebDriver) -> None:
+    driver.get_log("browser")  # reading empties it: what earlier tests left
+
+
+def severe(driver: WebDriver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
 @pytest_twisted.ensureDeferred
 async def test_page_sends_a_push_and_shows_every_result(
-    browser: WebDriver, served: Callable[..., tuple[FakePushClient, str]]
+    browser: WebDriver, served: Callable[..., Served]
 ) -> None:
-    client, url = served()
+    s = served()
 
     def drive() -> dict[str, Any]:
-        browser.get(url)
-        assert browser.title == "mpush-alloc · Send a push"
+        browser.get(s.url)
+        title = browser.title
         fill(browser, "users", "alice, bob\ncarol, dave")
         fill(browser, "content", "hello from the test")
         browser.find_element(By.ID, "send").click()
         rows = wait_for_rows(browser, 4)
         badge = browser.find_element(By.CSS_SELECTOR, "#results-body .badge.r-success")
-        chips = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#summary .chip")]
-        browser.save_screenshot(str(SCREENSHOT))
         return {
+            "title": title,
             "rows": rows,
-            "chips": chips,
+            "summary": text_of(browser, "summary"),
             "success_colour": badge.value_of_css_property("background-color"),
-            "status": browser.find_element(By.ID, "status").text,
+            "status": text_of(browser, "status"),
             "error_shown": browser.find_element(By.ID, "error").is_displayed(),
         }
 
     seen = await in_thread(drive)
+    assert seen["title"] == "mpush-alloc console"
     # The reason in words, then the word of the answer.
     assert seen["rows"] == [
         ["alice", "Mobile (Android/iOS)", "success", "—", "10.0.0.5:3001", "12.3"],
@@ -141,51 +227,72 @@ async def test_page_sends_a_push_and_shows_every_result(
         ["carol", "Mobile (Android/iOS)", "timeout", "no answer in time timed_out",
          "10.0.0.5:3001", "12.3"],
         ["dave", "Mobile (Android/iOS)", "failure",
-         "gateway error 2 (device not reached) gateway_error", "10.0.0.5:3001", "12.3"],
+         "gateway error 2: device not reached gateway_error", "10.0.0.5:3001", "12.3"],
     ]
-    assert seen["chips"] == ["success: 1", "failure: 1", "offline: 1", "timeout: 1"]
+    # Summed up beside the button, each reason in words.
+    assert seen["summary"] == ("1 delivered, 1 offline (no route in Redis), 1 failed (gateway"
+                               " error 2: device not reached), 1 timed out (no answer in time).")
     assert seen["success_colour"] in ("rgba(26, 127, 55, 1)", "rgb(26, 127, 55)")
     assert seen["status"].startswith("Done in ")
     assert not seen["error_shown"]
-    assert client.calls == [("push", ["alice", "bob", "carol", "dave"],
-                             java_alloc_content("hello from the test", 1),
-                             {"ack": "none", "timeout_ms": 3000, "tags": None})]
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert s.client.calls == [("push", ["alice", "bob", "carol", "dave"],
+                               java_alloc_content("hello from the test", 1),
+                               {"ack": "none", "timeout_ms": 3000, "tags": None})]
 
 
 @pytest_twisted.ensureDeferred
-async def test_page_shows_the_servers_error_in_words(
-    browser: WebDriver, served: Callable[..., tuple[FakePushClient, str]]
+async def test_page_shows_the_servers_error_at_the_field_in_its_words(
+    browser: WebDriver, served: Callable[..., Served]
 ) -> None:
-    client, url = served()
+    s = served()
 
     def drive() -> dict[str, Any]:
-        browser.get(url)
-        fill(browser, "users", " , ")
-        browser.find_element(By.ID, "send").click()
-        text = wait_for_error(browser)
+        browser.get(s.url)
         users = browser.find_element(By.ID, "users")
-        return {"text": text, "invalid": users.get_attribute("aria-invalid"),
-                "rows": result_rows(browser)}
+        start = {"value": users.get_attribute("value"),
+                 "placeholder": users.get_attribute("placeholder")}
+        browser.find_element(By.ID, "send").click()  # the box is empty
+        text = wait_for_error(browser)
+        return {
+            "start": start, "text": text,
+            "at_field": text_of(browser, "users-error"),
+            "invalid": users.get_attribute("aria-invalid"),
+            "focused": browser.execute_script("return document.activeElement.id"),
+            # The red mark stays while the field has the focus.
+            "outline": users.value_of_css_property("outline-color"),
+            "border": users.value_of_css_property("border-top-color"),
+            "rows": result_rows(browser),
+        }
 
     seen = await in_thread(drive)
-    assert "Refused (400" in seen["text"]
-    assert "userId is empty" in seen["text"]
-    assert "Field: userId" in seen["text"]
-    assert seen["invalid"] == "true"  # the user ids box is marked
+    assert seen["start"]["value"] == ""
+    assert seen["start"]["placeholder"] == f"e.g. {DEMO_USER_PREFIX}0, {DEMO_USER_PREFIX}1"
+    assert seen["text"] == "Refused (400 Bad Request):\n“User ids” is empty"
+    assert seen["at_field"] == "“User ids” is empty"
+    assert "userId" not in seen["text"] + seen["at_field"]  # the page's words, not the API's
+    assert seen["invalid"] == "true"
+    assert seen["focused"] == "users"
+    assert seen["outline"] in RED and seen["border"] in RED
     assert seen["rows"] == []
-    assert client.calls == []
+    assert s.client.calls == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_page_broadcast_with_raw_content_and_options(
-    browser: WebDriver, served: Callable[..., tuple[FakePushClient, str]]
+    browser: WebDriver, served: Callable[..., Served]
 ) -> None:
-    client, url = served()
+    s = served()
 
-    def drive() -> list[list[str]]:
-        browser.get(url)
+    def drive() -> dict[str, Any]:
+        browser.get(s.url)
+
+        def enabled() -> dict[str, bool]:
+            return {i: browser.find_element(By.ID, i).is_enabled()
+                    for i in ("users", "tags", "condition", "taskId")}
+
+        single = enabled()
         browser.find_element(By.ID, "broadcast").click()
+        broadcast = enabled()
         browser.find_element(By.CSS_SELECTOR, "label:has(#mode-raw)").click()
         fill(browser, "content", '{"raw": true}')
         fill(browser, "condition", "tags.indexOf('vip')>=0")
@@ -193,84 +300,299 @@ async def test_page_broadcast_with_raw_content_and_options(
         browser.find_element(By.CSS_SELECTOR, "#ack option[value=biz]").click()
         fill(browser, "timeout", "5000")
         browser.find_element(By.ID, "send").click()
-        return wait_for_rows(browser, 2)
+        return {"single": single, "broadcast": broadcast, "rows": wait_for_rows(browser, 2)}
 
-    rows = await in_thread(drive)
+    seen = await in_thread(drive)
+    # Tags, condition and task id apply to a broadcast only.
+    assert seen["single"] == {"users": True, "tags": False, "condition": False, "taskId": False}
+    assert seen["broadcast"] == {"users": False, "tags": True, "condition": True, "taskId": True}
+    rows = seen["rows"]
     assert [row[0] for row in rows] == ["(broadcast)", "(broadcast)"]
     assert [row[2] for row in rows] == ["success", "timeout"]
-    assert client.calls == [("broadcast", None, b'{"raw": true}', {
+    assert s.client.calls == [("broadcast", None, b'{"raw": true}', {
         "tags": ("vip", "beta"), "condition": "tags.indexOf('vip')>=0", "task_id": None,
         "ack": "biz", "timeout_ms": 5000})]
 
 
 @pytest_twisted.ensureDeferred
 async def test_page_sends_the_token_and_explains_a_401(
-    browser: WebDriver, served: Callable[..., tuple[FakePushClient, str]]
+    browser: WebDriver, served: Callable[..., Served]
 ) -> None:
-    client, url = served(token=TOKEN)
+    s = served(token=TOKEN)
 
     def drive() -> dict[str, Any]:
-        browser.get(url)
+        browser.get(s.url)
         browser.execute_script("sessionStorage.clear()")
         browser.refresh()
+        problem = browser.find_element(By.ID, "cluster-problem")
+        wait_for_cluster(browser, lambda d: problem.is_displayed() and problem.text)
+        cluster_refused = problem.text
         fill(browser, "users", "alice")
         browser.find_element(By.ID, "send").click()
         refused = wait_for_error(browser)
+        at_field = text_of(browser, "token-error")
         fill(browser, "token", TOKEN)
-        browser.find_element(By.ID, "send").click()
+        browser.find_element(By.ID, "send").click()  # the token field's change: read again
         rows = wait_for_rows(browser, 1)
+        wait_for_cluster(browser, lambda d: not problem.is_displayed() and bars(d) == [])
         stored = browser.execute_script(
             "return sessionStorage.getItem('mpush-alloc.push-token')")
         browser.refresh()  # the token survives a reload of this tab
         kept = browser.find_element(By.ID, "token").get_attribute("value")
-        return {"refused": refused, "rows": rows, "stored": stored, "kept": kept}
+        return {"cluster_refused": cluster_refused, "refused": refused, "at_field": at_field,
+                "rows": rows, "stored": stored, "kept": kept}
 
     seen = await in_thread(drive)
-    assert "Refused (401" in seen["refused"]
-    assert "push token is required" in seen["refused"]
+    assert seen["cluster_refused"].startswith(
+        "Cannot read the cluster: the server asks for its push token (a push token is"
+        " required: Authorization: Bearer <token>). Enter the push token at the top of the"
+        " page. Tried at ")
+    assert seen["refused"].startswith("Refused (401).\nCannot push: the server asks for its"
+                                      " push token")
+    assert seen["at_field"] == "a push token is required: Authorization: Bearer <token>"
     assert seen["rows"][0][:3] == ["alice", "Mobile (Android/iOS)", "success"]
     assert seen["stored"] == TOKEN
     assert seen["kept"] == TOKEN
-    assert len(client.calls) == 1
+    assert len(s.client.calls) == 1
 
 
-#: Where the page's screenshots are kept for people to look at (``run/`` is ignored by git).
-SHOTS = Path(__file__).resolve().parent.parent / "run" / "screenshots"
+def tab_hidden(driver: WebDriver, hidden: bool) -> None:
+    """What the page sees when its tab is hidden or shown again."""
+    driver.execute_script(
+        "const hidden = arguments[0];"
+        "Object.defineProperty(document, 'hidden', {configurable: true, get: () => hidden});"
+        "document.dispatchEvent(new Event('visibilitychange'));", hidden)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cluster_outage_in_words_and_no_polling_while_hidden(
+    browser: WebDriver, served: Callable[..., Served]
+) -> None:
+    fakes = Fakes()
+    fakes.policy.addresses = ()  # no connection server ever known: GET / answers 503
+    fakes.zk.state, fakes.zk.session_id = "connecting", None
+    fakes.zk.last_error = "cannot connect to 127.0.0.1:2999: Connection refused"
+    fakes.cache.healthy, fakes.cache.last_error = False, "redis 127.0.0.1:6379: down"
+    fakes.refresher.last_success, fakes.refresher.last_error = None, "no answer within 1 s"
+    fakes.gateways.servers["10.0.0.6:3001"].update(connected=0, last_error="refused")
+    s = served(fakes=fakes)
+
+    def drive() -> dict[str, Any]:
+        browser.get(s.url)
+        wait_for_cluster(browser, lambda d: d.find_element(By.ID, "cs-empty").is_displayed())
+        seen = {
+            "facts": [li.text for li in browser.find_elements(By.CSS_SELECTOR,
+                                                                 "#cluster-facts li")],
+            "empty": text_of(browser, "cs-empty"),
+            "gateways": rows_of(browser, "#gs-body tr"),
+        }
+        # Hidden right after a read: no read for two periods; shown again: a read at once.
+        before = s.cluster.reads
+        WebDriverWait(browser, WAIT, poll_frequency=0.05).until(
+            lambda d: s.cluster.reads > before)
+        tab_hidden(browser, True)
+        hidden_at = s.cluster.reads
+        try:
+            WebDriverWait(browser, 2 * POLL + 0.5).until(lambda d: s.cluster.reads > hidden_at)
+        except TimeoutException:
+            pass
+        seen["reads_while_hidden"] = s.cluster.reads - hidden_at
+        shown_at = s.cluster.reads
+        started = time.monotonic()
+        tab_hidden(browser, False)
+        WebDriverWait(browser, WAIT, poll_frequency=0.05).until(
+            lambda d: s.cluster.reads > shown_at)
+        seen["read_again_after"] = time.monotonic() - started
+        return seen
+
+    seen = await in_thread(drive)
+    assert seen["facts"] == [
+        "ZooKeeper: connecting: cannot connect to 127.0.0.1:2999: Connection refused. The last"
+        " list of servers is still handed out.",
+        "Redis (single): unreachable: redis 127.0.0.1:6379: down. Pushes fail and the online"
+        " counts stay as last read.",
+        "Online counts: the last read failed: no answer within 1 s. Never read since this"
+        " daemon started.",
+        "GET / answers 503: no connection server has been known yet, so clients get no address.",
+    ]
+    assert seen["empty"].startswith("No connection server is registered in ZooKeeper yet")
+    assert seen["gateways"] == [
+        ["10.0.0.5:3001", "up", "2 of 2", "3", "0", "—"],
+        ["10.0.0.6:3001", "down", "0 of 2", "1", "0", "refused"],
+    ]
+    assert seen["reads_while_hidden"] == 0
+    assert seen["read_again_after"] < POLL
+
+
+# -- the whole console against the daemon, ZooKeeper, Redis and fake nodes ------------
+
+
+def viewport(driver: WebDriver, width: int, height: int) -> None:
+    """Exactly ``width`` x ``height`` CSS pixels; a phone's when narrow (the meta viewport)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+
+def fits(driver: WebDriver) -> bool:
+    # Wider than the viewport means a sideways scroll (tables scroll inside their wrapper).
+    return bool(driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+def shoot(driver: WebDriver, view: str, size: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SHOTS / f"console-{view}-{size}.png"
+    driver.save_screenshot(str(shot))
+    return shot
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)],
                          ids=["laptop", "phone"])
 @pytest_twisted.ensureDeferred
-async def test_page_fits_a_laptop_and_a_phone(
-    browser: WebDriver, served: Callable[..., tuple[FakePushClient, str]],
-    width: int, height: int,
+async def test_the_console_on_a_laptop_and_a_phone(
+    browser: WebDriver, tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
+    redis_server: RedisServer, width: int, height: int,
 ) -> None:
-    _, url = served()
+    size = f"{width}x{height}"
+    async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
+                             redis_server.port) as stack:
+        a = await stack.node(host="127.0.0.2")
+        b = await stack.node(host="127.0.0.3")
+        a.add_users(3, prefix=DEMO_USER_PREFIX)  # demo-0 .. demo-2
+        a.add_user(f"{DEMO_USER_PREFIX}0", os_name="windows", online=False)
+        redis_server.call("HSET", f"mp:ur:{DEMO_USER_PREFIX}0", "3", '{"host": 5')
+        b.add_users(1, prefix="v")
+        url = stack.url + "/index.html"
 
-    def drive() -> dict[str, Any]:
-        browser.set_window_size(width, height)
-        browser.get(url)
-        fill(browser, "users", "alice, bob\ncarol")
-        fill(browser, "content", "hello from the test")
-        browser.find_element(By.ID, "send").click()
-        rows = wait_for_rows(browser, 3)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        shot = SHOTS / f"page-{width}x{height}.png"
-        browser.execute_script("document.getElementById('outcome').scrollIntoView()")
-        browser.save_screenshot(str(shot))
-        send = browser.find_element(By.ID, "send").rect
-        return {
-            "rows": len(rows),
-            "viewport": browser.execute_script("return window.innerWidth"),
-            # Wider than the viewport means a sideways scroll on a phone.
-            "content_width": browser.execute_script(
-                "return document.documentElement.scrollWidth"),
-            "send_right": send["x"] + send["width"],
-            "shot": shot,
-        }
+        def open_cluster() -> dict[str, Any]:
+            fresh_log(browser)
+            viewport(browser, width, height)
+            browser.get(url)
+            wait_for_cluster(browser, lambda d: sorted(bars(d)) == sorted(
+                [a.cs_address, b.cs_address]) and "3 online" in d.find_element(
+                    By.ID, "cs-list").text)
+            return {"icon": browser.find_element(By.CSS_SELECTOR, "link[rel=icon]")
+                    .get_attribute("href")}
 
-    seen = await in_thread(drive)
-    assert seen["rows"] == 3
-    assert seen["content_width"] <= seen["viewport"], "the page scrolls sideways"
-    assert 0 < seen["send_right"] <= seen["viewport"], "the Send button is cut off"
-    assert seen["shot"].stat().st_size > 10_000
+        opened = await in_thread(open_cluster)
+        assert opened["icon"].startswith("data:image/svg+xml,")
+
+        # A server registers while the page is open: its bar within 3 s.
+        c = stack.make_node(host="127.0.0.4")
+        registered = time.monotonic()
+
+        def see_cluster() -> dict[str, Any]:
+            wait_for_cluster(browser, lambda d: c.cs_address in bars(d), timeout=3.0)
+            took = time.monotonic() - registered
+            WebDriverWait(browser, WAIT).until(lambda d: len(d.find_elements(
+                By.CSS_SELECTOR, "#gs-body tr")) == 3)
+            browser.execute_script("window.scrollTo(0, 0)")
+            servers = browser.find_elements(By.CSS_SELECTOR, "#cs-list li.server")
+            return {
+                "took": took, "bars": bars(browser),
+                "words": [li.find_element(By.CSS_SELECTOR, ".words").text for li in servers],
+                "widths": [li.find_element(By.CSS_SELECTOR, ".fill").size["width"]
+                           for li in servers],
+                "positions": [li.find_element(By.CSS_SELECTOR, ".pos").text for li in servers],
+                "facts": text_of(browser, "cluster-facts"),
+                "fits": fits(browser),
+                "shot": shoot(browser, "cluster", size),
+            }
+
+        cluster = await in_thread(see_cluster)
+        assert cluster["took"] < 3.0
+        assert sorted(cluster["bars"]) == sorted([a.cs_address, b.cs_address, c.cs_address])
+        assert cluster["positions"] == ["#1", "#2", "#3"]
+        by_address = dict(zip(cluster["bars"], cluster["words"], strict=True))
+        assert by_address[c.cs_address] == "0 online + 0 handed out, weight 1: load 0"
+        assert by_address[a.cs_address].startswith("3 online + ")
+        widths = dict(zip(cluster["bars"], cluster["widths"], strict=True))
+        assert widths[a.cs_address] > widths[b.cs_address] > widths[c.cs_address] == 0
+        assert "ZooKeeper: connected" in cluster["facts"]
+        assert "Redis (single): reachable" in cluster["facts"]
+        assert cluster["fits"], "the cluster view scrolls sideways"
+
+        def refresh_in_the_background() -> dict[str, Any]:
+            # While the operator types further down, a refresh keeps the focus and the scroll.
+            users = browser.find_element(By.ID, "users")
+            browser.execute_script("arguments[0].scrollIntoView(); arguments[0].focus()", users)
+            scrolled = browser.execute_script("return window.scrollY")
+            updated = text_of(browser, "cluster-updated")
+            WebDriverWait(browser, WAIT).until(
+                lambda d: text_of(d, "cluster-updated") != updated)
+            return {"scrolled": scrolled, "now": browser.execute_script("return window.scrollY"),
+                    "focused": browser.execute_script("return document.activeElement.id")}
+
+        kept = await in_thread(refresh_in_the_background)
+        assert kept["scrolled"] > 0 and kept["now"] == kept["scrolled"]
+        assert kept["focused"] == "users"
+
+        def look_up() -> dict[str, Any]:
+            fill(browser, "lookup-user", f"{DEMO_USER_PREFIX}0")
+            browser.find_element(By.ID, "lookup").click()
+            WebDriverWait(browser, WAIT).until(
+                lambda d: len(rows_of(d, "#routes-body tr.route-row")) == 3)
+            return {"said": text_of(browser, "lookup-said"),
+                    "rows": rows_of(browser, "#routes-body tr.route-row"),
+                    "visible": in_viewport(browser, selector="#routes-body tr"),
+                    "fits": fits(browser), "shot": shoot(browser, "user", size)}
+
+        user = await in_thread(look_up)
+        assert user["said"] == f"{DEMO_USER_PREFIX}0: online on 1 client type; 3 routes in Redis."
+        mobile, pc, bad = user["rows"]
+        assert mobile[:6] == ["Mobile (Android/iOS)", "online", a.cs_address, a.address,
+                              "android", "1.0.0"]
+        assert pc[:5] == ["PC (Windows/Mac/Linux)", "offline", a.cs_address, a.address,
+                          "windows"]
+        assert bad == ["Unusable entry (field 3)", 'malformed: not JSON; the entry is {"host": 5']
+        assert user["visible"], "the first route is off-screen"
+        assert user["fits"], "the user view scrolls sideways"
+
+        def push() -> dict[str, Any]:
+            fill(browser, "users", f"{DEMO_USER_PREFIX}0, {DEMO_USER_PREFIX}1, nobody")
+            browser.find_element(By.ID, "send").click()
+            rows = wait_for_rows(browser, 4)
+            return {"rows": rows, "summary": text_of(browser, "summary"),
+                    "summary_visible": in_viewport(browser, "summary"),
+                    "row_visible": in_viewport(browser, selector="#results-body tr"),
+                    "fits": fits(browser), "shot": shoot(browser, "push", size),
+                    "severe": severe(browser)}
+
+        pushed = await in_thread(push)
+        assert [r[:3] for r in pushed["rows"]] == [
+            [f"{DEMO_USER_PREFIX}0", "Mobile (Android/iOS)", "success"],
+            [f"{DEMO_USER_PREFIX}0", "PC (Windows/Mac/Linux)", "offline"],
+            [f"{DEMO_USER_PREFIX}1", "Mobile (Android/iOS)", "success"],
+            ["nobody", "—", "offline"]]
+        assert pushed["summary"] == ("2 delivered, 2 offline (1 route without a connection;"
+                                     " 1 no route in Redis).")
+        assert pushed["summary_visible"], "the summary beside the button is off-screen"
+        assert pushed["row_visible"], "the first result is off-screen"
+        assert pushed["fits"], "the push outcome scrolls sideways"
+        # No console error so far: no favicon 404, no refused request, no script error.
+        assert pushed["severe"] == []
+
+        def refused() -> dict[str, Any]:
+            fill(browser, "timeout", "5")
+            browser.find_element(By.ID, "send").click()
+            text = wait_for_error(browser)
+            timeout = browser.find_element(By.ID, "timeout")
+            return {"text": text, "error_visible": in_viewport(browser, "error"),
+                    "at_field": text_of(browser, "timeout-error"),
+                    "focused": browser.execute_script("return document.activeElement.id"),
+                    "outline": timeout.value_of_css_property("outline-color"),
+                    "fits": fits(browser), "shot": shoot(browser, "refused", size),
+                    "severe": severe(browser)}
+
+        refusal = await in_thread(refused)
+        words = "“Timeout (ms)” must be between 1000 and 86400000, got 5"
+        assert refusal["text"] == "Refused (400 Bad Request):\n" + words
+        assert refusal["at_field"] == words
+        assert refusal["error_visible"], "the refusal beside the button is off-screen"
+        assert refusal["focused"] == "timeout" and refusal["outline"] in RED
+        assert refusal["fits"], "the refused push scrolls sideways"
+        # The only console error: chromium's line for the refused request itself.
+        assert len(refusal["severe"]) == 1 and "/push" in refusal["severe"][0]
+        assert "400" in refusal["severe"][0]
+        for view in (cluster, user, pushed, refusal):
+            assert view["shot"].stat().st_size > 10_000

@@ -580,6 +580,7 @@ def test_index_html_is_served_as_utf8_html(site: AllocSite) -> None:
     assert body == load_page()
     assert b"<script" in body and b"src=" not in body  # self-contained
     assert "script-src 'sha256-" in headers["content-security-policy"]
+    assert "img-src 'self' data:" in headers["content-security-policy"]  # the favicon
     ex = connect(site)
     ex.feed(b"HEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
     status, headers, body = split(ex.raw)

@@ -1,4 +1,4 @@
-"""``/index.html``: the self-contained page that sends a push through ``/push``."""
+"""``/index.html``: the self-contained console page (/cluster, /users/{userId}, /push)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def load_page() -> bytes:
 
 def _content_security_policy(html: bytes) -> bytes:
     # The page's only script and style are inline: allow exactly those (by
-    # hash) and, for fetch, this origin; nothing else may load or frame it.
+    # hash), for fetch this origin, and images (its favicon) from data: URIs;
+    # nothing else may load or frame it.
     hashes: dict[bytes, list[bytes]] = {b"script": [], b"style": []}
     for kind, text in _INLINE.findall(html):
         digest = base64.b64encode(hashlib.sha256(text).digest())
@@ -33,7 +34,7 @@ def _content_security_policy(html: bytes) -> bytes:
         b"script-src " + (b" ".join(hashes[b"script"]) or b"'none'"),
         b"style-src " + (b" ".join(hashes[b"style"]) or b"'none'"),
         b"connect-src 'self'",
-        b"img-src 'self'",
+        b"img-src 'self' data:",  # the favicon is a data: URI
         b"base-uri 'none'",
         b"form-action 'none'",
         b"frame-ancestors 'none'",
