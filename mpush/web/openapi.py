@@ -265,7 +265,7 @@ def _users_get() -> Json:
 
 def _page_get() -> Json:
     return _common({
-        "summary": "the push page (self-contained HTML)",
+        "summary": "the console page: cluster, user routes, push (self-contained HTML)",
         "responses": {"200": {"description": "the page", "content": {
             "text/html; charset=utf-8": {"schema": ref("schemas", "Page")}}}},
     })
