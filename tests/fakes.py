@@ -410,12 +410,16 @@ class FakeZk:
     cs: dict[str, Node] = field(default_factory=lambda: {
         "cs1": Node("cs1", "10.0.0.5", since=50.0), "cs2": Node("cs2", "10.0.0.6", since=60.0)})
     gs: dict[str, Node] = field(default_factory=lambda: {"gs1": Node("gs1", "10.0.0.5", 3001)})
+    rejected: dict[str, int] = field(default_factory=dict)  # by kind
 
     def connection_servers(self) -> Mapping[str, Any]:
         return dict(self.cs)
 
     def gateway_servers(self) -> Mapping[str, Any]:
         return dict(self.gs)
+
+    def rejected_nodes(self) -> Mapping[str, int]:
+        return dict(self.rejected)
 
 
 @dataclass

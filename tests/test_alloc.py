@@ -286,26 +286,6 @@ def test_empty_view_before_any_server_serves_nothing(logged: list[str]) -> None:
     assert logged == []
 
 
-def test_ipv6_left_out_and_logged_once(logged: list[str]) -> None:
-    view = View(Node("v6", "fe80::1"), Node("v4", "1.1.1.1"),
-                Node("nat6", "10.0.0.3", attrs={"public_ip": "[2001:db8::1]"}))
-    cache = Cache()
-    r, clock = started(view, cache)
-    clock.advance(30.0 * 3)
-    assert r.policy.body == b"1.1.1.1:3000"
-    assert cache.calls[-1] == ["1.1.1.1"]
-    v6 = [m for m in logged if "IPv6" in m]
-    assert len(v6) == 2 and any("v6" in m for m in v6) and any("nat6" in m for m in v6)
-
-
-def test_only_ipv6_nodes_count_as_empty_view(logged: list[str]) -> None:
-    view = View(Node("a", "1.1.1.1"))
-    r, clock = started(view, Cache())
-    view.set(Node("b", "::1"))
-    clock.advance(1.0)
-    assert r.stale and r.policy.body == b"1.1.1.1:3000"
-
-
 def test_redis_failure_keeps_order_loop_continues_logged_once(logged: list[str]) -> None:
     view = View(Node("a", "1.1.1.1"), Node("b", "2.2.2.2"))
     cache = Cache({"1.1.1.1": 10, "2.2.2.2": 50})

@@ -3,6 +3,7 @@ process, against real ZooKeeper and Redis servers started by the tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -140,8 +141,49 @@ def test_serves_java_registered_servers_least_loaded_first(
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
     assert body == expected
     log = daemon.log()
-    assert len(re.findall(r"left out.*IPv6", log)) == 1, "an IPv6 server is logged once"
+    assert len(re.findall(r"ignoring connection server node .*IPv6", log)) == 1, (
+        "an IPv6 server is logged once")
     assert "message body" not in log  # HEAD answered without a body
+
+
+def test_nodes_with_addresses_clients_cannot_use_are_never_served(
+        start_daemon: Callable[..., Daemon], registrar: NodeRegistrar) -> None:
+    # What GET / served verbatim (the SDK splits on ',' then ':'), left out as
+    # "IPv6", or took as a port: each node left out, logged once with why, counted.
+    bad_hosts = {"comma": "10.9.9.9,6.6.6.6", "crlf": "10.9.9.9\r\n6.6.6.6",
+                 "nul": "10.9.9.9\x00", "space": "10.9.9.9 6.6.6.6", "accent": "10.9.9.\u00e9",
+                 "long": "a" * 1000, "ipv6": "fe80::1"}
+    reasons = {"comma": "it holds ','", "crlf": "it holds '\\r'", "nul": "it holds '\\x00'",
+               "space": "it holds ' '", "accent": "it holds '\u00e9'",
+               "long": "1000 characters long", "ipv6": "is an IPv6 address",
+               "public": "it holds ','", "port0": "port out of range: 0",
+               "port65536": "port out of range: 65536", "portx": "non-numeric port",
+               "gateway": "it holds ','"}
+    for name, host in bad_hosts.items():
+        registrar.register("cs", host, 3000, name=name)
+    registrar.register("cs", "10.9.0.2", 3000, {"public_ip": "10.9.9.9,6.6.6.6"}, name="public")
+    for name, port in (("port0", 0), ("port65536", 65536), ("portx", "x")):
+        registrar.register_raw("cs", b'{"host":"10.9.0.3","port":%s}' % json.dumps(port).encode(),
+                               name=name)
+    registrar.register("gs", "10.9.9.9,6.6.6.6", 3001, name="gateway")
+    registrar.register("cs", "10.9.0.1", 3000)
+    daemon = start_daemon()
+    daemon.wait_for_body(lambda body: body == b"10.9.0.1:3000")
+    registrar.register("cs", "cs-2.example", 3000)  # a change: a new round, nothing relogged
+    daemon.wait_for_body(lambda body: b"cs-2.example:3000" in body)
+
+    _, _, metrics = daemon.get("/metrics")
+    assert b"\nmpush_alloc_zookeeper_rejected_connection_servers 11.0\n" in metrics
+    assert b"\nmpush_alloc_zookeeper_rejected_gateway_servers 1.0\n" in metrics
+    _, _, body = daemon.get("/")
+    assert sorted(body.split(b",")) == [b"10.9.0.1:3000", b"cs-2.example:3000"]
+    ignored = [line for line in daemon.log().splitlines() if "ZooKeeper: ignoring" in line]
+    for name, reason in reasons.items():
+        lines = [line for line in ignored if f"/{name}: " in line]
+        assert len(lines) == 1, (name, ignored)
+        assert reason in lines[0], lines[0]
+    assert len(ignored) == len(reasons)
+    assert all(line.isprintable() for line in ignored)  # no raw control characters
 
 
 def test_nodes_added_and_removed_show_within_a_second(

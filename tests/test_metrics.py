@@ -187,6 +187,14 @@ def test_a_zookeeper_state_not_known_in_advance_still_shows() -> None:
     assert states["connecting"] == 1 and sum(states.values()) == 1
 
 
+def test_nodes_left_out_of_the_zookeeper_view_are_counted_by_kind() -> None:
+    zk = FakeZk(rejected={"cs": 3, "gs": 1})
+    found = scrape(Metrics(StateCollector(Status(zk=zk))))
+    assert found[("mpush_alloc_zookeeper_rejected_connection_servers", ())] == 3
+    assert found[("mpush_alloc_zookeeper_rejected_gateway_servers", ())] == 1
+    assert found[("mpush_alloc_zookeeper_connection_servers", ())] == 2  # the usable ones
+
+
 def test_allocations_only_grow_across_refreshes() -> None:
     policy = policy_of("10.0.0.1:3000")
     for _ in range(5):

@@ -243,6 +243,38 @@ async def test_bad_input_gets_clear_answers_and_the_daemon_keeps_serving(stack: 
 
 
 @pytest_twisted.ensureDeferred
+async def test_numbers_no_push_can_carry_are_400_naming_their_field(stack: Stack) -> None:
+    node = await stack.node()
+    node.add_user("u1")
+    digits = b'{"userId": "u1", "content": {"n": ' + b"9" * 5000 + b"}}"
+    for body, field in ((digits, "content"),
+                        (b'{"userId": "u1", "content": {"a": 1e999}}', "content"),
+                        (b'{"userId": "u1", "hello": "x", "timeout": -Infinity}', "timeout")):
+        status, headers, data = await request("POST", stack.url + "/push", body,
+                                              {"Content-Type": "application/json"})
+        assert status == 400, data
+        assert headers.getRawHeaders("content-type") == ["application/json"]
+        assert json.loads(data)["field"] == field
+    assert not node.received  # nothing reached the gateway, Infinity least of all
+    status, answer = await stack.push({"userId": "u1", "content": "still here"})
+    assert status == 200 and only(answer)["result"] == "success"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unusable_route_value_is_offline_no_route(
+        stack: Stack, redis_server: RedisServer) -> None:
+    # Nested past the JSON parser's depth, nested just short of it, and a
+    # port of 5,000 digits: entries no push can use, so the user has no route.
+    located = '{"osName":"android","connId":"c1","host":"127.0.0.1","port":%s}'
+    values = ("[" * 100_000, located % ("[" * 990 + "]" * 990), located % ("9" * 5000))
+    for user, value in enumerate(values):
+        redis_server.call("HSET", f"mp:ur:odd{user}", "1", value)
+        status, answer = await stack.push({"userId": f"odd{user}", "content": "hi"})
+        assert status == 200
+        assert why(only(answer)) == ("offline", "no_route", None)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_route_to_a_gateway_zookeeper_does_not_list_is_unknown_gateway(
         stack: Stack, redis_server: RedisServer) -> None:
     node = await stack.node()

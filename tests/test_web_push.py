@@ -11,6 +11,7 @@ import ipaddress
 import json
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -238,7 +239,18 @@ BAD_BODIES: list[tuple[str, bytes, str, str]] = [
     ("invalid-utf8", b'{"userId": "u\xff", "hello": "x"}', "body", "not valid UTF-8"),
     ("empty", b"", "body", "body is empty"),
     ("not-an-object", b'["u", "x"]', "body", "must be a JSON object, got a list"),
-    ("nan", b'{"userId": "u", "hello": "x", "timeout": NaN}', "body", "NaN"),
+    # Numbers json.loads takes but no push can carry: each names its field.
+    ("nan", b'{"userId": "u", "hello": "x", "timeout": NaN}', "timeout", "timeout holds NaN"),
+    ("content-nan", b'{"userId": "u", "content": {"a": [NaN]}}', "content", "holds NaN"),
+    ("content-infinity", b'{"userId": "u", "content": {"a": Infinity}}', "content",
+     "holds Infinity"),
+    ("content-minus-infinity", b'{"userId": "u", "content": {"a": -Infinity}}', "content",
+     "holds -Infinity"),
+    ("content-1e999", b'{"userId": "u", "content": {"a": 1e999}}', "content",
+     "content holds 1e999, beyond the range of a double"),
+    ("content-minus-1e999", b'{"userId": "u", "content": {"a": -1e999}}', "content",
+     "holds -1e999"),
+    ("number-body", b"1e999", "body", "must be a JSON object, got a number"),
     ("surrogate-user", b'{"userId": "\\ud800", "hello": "x"}', "userId", "lone surrogate"),
     ("surrogate-content", b'{"userId": "u", "content": {"k": "\\udfff"}}', "content",
      "lone surrogate"),
@@ -313,6 +325,40 @@ def test_bad_bodies_are_400_naming_the_field(
     assert answer["field"] == field_name
     assert fragment in answer["error"], answer["error"]
     assert client.calls == []
+
+
+DIGITS = b"9" * 5000  # past the 4,300 digits Python's int() takes by default
+LONG_NUMBERS = [
+    (b'{"userId": "u", "content": {"a": [' + DIGITS + b"]}}", "content"),
+    (b'{"userId": "u", "hello": "x", "timeout": -' + DIGITS + b"}", "timeout"),
+    (b'{"userIds": ["u", ' + DIGITS + b'], "hello": "x"}', "userIds"),
+    (b'{"userId": "u", "hello": "x", "msgType": ' + DIGITS + b"}", "msgType"),
+]
+
+
+@pytest.mark.parametrize(("body", "field_name"), LONG_NUMBERS,
+                         ids=[field for _, field in LONG_NUMBERS])
+def test_a_5000_digit_integer_anywhere_is_400_naming_its_field(
+    client: FakePushClient, body: bytes, field_name: str
+) -> None:
+    site = make_site(client, max_request_size=64 * 1024)  # the daemon's default
+    status, headers, answer = post(site, body)
+    assert (status, headers["content-type"]) == (400, "application/json"), answer
+    assert answer["field"] == field_name
+    assert f"{field_name} holds an integer of 5000 digits" in answer["error"]
+    assert client.calls == []
+
+
+def test_an_integer_past_a_lower_interpreter_limit_is_400_too(client: FakePushClient) -> None:
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)  # as PYTHONINTMAXSTRDIGITS=640 would
+    try:
+        status, _, answer = post(make_site(client), b'{"userId": "u", "content": {"n": '
+                                 + b"1" * 1000 + b"}}")
+    finally:
+        sys.set_int_max_str_digits(before)
+    assert status == 400 and answer["field"] == "content"
+    assert "an integer of 1000 digits (at most 640)" in answer["error"]
 
 
 def test_form_bodies_are_refused(site: AllocSite, client: FakePushClient) -> None:

@@ -8,6 +8,7 @@ is bounded; outages are real (the JVM is stopped, the session expired).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from mpush.cluster.kazoo_logs import AttemptReporter
 from mpush.cluster.server_node import NodeDataError, ServerNode
 from mpush.cluster.zookeeper import ZkWatcher
+from mpush.hosts import host_problem
 from tests.harness.registry import NodeRegistrar, digest_acl_id, node_json
 from tests.harness.zkfaults import CuttableProxy, expire_session
 from tests.harness.zookeeper import ZooKeeperServer
@@ -160,13 +162,70 @@ def test_server_node_rejects_malformed(data: bytes | None) -> None:
         ServerNode.parse("n", data)
 
 
+# The forms the issue found served verbatim by GET / (or left out as "IPv6").
+BAD_ADDRESSES = [
+    ("comma", "10.9.9.9,6.6.6.6", "it holds ','"),
+    ("cr-lf", "10.0.0.5\r\nX: y", "it holds '\\r'"),
+    ("nul", "10.0.0.5\u0000", "it holds '\\x00'"),
+    ("space", "10.0.0.5 6.6.6.6", "it holds ' '"),
+    ("non-ascii", "10.0.0.5\u00e9", "it holds '\u00e9'"),
+    ("1000-characters", "a" * 1000, "1000 characters long"),
+    ("ipv6", "fe80::1", "an IPv6 address, which the client SDK cannot parse"),
+]
+
+
+def cs_json(host: str, public_ip: str | None = None) -> bytes:
+    attrs = {"weight": 1} if public_ip is None else {"weight": 1, "public_ip": public_ip}
+    return node_json(host, 3000, attrs)
+
+
+@pytest.mark.parametrize(("address", "fragment"), [b[1:] for b in BAD_ADDRESSES],
+                         ids=[b[0] for b in BAD_ADDRESSES])
+def test_a_connection_server_is_refused_for_an_address_clients_cannot_use(
+        address: str, fragment: str) -> None:
+    with pytest.raises(NodeDataError) as as_host:
+        ServerNode.parse("n", cs_json(address), served=True)
+    assert str(as_host.value).startswith(f"host {address[:60]!r}")
+    assert fragment in str(as_host.value)
+    with pytest.raises(NodeDataError) as as_public_ip:
+        ServerNode.parse("n", cs_json("10.0.0.5", public_ip=address), served=True)
+    assert str(as_public_ip.value).startswith(f"attrs.public_ip {address[:60]!r}")
+    assert fragment in str(as_public_ip.value)
+
+
+@pytest.mark.parametrize(("address", "fragment"),
+                         [b[1:] for b in BAD_ADDRESSES if b[0] != "ipv6"],
+                         ids=[b[0] for b in BAD_ADDRESSES if b[0] != "ipv6"])
+def test_a_gateway_server_is_refused_for_the_same_but_ipv6(address: str, fragment: str) -> None:
+    with pytest.raises(NodeDataError, match="^host .*" + re.escape(fragment)):
+        ServerNode.parse("g", node_json(address, 3001))
+
+
+def test_ipv6_is_refused_only_where_clients_would_get_it() -> None:
+    # The pool connects to a gateway's IPv6 address; GET / cannot carry one.
+    assert ServerNode.parse("g", node_json("fe80::1", 3001)).host == "fe80::1"
+    nat = ServerNode.parse("n", cs_json("fe80::1", public_ip="203.0.113.9"), served=True)
+    assert nat.public_host == "203.0.113.9"
+    with pytest.raises(NodeDataError, match=r"^attrs\.public_ip '2001:db8::1' is an IPv6"):
+        ServerNode.parse("n", cs_json("10.0.0.5", public_ip="2001:db8::1"), served=True)
+
+
+def test_surrounding_blanks_are_dropped_and_public_ip_must_be_text() -> None:
+    node = ServerNode.parse("n", cs_json(" 10.0.0.5\n", public_ip="\t1.2.3.4 "), served=True)
+    assert (node.host, node.public_host) == ("10.0.0.5", "1.2.3.4")
+    assert ServerNode.parse("n", cs_json("10.0.0.5", public_ip=" ")).public_host == "10.0.0.5"
+    with pytest.raises(NodeDataError, match=r"attrs\.public_ip is not a string"):
+        ServerNode.parse("n", node_json("10.0.0.5", 3000, {"public_ip": 5}))
+
+
 @given(st.binary(max_size=200))
 def test_server_node_parse_only_raises_node_data_error(data: bytes) -> None:
     try:
-        node = ServerNode.parse("n", data)
+        node = ServerNode.parse("n", data, served=True)
     except NodeDataError:
         return
-    assert 0 < node.port < 65536 and node.host
+    assert 0 < node.port < 65536
+    assert host_problem(node.host, ipv6=True) is None and host_problem(node.public_host) is None
 
 
 def test_node_json_is_fastjson_output() -> None:
@@ -283,6 +342,7 @@ def test_malformed_nodes_are_skipped_and_logged_once(
                 and e["log_level"] == LogLevel.warn]
 
     assert sorted(warned()) == sorted(bad)
+    assert watcher.rejected_nodes() == {"cs": 3, "gs": 1}
     # Changes elsewhere (new rounds, re-lists) must not log them again.
     zk_registrar.register("cs", "10.0.0.3", 3000)
     yield wait_for(lambda: len(view(watcher)) == 2, 2, "another node")
@@ -295,6 +355,9 @@ def test_malformed_nodes_are_skipped_and_logged_once(
     zk_registrar.update(fixed, "10.0.0.8", 3000)
     yield wait_for(lambda: name_of(fixed) in view(watcher), 2, "bad -> good")
     assert warned().count(good) == 1
+    assert watcher.rejected_nodes() == {"cs": 3, "gs": 1}  # one in, one out
+    zk_registrar.unregister(good)
+    yield wait_for(lambda: watcher.rejected_nodes()["cs"] == 2, 2, "a bad node gone")
 
 
 def unreachable_lines(logs: LogCapture) -> list[str]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from mpush.hosts import host_problem
+
 __all__ = ["MAX_NODE_DATA", "NodeDataError", "ServerNode"]
 
 # A Java node is well under 1 KB; anything this big is not one of ours.
@@ -44,10 +46,7 @@ class ServerNode:
     @property
     def public_host(self) -> str:
         """The address clients get: ``attrs.public_ip`` if set, else host."""
-        ip = self.attrs.get("public_ip")
-        if isinstance(ip, str) and ip.strip():
-            return ip.strip()
-        return self.host
+        return _public_ip(self.attrs) or self.host
 
     @property
     def weight(self) -> float:
@@ -68,11 +67,14 @@ class ServerNode:
         return f"{self.host}:{self.port}"
 
     @classmethod
-    def parse(cls, name: str, data: bytes | None) -> ServerNode:
+    def parse(cls, name: str, data: bytes | None, *, served: bool = False) -> ServerNode:
         """Parse the JSON a Java server writes; raise NodeDataError if unusable.
 
         Lenient where fastjson (the Java reader) is: a port given as a
         decimal string or an integral float is accepted, extra keys ignored.
+        Strict on addresses: ``host`` and ``attrs.public_ip`` must each be an
+        IPv4 address, an IPv6 one or a host name (:func:`mpush.hosts.host_problem`),
+        and the one clients get (``served``: a connection server's) not IPv6.
         """
         if not data:
             raise NodeDataError("no data")
@@ -93,7 +95,26 @@ class ServerNode:
             attrs = {}
         elif not isinstance(attrs, dict):
             raise NodeDataError("attrs is not a JSON object")
-        return cls(name=name, host=host.strip(), port=port, attrs=attrs)
+        if not isinstance(attrs.get("public_ip"), str | None):
+            raise NodeDataError("attrs.public_ip is not a string")
+        node = cls(name=name, host=host.strip(), port=port, attrs=attrs)
+        public_ip = _public_ip(node.attrs)
+        _check_host("host", node.host, ipv6=not served or public_ip is not None)
+        if public_ip is not None:
+            _check_host("attrs.public_ip", public_ip, ipv6=not served)
+        return node
+
+
+def _public_ip(attrs: Mapping[str, Any]) -> str | None:
+    ip = attrs.get("public_ip")
+    return ip.strip() if isinstance(ip, str) and ip.strip() else None
+
+
+def _check_host(field: str, host: str, *, ipv6: bool) -> None:
+    problem = host_problem(host, ipv6=ipv6)
+    if problem is not None:
+        more = "..." if len(host) > 60 else ""
+        raise NodeDataError(f"{field} {host[:60]!r}{more} is {problem}")
 
 
 def _parse_port(raw: Any) -> int:

@@ -240,10 +240,16 @@ class PathReader:
 
     # -- the view ----------------------------------------------------------------
 
+    @property
+    def rejected(self) -> int:
+        """Children left out of the view as unusable (each logged once, with why)."""
+        return len(self._bad)
+
     def apply(self, name: str, data: bytes | None) -> None:
         self.raw[name] = data
         try:
-            node = ServerNode.parse(name, data)
+            # Connection servers are what GET / serves.
+            node = ServerNode.parse(name, data, served=self.kind == "cs")
         except NodeDataError as e:
             self._ignore(name, data, str(e))
             return

@@ -135,6 +135,10 @@ class ZkWatcher(Service):
         """Gateway servers by node name (a copy)."""
         return dict(self._readers["gs"].view)
 
+    def rejected_nodes(self) -> dict[str, int]:
+        """By kind ("cs", "gs"): the nodes left out of the view as unusable."""
+        return {kind: reader.rejected for kind, reader in self._readers.items()}
+
     def add_listener(self, cb: Listener) -> None:
         """Call ``cb(kind, event, node)`` on every change, in the reactor thread."""
         self._listeners.append(cb)

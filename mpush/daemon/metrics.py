@@ -180,6 +180,12 @@ class StateCollector:
                      zk.connection_servers)
         yield _gauge("zookeeper_gateway_servers", "Gateway server nodes in the ZooKeeper view",
                      zk.gateway_servers)
+        yield _gauge("zookeeper_rejected_connection_servers",
+                     "Connection server nodes left out of the view: unusable data",
+                     zk.rejected_connection_servers)
+        yield _gauge("zookeeper_rejected_gateway_servers",
+                     "Gateway server nodes left out of the view: unusable data",
+                     zk.rejected_gateway_servers)
 
 
 # -- the daemon's metrics -----------------------------------------------------

@@ -9,7 +9,6 @@ node (never from servers to none) and flags itself ``stale``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,23 +72,11 @@ class RefreshSchedule:
         return self.interval if self.timeout is None else self.timeout
 
 
-def _candidate_or_reason(node: ServerNodeInfo) -> Candidate | str:
-    """A node as served to clients, or why it cannot be served."""
+def _candidate(node: ServerNodeInfo) -> Candidate:
+    """A node as served to clients. The view holds only servable nodes: an IPv4
+    address or host name, a port of 1-65535 (``ServerNode.parse`` checks them)."""
     host = node.public_host
-    if not host:
-        return "it has no host"
-    if ":" in host:
-        # The Java client SDK splits each entry on ':' and drops any that does
-        # not give exactly two parts, so an IPv6 address would be silently
-        # lost, or worse, break the entries after it on older SDKs.
-        return f"its address {host!r} is IPv6, which the client SDK cannot parse"
-    port = node.port
-    if not isinstance(port, int) or not 0 < port < 65536:
-        return f"its port {port!r} is invalid"
-    weight = node.weight
-    if not (isinstance(weight, (int, float)) and weight > 0 and math.isfinite(weight)):
-        weight = 1.0  # the Java node default
-    return Candidate(f"{host}:{port}", host, float(weight))
+    return Candidate(f"{host}:{node.port}", host, node.weight)
 
 
 class Refresher(Service):
@@ -130,7 +117,6 @@ class Refresher(Service):
         self._again = False
         self._inflight: Deferred[Any] | None = None  # the count fetch, for cancelling
         self._waiters: list[Deferred[None]] = []
-        self._unservable: set[tuple[str, str]] = set()  # (node name, reason) already logged
 
     # -- lifecycle ------------------------------------------------------
 
@@ -222,7 +208,8 @@ class Refresher(Service):
 
     def _refresh_once(self) -> Deferred[None] | None:
         nodes = self._view.connection_servers()
-        candidates = self._candidates(nodes)
+        # Sorted by node name: a stable order for equal loads.
+        candidates = [_candidate(nodes[name]) for name in sorted(nodes)]
         if candidates:
             if self.stale:
                 self.stale = False
@@ -253,22 +240,6 @@ class Refresher(Service):
         self._inflight = d
         d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token,))
         return d
-
-    def _candidates(self, nodes: Mapping[str, ServerNodeInfo]) -> list[Candidate]:
-        out: list[Candidate] = []
-        seen: set[tuple[str, str]] = set()
-        for name in sorted(nodes):  # a stable order for equal loads
-            c = _candidate_or_reason(nodes[name])
-            if isinstance(c, Candidate):
-                out.append(c)
-                continue
-            seen.add((name, c))
-            if (name, c) not in self._unservable:
-                self.log.warn("connection server {name} left out: {reason}", name=name, reason=c)
-        # Forget nodes that went away, so one that comes back is logged again
-        # and the set stays bounded.
-        self._unservable = seen
-        return out
 
     def _counts_ok(self, counts: Mapping[str, int], token: RefreshToken) -> None:
         self._inflight = None

@@ -62,6 +62,8 @@ class ZooKeeperStatus:
     connection_servers: int  # nodes in the view
     gateway_servers: int
     last_error: str | None = None  # why it cannot be used now (unreachable, NoAuth, ...)
+    rejected_connection_servers: int = 0  # nodes left out of the view as unusable
+    rejected_gateway_servers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,13 +235,15 @@ class Status:
         (``allocation.rows`` empty): ``/health`` shows none, and is the most polled."""
         zk, redis, gateways = self.zk, self.redis, self.gateways
         cs_nodes = {} if zk is None else zk.connection_servers()
+        rejected = {} if zk is None else zk.rejected_nodes()
         return StatusSnapshot(
             draining=None if self.drain is None else bool(self.drain.draining),
             allocation=self._allocation(cs_nodes if rows else None),
             refresh=self._refresh(),
             zookeeper=None if zk is None else ZooKeeperStatus(
                 zk.state, zk.session_id, zk.initialized, len(cs_nodes),
-                len(zk.gateway_servers()), zk.last_error),
+                len(zk.gateway_servers()), zk.last_error,
+                rejected.get("cs", 0), rejected.get("gs", 0)),
             redis=None if redis is None else RedisStatus(
                 redis.mode, bool(redis.healthy), self._scrub(redis.last_error)),
             gateways=None if gateways is None else GatewaysStatus.of(gateways.status()),

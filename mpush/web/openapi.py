@@ -167,6 +167,7 @@ def _access_errors() -> Json:
 def _push_errors() -> Json:
     return {
         "400": _error_response("a body refused: invalid JSON or UTF-8, lone surrogates,"
+                               " NaN, Infinity or numbers past a double or 4,300 digits,"
                                " an unknown field (with the closest known one),"
                                " wrong types, missing target or content, blank user id,"
                                " `taskId` on a single push, empty `tags`; `field` names"

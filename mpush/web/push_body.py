@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,6 +37,9 @@ _FIELDS_BY_LOWER: Final = {name.lower(): name for name in FIELDS}
 # A body's "timeout" (ms): from the push client's floor to the largest broadcast-timeout.
 MAX_TIMEOUT_MS: Final = round(bounds("mp.alloc.broadcast-timeout")[1] * 1000)
 _ACK_NAMES: Final = ", ".join(AckModel)  # "none, auto, biz", for the 400 message
+# Longer integers are refused unread: Python's int() takes no more by default,
+# and converting one costs time quadratic in its length.
+MAX_INT_DIGITS: Final = sys.int_info.default_max_str_digits
 
 
 class BadRequest(Exception):
@@ -121,7 +126,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         raise BadRequest("body", f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
         body = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_no_duplicates,
-                          parse_constant=_refuse_constant)
+                          parse_constant=_constant, parse_float=_float, parse_int=_int)
     except json.JSONDecodeError as exc:
         raise BadRequest(
             "body", f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -130,19 +135,22 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         raise BadRequest("body", "body is not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("body", f"body must be a JSON object, got {_json_type(body)}")
-    _refuse_lone_surrogates(body)
+    _refuse_unsendable(body)
     return body
 
 
-def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
+def _refuse_unsendable(body: dict[str, Any]) -> None:
+    """The first field (in body order) holding what no push can carry."""
     for key, value in body.items():
-        # "\ud800" escapes decode to lone surrogates, which no UTF-8 push can carry.
         for field, part in (("body", key), (key, value)):
             try:
-                json.dumps(part, ensure_ascii=False).encode("utf-8")
+                json.dumps(part, ensure_ascii=False, default=_refuse_number).encode("utf-8")
             except UnicodeEncodeError:
+                # "\ud800" escapes decode to lone surrogates, which no UTF-8 push can carry.
                 raise BadRequest(field, f"{field} holds a lone surrogate (\\ud800-\\udfff"
                                  " escape), which is not valid Unicode text") from None
+            except _Unsendable as exc:
+                raise BadRequest(field, f"{field} holds {exc}") from None
 
 
 def _refuse_unknown_fields(body: dict[str, Any]) -> None:
@@ -262,7 +270,7 @@ def _json_type(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | _Unsendable):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -287,8 +295,38 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _refuse_constant(name: str) -> Any:
-    raise BadRequest("body", f"body is not valid JSON: {name} is not a JSON number")
+class _Unsendable(Exception):
+    """A number json.loads takes but no push can carry. The parser's hooks put one
+    in its place (they do not know the field); :func:`_refuse_unsendable` raises it."""
+
+
+def _constant(name: str) -> _Unsendable:
+    return _Unsendable(f"{name}, which is not a JSON number")
+
+
+def _float(text: str) -> float | _Unsendable:
+    value = float(text)
+    if math.isfinite(value):
+        return value
+    # json.dumps would send it on as Infinity, which is not JSON.
+    shown = text if len(text) <= 20 else text[:20] + "..."
+    return _Unsendable(f"{shown}, beyond the range of a double")
+
+
+def _int(text: str) -> int | _Unsendable:
+    # Also within a lower limit set for this interpreter (0 there means none).
+    limit = min(MAX_INT_DIGITS, sys.get_int_max_str_digits() or MAX_INT_DIGITS)
+    digits = len(text.lstrip("-"))
+    if digits <= limit:
+        return int(text)
+    return _Unsendable(f"an integer of {digits} digits (at most {limit})")
+
+
+def _refuse_number(value: object) -> Any:
+    # json.dumps calls this for what it cannot encode: only our placeholders.
+    if isinstance(value, _Unsendable):
+        raise value
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def _string(body: dict[str, Any], key: str) -> str | None:
