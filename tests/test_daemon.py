@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -393,3 +394,43 @@ def test_https_with_a_generated_self_signed_certificate(
     daemon.terminate()
     start_daemon(protocol="https")
     assert cert.read_bytes() == before
+
+
+def _until(predicate: Callable[[], bool], wait: float, what: str) -> None:
+    deadline = time.monotonic() + wait
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_many_unreachable_gateways_are_a_few_log_lines_and_a_count(
+        start_daemon: Callable[..., Daemon], registrar: NodeRegistrar) -> None:
+    # 60 gateway servers on loopback ports nothing listens on: each one's
+    # "unreachable" warning is the same message; the log keeps its first 20
+    # (mpush.daemon.log_limits) and then says how many it left out.
+    registrar.register("cs", "10.5.0.1", 3000)
+    for _ in range(60):
+        registrar.register("gs", "127.0.0.1", free_port())
+    daemon = start_daemon()
+
+    seen: list[dict[str, Any]] = [{}]
+
+    def all_down() -> bool:
+        status, _, body = daemon.get("/health")
+        seen[0] = json.loads(body)["gateways"] if status in (200, 503) else {}
+        return seen[0].get("known") == 60 and seen[0].get("connected") == 0
+
+    _until(all_down, 20, "60 gateway servers known, none connected")
+    # Each server warns once, on its way down: 60 warnings in all, 20 written.
+    pattern = r"gateway server 127\.0\.0\.1:\d+: unreachable"
+
+    def left_out() -> int:
+        counts = re.findall(r"(\d+) more like this in the last 10 s: " + pattern, daemon.log())
+        return sum(map(int, counts))
+
+    _until(lambda: left_out() == 40, 25, "the count of the 40 warnings left out")
+    log = daemon.log()
+    written = [line for line in log.splitlines()
+               if re.search(pattern, line) and "more like this" not in line]
+    assert len(written) == 20, log
+    assert "Scheduling retry" not in log

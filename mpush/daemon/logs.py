@@ -2,8 +2,10 @@
 
 **Level.** twistd installs its log observer (its text log, or the one of
 ``--logger``) after ``makeService``; :func:`apply_log_config`, called there,
-makes that observer drop the events below ``mp.log-level`` and logs a
-warning for each unknown ``mp.alloc`` key of the config file.
+makes that observer drop the events below ``mp.log-level``, cut repeated
+messages to their first lines and a count every 10 s
+(:mod:`mpush.daemon.log_limits`), and logs a warning for each unknown
+``mp.alloc`` key of the config file.
 
 **JSON lines** for log shippers: ``twistd --logger mpush.daemon.logs.json_observer``.
 
@@ -56,6 +58,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from mpush.config import Settings
+from mpush.daemon.log_limits import RepeatLimiter
 
 #: The keys every line has (plus ``traceback`` for failures).
 FIXED_KEYS = ("time", "level", "namespace", "system", "text", "traceback")
@@ -183,8 +186,27 @@ def level_filtered(observer: ILogObserver, level: str) -> ILogObserver:
     return FilteringLogObserver(observer, [predicate])
 
 
-def filter_twistd_log(level: str) -> None:
-    """Make the observer twistd installs next drop the events below ``level``.
+class LogLimits:
+    """The repeat limit of twistd's log (:class:`RepeatLimiter`), once twistd has
+    made its observer; the daemon calls :meth:`flush` every ``window`` seconds."""
+
+    def __init__(self, *, burst: int = 20, window: float = 10.0) -> None:
+        self.burst = burst
+        self.window = window
+        self.limiter: RepeatLimiter | None = None
+
+    def wrap(self, observer: ILogObserver) -> ILogObserver:
+        self.limiter = RepeatLimiter(observer, burst=self.burst, window=self.window)
+        return self.limiter
+
+    def flush(self) -> None:
+        if self.limiter is not None:
+            self.limiter.flush()
+
+
+def filter_twistd_log(level: str, limits: LogLimits | None = None) -> None:
+    """Make the observer twistd installs next drop the events below ``level``
+    and, with ``limits``, cut repeated messages to a few lines and a count.
 
     twistd's ``AppLogger`` is made before ``makeService`` and builds its
     observer after it (its text log, or the ``--logger`` factory's): from
@@ -199,6 +221,8 @@ def filter_twistd_log(level: str) -> None:
         observer = make()
         if not ILogObserver.providedBy(observer):  # a legacy one (--syslog)
             observer = LegacyLogObserverWrapper(observer)
+        if limits is not None:
+            observer = limits.wrap(observer)
         return level_filtered(observer, level)
 
     app_logger._observerFactory = filtered
@@ -216,8 +240,11 @@ def warn_unknown_keys(settings: Settings) -> None:
                              did_you_mean=unknown.did_you_mean)
 
 
-def apply_log_config(settings: Settings) -> None:
+def apply_log_config(settings: Settings) -> LogLimits:
     """What the config says of the log, from ``makeService``: its level, and the
-    unknown keys (logged when twistd's log starts, at any level but critical)."""
-    filter_twistd_log(settings.log_level)
+    unknown keys (logged when twistd's log starts, at any level but critical).
+    Returns the repeat limit, for the daemon to flush."""
+    limits = LogLimits()
+    filter_twistd_log(settings.log_level, limits)
     warn_unknown_keys(settings)
+    return limits

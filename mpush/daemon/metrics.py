@@ -54,6 +54,12 @@ def _gauge(name: str, documentation: str, value: float) -> Metric:
     return GaugeMetricFamily(PREFIX + name, documentation, value=value)
 
 
+def _gauges(*rows: tuple[str, str, float]) -> Iterator[Metric]:
+    """Unlabelled gauges of (name, documentation, value) rows."""
+    for name, documentation, value in rows:
+        yield _gauge(name, documentation, value)
+
+
 # -- the collector ------------------------------------------------------------
 
 
@@ -151,14 +157,14 @@ class StateCollector:
         yield connected
         yield configured
         yield pending
-        yield _gauge("gateways_known", "Gateway servers known", gateways.known)
-        yield _gauge("gateways_connected", "Gateway servers with at least one connected connection",
-                     gateways.up)
-        yield _gauge("gateways_connections", "Connected gateway connections, all servers",
-                     gateways.connections)
-        yield _gauge("gateways_pending_requests",
-                     "Gateway requests awaiting an answer, all servers",
-                     gateways.pending)
+        yield from _gauges(
+            ("gateways_known", "Gateway servers known", gateways.known),
+            ("gateways_connected", "Gateway servers with at least one connected connection",
+             gateways.up),
+            ("gateways_connections", "Connected gateway connections, all servers",
+             gateways.connections),
+            ("gateways_pending_requests", "Gateway requests awaiting an answer, all servers",
+             gateways.pending))
 
     def _redis(self, redis: RedisStatus) -> Iterator[Metric]:
         yield _gauge("redis_up", "1 while Redis answers (the last probe or call worked)",
@@ -175,17 +181,17 @@ class StateCollector:
         for name in ZK_STATES if current in ZK_STATES else (*ZK_STATES, current):
             state.add_metric([name], 1 if name == current else 0)
         yield state
-        yield _gauge("zookeeper_connection_servers",
-                     "Connection server nodes in the ZooKeeper view",
-                     zk.connection_servers)
-        yield _gauge("zookeeper_gateway_servers", "Gateway server nodes in the ZooKeeper view",
-                     zk.gateway_servers)
-        yield _gauge("zookeeper_rejected_connection_servers",
-                     "Connection server nodes left out of the view: unusable data",
-                     zk.rejected_connection_servers)
-        yield _gauge("zookeeper_rejected_gateway_servers",
-                     "Gateway server nodes left out of the view: unusable data",
-                     zk.rejected_gateway_servers)
+        yield from _gauges(
+            ("zookeeper_connection_servers", "Connection server nodes in the ZooKeeper view",
+             zk.connection_servers),
+            ("zookeeper_gateway_servers", "Gateway server nodes in the ZooKeeper view",
+             zk.gateway_servers),
+            ("zookeeper_rejected_connection_servers",
+             "Connection server nodes left out of the view: unusable data",
+             zk.rejected_connection_servers),
+            ("zookeeper_rejected_gateway_servers",
+             "Gateway server nodes left out of the view: unusable data",
+             zk.rejected_gateway_servers))
 
 
 # -- the daemon's metrics -----------------------------------------------------

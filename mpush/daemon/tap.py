@@ -31,11 +31,14 @@ from mpush.reactor import default_reactor
 from mpush.services.ordered import OrderedService, StartError
 
 if TYPE_CHECKING:
+    from twisted.application.internet import TimerService
+
     from mpush.balance import BalancePolicy
     from mpush.cluster.gateways import GatewayPool
     from mpush.cluster.redis import RedisService
     from mpush.cluster.zookeeper import ZkWatcher
     from mpush.daemon.listener import WebService
+    from mpush.daemon.logs import LogLimits
     from mpush.services.drain import Drain
     from mpush.services.pusher import PushClient
     from mpush.services.refresher import Refresher
@@ -338,6 +341,17 @@ def make_metrics(settings: Settings, status: Status, web: Web, pusher: PushClien
     return listener
 
 
+def make_log_flush(limits: LogLimits, reactor: Any = None) -> TimerService:
+    """Writes the count of repeated log lines left out, every window."""
+    from twisted.application.internet import TimerService
+
+    timer = TimerService(limits.window, limits.flush)
+    if reactor is not None:
+        timer.clock = reactor
+    timer.setName("log-limits")
+    return timer
+
+
 def make_drain(settings: Settings, web: Web, pusher: PushClient, reactor: Any = None) -> Drain:
     from mpush.services.drain import Drain
 
@@ -357,9 +371,11 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
 
     settings = options.settings
     bridge_stdlib_logging()
-    apply_log_config(settings)  # mp.log-level for twistd's log; unknown mp.alloc keys
+    # mp.log-level and the repeat limit for twistd's log; unknown mp.alloc keys.
+    limits = apply_log_config(settings)
     root = AllocDaemon(reactor)
     root.twistd = options.parent
+    make_log_flush(limits, reactor).setServiceParent(root)
     zk = make_zookeeper(settings, reactor)
     zk.setServiceParent(root)
     cache = make_redis(settings, reactor)
