@@ -80,11 +80,14 @@ class Recorder:
 class Conn:
     """A GatewayProtocol on a StringTransport with its own Clock."""
 
-    def __init__(self, max_pending: int = 100, max_reply_size: int = REPLY_LIMIT_FLOOR) -> None:
+    def __init__(self, max_pending: int = 100, max_reply_size: int = REPLY_LIMIT_FLOOR,
+                 buffer_size: int | None = None, **limits: Any) -> None:
         self.clock = Clock()
         self.transport = StringTransport()
+        if buffer_size is not None:
+            self.transport.bufferSize = buffer_size  # as a TCP transport's (64 KiB)
         self.proto = GatewayProtocol(ADDR, clock=self.clock, max_pending=max_pending,
-                                     max_reply_size=max_reply_size)
+                                     max_reply_size=max_reply_size, **limits)
         self.proto.makeConnection(self.transport)
 
     def send(self, timeout: float = 3.0, user_id: str = "u1") -> Recorder:
@@ -343,7 +346,8 @@ def test_pending_limit_makes_requests_unavailable() -> None:
 # -- part 2: the pool on the real reactor -----------------------------------------
 
 class FakeGateway(Protocol):
-    """Answers each GATEWAY_PUSH per the factory's mode: ok | silent | garbage."""
+    """Answers each GATEWAY_PUSH per the factory's mode: ok | silent | garbage;
+    or, in mode deaf when it connects, never reads the connection."""
 
     factory: FakeGatewayFactory
 
@@ -352,6 +356,8 @@ class FakeGateway(Protocol):
         self.received: list[Packet] = []
         self.factory.conns.append(self)
         self.factory.accepted += 1
+        if self.factory.mode == "deaf":
+            self.transport.pauseProducing()
 
     def dataReceived(self, data: bytes) -> None:
         for p in self.decoder.feed(data):
@@ -481,7 +487,8 @@ def test_pool_opens_n_connections_and_round_robins(servers: list[FakeGatewayFact
                        5, "3 connections")
         assert pool.addresses() == [gw.address] and pool.is_connected(gw.address)
         assert pool.status() == {gw.address: {"connected": 3, "configured": 3, "pending": 0,
-                                               "unanswering": 0, "last_error": None}}
+                                               "queued_bytes": 0, "unanswering": 0,
+                                               "last_error": None}}
         assert len(gw.conns) == 3
         ds = [pool.request(gw.address, build(), 5.0) for _ in range(6)]
         replies = []
