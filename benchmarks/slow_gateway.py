@@ -23,46 +23,27 @@ import argparse
 import http.client
 import itertools
 import json
-import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any
 
+from benchmarks.cluster import wait_until
 from benchmarks.soak import pct, rss_kib
 from tests.harness.daemon import Daemon, free_port, write_config
 from tests.harness.fakenode import FakeNodeProcess
-from tests.harness.redis import RedisServer
-from tests.harness.zookeeper import ZooKeeperServer
+from tests.harness.local import local_services
 
 PREFIX = "u"
 
 
-def call(port: int, method: str, path: str, body: bytes | None = None,
-         timeout: float = 60.0) -> tuple[int, bytes]:
+def post(port: int, path: str, body: bytes, timeout: float = 60.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body, headers)
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
-
-
-def wait_until(check: Any, wait: float, what: str) -> None:
-    deadline = time.monotonic() + wait
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"never: {what}")
-        time.sleep(0.1)
-
-
-def gateway_connected(port: int) -> bool:
-    status, body = call(port, "GET", "/health", timeout=5.0)
-    return status in (200, 503) and json.loads(body)["gateways"]["connected"] > 0
 
 
 class Pushes:
@@ -81,7 +62,7 @@ class Pushes:
     def work(self) -> None:
         while next(self.left) < self.requests:
             try:
-                status, data = call(self.port, "POST", "/push", self.body)
+                status, data = post(self.port, "/push", self.body)
             except OSError as e:
                 with self.lock:
                     self.statuses[type(e).__name__] += 1
@@ -144,29 +125,23 @@ def main() -> int:
                         help="s after the last answer before the last RSS reading")
     parser.add_argument("--wait", type=float, default=600.0, help="bound on the pushes, s")
     args = parser.parse_args()
-
     began = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="mpush-bench-slowgw-"))
-    zk = ZooKeeperServer(base_dir=str(work / "zk"))
-    redis = RedisServer()
-    node: FakeNodeProcess | None = None
-    daemon: Daemon | None = None
 
     def say(text: str) -> None:
         print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
 
-    try:
-        zk.start()
-        redis.start()
-        node = FakeNodeProcess(zk.connect_string, f"127.0.0.1:{redis.port}", users=args.users,
+    with local_services("mpush-bench-slowgw-") as local:
+        node = FakeNodeProcess(local.zk.connect_string, local.redis_nodes[0], users=args.users,
                                user_prefix=PREFIX, args=["--record", "0", "--never-read"])
-        node.start()
+        local.later.enter_context(node)
         port = free_port()
-        config = write_config(work / "mpush.conf", port=port, zk=zk.connect_string,
-                              redis_nodes=[f"127.0.0.1:{redis.port}"])
-        daemon = Daemon(work, config, port=port).start()
+        config = write_config(local.work / "mpush.conf", port=port,
+                              zk=local.zk.connect_string, redis_nodes=local.redis_nodes)
+        daemon = Daemon(local.work, config, port=port).start()
+        local.later.callback(daemon.kill)
         daemon.wait_for_body(lambda body: b":" in body, wait=30.0)
-        wait_until(lambda: gateway_connected(port), 30.0, "the gateway connected")
+        wait_until(lambda: json.loads(daemon.get("/health")[2])["gateways"]["connected"] > 0,
+                   30.0, "the gateway connected")
         say(f"daemon pid {daemon.pid}; gateway {node.address} never reads; "
             f"{args.requests} x {args.users} users x {args.content} B, timeout 1000 ms, "
             f"{args.concurrency} at a time")
@@ -192,18 +167,9 @@ def main() -> int:
         say(f"GET / during the pushes: {len(lat)} answered, errors {dict(sampler.errors)}; "
             f"p50 {pct(lat, 50) * 1000:.2f} ms, p99 {pct(lat, 99) * 1000:.2f} ms, "
             f"max {max(lat, default=float('nan')) * 1000:.2f} ms")
-        _, cluster = call(port, "GET", "/cluster", timeout=10.0)
-        for row in json.loads(cluster).get("gatewayServers", []):
+        for row in json.loads(daemon.get("/cluster")[2]).get("gatewayServers", []):
             say(f"/cluster gateway row: {json.dumps(row)}")
-        return 0
-    finally:
-        if daemon is not None:
-            daemon.kill()
-        if node is not None:
-            node.kill()
-        redis.stop()
-        zk.close()
-        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
