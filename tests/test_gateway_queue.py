@@ -25,11 +25,7 @@ from mpush.cluster.gateway_connection import DEFAULT_MAX_QUEUED_BYTES, GatewayPr
 from mpush.cluster.gateways import GatewayPool
 from mpush.outcomes import GatewayOutcome
 from mpush.wire import single_push_packet
-from tests.harness.redis import RedisServer
-from tests.harness.stack import running_stack
-from tests.harness.web import request, until
-from tests.harness.zookeeper import ZooKeeperServer
-from tests.test_gateway import (
+from tests.gateway_fakes import (
     Conn,
     FakeGatewayFactory,
     FakeView,
@@ -41,8 +37,12 @@ from tests.test_gateway import (
     wait_for,
     warnings_about,
 )
-from tests.test_gateway import logs as logs  # a fixture, used by name
-from tests.test_gateway import servers as servers  # a fixture, used by name
+from tests.gateway_fakes import logs as logs  # a fixture, used by name
+from tests.gateway_fakes import servers as servers  # a fixture, used by name
+from tests.harness.redis import RedisServer
+from tests.harness.stack import running_stack
+from tests.harness.web import request, until
+from tests.harness.zookeeper import ZooKeeperServer
 
 pytestmark = pytest.mark.timeout(60)
 
