@@ -19,7 +19,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import LoopingCall
-from twisted.logger import LogEvent
+from twisted.logger import LogEvent, LogLevel, formatEvent
 
 from mpush.cluster.gateway_connection import DEFAULT_MAX_QUEUED_BYTES, GatewayProtocol
 from mpush.cluster.gateways import GatewayPool
@@ -232,6 +232,31 @@ def test_a_congested_connection_refuses_at_once_through_the_pool(
         yield pool.stopService()
 
 
+@pytest_twisted.inlineCallbacks
+def test_unanswered_connections_are_reconnected_and_said_once_a_minute(
+        servers: list[FakeGatewayFactory], logs: list[LogEvent]) -> Any:
+    gw = gateway(servers)
+    gw.mode = "silent"  # reads, never answers
+    view = FakeView()
+    view.put("n1", gw.address)
+    pool = make_pool(view, max_unanswered=2)
+    pool.startService()
+    why = "2 requests in a row got no answer"
+    try:
+        for accepted in (1, 2):
+            yield wait_for(lambda a=accepted: gw.accepted == a and pool.is_connected(gw.address),
+                           5, f"connection {accepted}")
+            replies = yield gatherResults([pool.request(gw.address, big, 0.05) for _ in range(2)])
+            assert [r.outcome for r in replies] == ["timeout", "timeout"]
+            yield wait_for(lambda a=accepted: gw.accepted == a + 1, 5, "closed and reopened")
+            assert pool.status()[gw.address]["last_error"] == f"connection closed: {why}"
+    finally:
+        yield pool.stopService()
+    lines = [e for e in logs if why in formatEvent(e)]
+    assert [e["log_level"] for e in lines] == [LogLevel.warn, LogLevel.debug]
+    assert not warnings_about(logs, "disconnected") and not warnings_about(logs, "unreachable")
+
+
 # -- part 3: through the daemon ----------------------------------------------------
 
 @pytest.mark.integration
@@ -257,8 +282,9 @@ async def test_pushes_to_a_gateway_that_never_reads(
         sampler = LoopingCall(sample)
         sampler.start(0.001)
         try:
+            # All is sent (or refused) well before the first of the 3 s timeouts.
             status, answer = await stack.push({"userIds": users, "content": "x" * 9000,
-                                               "timeout": 1000})
+                                               "timeout": 3000})
         finally:
             sampler.stop()
         assert status == 200, answer

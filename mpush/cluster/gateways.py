@@ -151,13 +151,14 @@ class _Server:
     def pick(self) -> GatewayProtocol | GatewayReply:
         """The next connected connection with room (round-robin), or the reply saying why none."""
         slots = self.slots
-        connected = congested = None
+        connected = False
+        congested: GatewayProtocol | None = None
         for i in range(len(slots)):
             slot = slots[(self.rr + i) % len(slots)]
             proto = slot.protocol
             if proto is None or not proto.ready:
                 continue
-            connected = proto
+            connected = True
             if proto.has_capacity:
                 self.rr = (slot.index + 1) % len(slots)
                 return proto
