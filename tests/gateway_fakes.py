@@ -225,6 +225,19 @@ def make_pool(view: FakeView, **kw: Any) -> GatewayPool:
     return GatewayPool(view, options=GatewayPoolOptions(**kw))
 
 
+def started_pool(servers: list[FakeGatewayFactory], mode: str, **kw: Any
+                 ) -> tuple[FakeGatewayFactory, GatewayPool]:
+    """A gateway in ``mode`` (see :class:`FakeGateway`) and a started pool on it
+    (``kw``: the pool's options)."""
+    gw = gateway(servers)
+    gw.mode = mode
+    view = FakeView()
+    view.put("n1", gw.address)
+    pool = make_pool(view, **kw)
+    pool.startService()
+    return gw, pool
+
+
 @pytest.fixture
 def servers() -> Iterator[list[FakeGatewayFactory]]:
     made: list[FakeGatewayFactory] = []

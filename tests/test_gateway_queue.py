@@ -28,12 +28,10 @@ from mpush.wire import single_push_packet
 from tests.gateway_fakes import (
     Conn,
     FakeGatewayFactory,
-    FakeView,
     Recorder,
-    gateway,
-    make_pool,
     ok,
     sleep,
+    started_pool,
     wait_for,
     warnings_about,
 )
@@ -159,23 +157,12 @@ def connection(pool: GatewayPool, address: str) -> Any:
     return proto
 
 
-def deaf_pool(servers: list[FakeGatewayFactory], **kw: Any
-              ) -> tuple[FakeGatewayFactory, GatewayPool]:
-    """A started pool (``kw``: its options) on a gateway that never reads."""
-    gw = gateway(servers)
-    gw.mode = "deaf"
-    view = FakeView()
-    view.put("n1", gw.address)
-    pool = make_pool(view, **kw)
-    pool.startService()
-    return gw, pool
-
-
 @pytest_twisted.inlineCallbacks
 def test_a_gateway_that_never_reads_fills_a_bounded_queue_then_is_reconnected(
         servers: list[FakeGatewayFactory], logs: list[LogEvent]) -> Any:
     limit = 256 * 1024
-    gw, pool = deaf_pool(servers, max_queued_bytes_per_connection=limit, queue_stall_timeout=1.0)
+    gw, pool = started_pool(servers, "deaf", max_queued_bytes_per_connection=limit,
+                            queue_stall_timeout=1.0)
     try:
         yield wait_for(lambda: pool.is_connected(gw.address), 5, "connected")
         proto = connection(pool, gw.address)
@@ -212,7 +199,7 @@ def test_a_gateway_that_never_reads_fills_a_bounded_queue_then_is_reconnected(
 @pytest_twisted.inlineCallbacks
 def test_a_congested_connection_refuses_at_once_through_the_pool(
         servers: list[FakeGatewayFactory]) -> Any:
-    gw, pool = deaf_pool(servers, connections_per_server=2)
+    gw, pool = started_pool(servers, "deaf", connections_per_server=2)
     try:
         yield wait_for(lambda: pool.status()[gw.address]["connected"] == 2, 5, "2 connections")
         protos = [slot.protocol for slot in pool._servers[gw.address].slots]
@@ -235,12 +222,7 @@ def test_a_congested_connection_refuses_at_once_through_the_pool(
 @pytest_twisted.inlineCallbacks
 def test_unanswered_connections_are_reconnected_and_said_once_a_minute(
         servers: list[FakeGatewayFactory], logs: list[LogEvent]) -> Any:
-    gw = gateway(servers)
-    gw.mode = "silent"  # reads, never answers
-    view = FakeView()
-    view.put("n1", gw.address)
-    pool = make_pool(view, max_unanswered=2)
-    pool.startService()
+    gw, pool = started_pool(servers, "silent", max_unanswered=2)  # reads, never answers
     why = "2 requests in a row got no answer"
     try:
         for accepted in (1, 2):
