@@ -117,7 +117,8 @@ class GatewayRequester(Protocol):
     def request(self, address: str, build: Callable[[int], bytes],
                 timeout: float) -> Deferred[Any]: ...  # a GatewayReplyInfo; never errbacks
     def expire_pending(self, cause: TimeoutCause) -> int: ...  # pending requests end timeout
-    # Per address: connected, configured, pending, unanswering (counts), last_error (str|None).
+    # Per address: connected, configured, pending, queued_bytes, unanswering (counts),
+    # last_error (str|None).
     def status(self) -> Mapping[str, Mapping[str, Any]]: ...
 
 

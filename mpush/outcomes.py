@@ -19,6 +19,7 @@ class GatewayOutcome(StrEnum):
     ERROR = "error"  # the gateway's ERROR (its code says why)
     TIMEOUT = "timeout"  # no answer before the deadline
     UNAVAILABLE = "unavailable"  # not sent: no connection, or its pending limit reached
+    CONGESTED = "congested"  # not sent: the connection's write queue is full (not reading)
     LOST = "lost"  # sent, then the connection was lost or spoke garbage
 
 
@@ -42,6 +43,7 @@ class PushReason(StrEnum):
     NO_CONNECTION = "no_connection"  # a route, without a connection (no connId): offline there
     UNKNOWN_GATEWAY = "unknown_gateway"  # the route's gateway is not among those ZooKeeper lists
     GATEWAY_UNREACHABLE = "gateway_unreachable"  # no connection up, or all at their pending limit
+    GATEWAY_CONGESTED = "gateway_congested"  # not sent: its write queue is full (not reading)
     NOT_ONLINE = "not_online"  # the gateway answered OFFLINE (code 1)
     GATEWAY_ERROR = "gateway_error"  # the gateway answered another ERROR (``code`` says which)
     CONNECTION_LOST = "connection_lost"  # sent, then the connection closed or spoke garbage

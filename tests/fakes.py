@@ -139,7 +139,7 @@ class Reply:
 class Step:
     """How the fake pool answers one request."""
 
-    outcome: str = "ok"  # "ok" | "error" | "unavailable" | "lost" | "silent" (only the timer)
+    outcome: str = "ok"  # "ok" | "error" | "unavailable" | "congested" | "lost" | "silent" (timer)
     code: int | None = None
     after: float = 0.01  # s until the reply
     at_timeout: bool = False  # reply in the very tick of the timeout, ahead of the timer
@@ -189,9 +189,9 @@ class FakePool:
         )
         queue = self.steps.get(address, [])
         step = queue.pop(0) if queue else Step()
-        if step.outcome == "unavailable":
+        if step.outcome in ("unavailable", "congested"):
             self.ended += 1
-            return succeed(Reply("unavailable", address))  # at once, as the real pool
+            return succeed(Reply(step.outcome, address))  # at once, as the real pool
         d: Deferred[Any] = Deferred()
         calls: list[IDelayedCall] = []
 

@@ -3,7 +3,8 @@
 Part 1 drives one GatewayProtocol by hand (StringTransport + Clock): fully
 deterministic. Part 2 runs a GatewayPool on the real reactor against a tiny
 fake gateway server on 127.0.0.1 (the full fake node lives in
-tests.harness); every wait is bounded.
+tests.harness); every wait is bounded. Both parts' helpers are in
+tests/gateway_fakes.py; the write queue's bound is in test_gateway_queue.py.
 """
 
 from __future__ import annotations
@@ -11,26 +12,19 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
-from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent
 from twisted.python.failure import Failure
 
-from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply
-from mpush.cluster.gateways import REPLY_LIMIT_FLOOR, GatewayPool, GatewayPoolOptions
+from mpush.cluster.gateways import REPLY_LIMIT_FLOOR
 from mpush.cluster.server_node import ServerNode
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.wire import (
     CMD_GATEWAY_PUSH,
-    ERROR_REASONS,
     HEARTBEAT_BYTE,
     INT32_MAX,
     ErrorCode,
@@ -38,80 +32,28 @@ from mpush.wire import (
     GatewayPush,
     OkMessage,
     Packet,
-    PacketDecoder,
     PacketTooLarge,
     single_push_packet,
 )
+from tests.gateway_fakes import (
+    ADDR,
+    Conn,
+    FakeGatewayFactory,
+    FakeView,
+    Recorder,
+    build,
+    err,
+    gateway,
+    make_pool,
+    ok,
+    sleep,
+    wait_for,
+    warnings_about,
+)
+from tests.gateway_fakes import logs as logs  # a fixture, used by name
+from tests.gateway_fakes import servers as servers  # a fixture, used by name
 
 pytestmark = pytest.mark.timeout(30)
-
-ADDR = "10.0.0.5:3001"
-
-
-# -- helpers ------------------------------------------------------------------
-
-def build(user_id: str = "u1") -> Callable[[int], bytes]:
-    return lambda sid: single_push_packet(sid, user_id, 1, 3000, b"hello")
-
-
-def ok(sid: int, cmd: int = CMD_GATEWAY_PUSH) -> bytes:
-    return OkMessage(cmd, 0, '{"clientType":1,"userId":"u1"}').to_packet(sid).encode()
-
-
-def err(sid: int, code: int, cmd: int = CMD_GATEWAY_PUSH) -> bytes:
-    return ErrorMessage(cmd, code, ERROR_REASONS.get(code, "?")).to_packet(sid).encode()
-
-
-class Recorder:
-    """Collects every firing of a Deferred (so a second firing would show)."""
-
-    def __init__(self, d: Deferred[GatewayReply]) -> None:
-        self.replies: list[GatewayReply] = []
-        self.failures: list[Failure] = []
-        d.addCallbacks(self.replies.append, self.failures.append)
-
-    @property
-    def reply(self) -> GatewayReply | None:
-        assert not self.failures, self.failures
-        assert len(self.replies) <= 1
-        return self.replies[0] if self.replies else None
-
-
-class Conn:
-    """A GatewayProtocol on a StringTransport with its own Clock."""
-
-    def __init__(self, max_pending: int = 100, max_reply_size: int = REPLY_LIMIT_FLOOR) -> None:
-        self.clock = Clock()
-        self.transport = StringTransport()
-        self.proto = GatewayProtocol(ADDR, clock=self.clock, max_pending=max_pending,
-                                     max_reply_size=max_reply_size)
-        self.proto.makeConnection(self.transport)
-
-    def send(self, timeout: float = 3.0, user_id: str = "u1") -> Recorder:
-        return Recorder(self.proto.request(build(user_id), timeout))
-
-    def sent(self) -> list[Packet]:
-        packets = PacketDecoder().feed(self.transport.value())
-        self.transport.clear()
-        return [p for p in packets if isinstance(p, Packet)]
-
-
-@pytest.fixture
-def logs() -> Iterator[list[LogEvent]]:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
-
-
-def warnings_about(events: list[LogEvent], text: str) -> list[str]:
-    out = []
-    for e in events:
-        if e.get("log_level") in (LogLevel.warn, LogLevel.error):
-            line = formatEvent(e)
-            if text in line:
-                out.append(line)
-    return out
 
 
 # -- part 1: one connection, deterministic --------------------------------------
@@ -342,133 +284,6 @@ def test_pending_limit_makes_requests_unavailable() -> None:
 
 # -- part 2: the pool on the real reactor -----------------------------------------
 
-class FakeGateway(Protocol):
-    """Answers each GATEWAY_PUSH per the factory's mode: ok | silent | garbage."""
-
-    factory: FakeGatewayFactory
-
-    def connectionMade(self) -> None:
-        self.decoder = PacketDecoder()
-        self.received: list[Packet] = []
-        self.factory.conns.append(self)
-        self.factory.accepted += 1
-
-    def dataReceived(self, data: bytes) -> None:
-        for p in self.decoder.feed(data):
-            if not isinstance(p, Packet):
-                continue
-            self.received.append(p)
-            if self.factory.mode == "ok":
-                self.transport.write(ok(p.session_id))
-            elif self.factory.mode == "garbage":
-                self.transport.write(b"\xff" * 20)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        self.factory.conns.remove(self)
-
-
-class FakeGatewayFactory(Factory):
-    protocol = FakeGateway
-    noisy = False
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.conns: list[FakeGateway] = []
-        self.accepted = 0
-        self.port: Any = None
-        self.number = 0
-
-    def start(self) -> FakeGatewayFactory:
-        self.port = reactor.listenTCP(self.number, self, interface="127.0.0.1")
-        self.number = self.port.getHost().port
-        return self
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.number}"
-
-    @inlineCallbacks
-    def stop(self) -> Any:
-        # Abort the accepted connections too: stopListening leaves them open.
-        for conn in list(self.conns):
-            conn.transport.abortConnection()
-        if self.port is not None:
-            yield self.port.stopListening()
-            self.port = None
-        yield wait_for(lambda: not self.conns, 5, "server connections to close")
-
-
-class FakeView:
-    """ZkWatcher-like: gateway_servers(), add_listener() and remove_listener()."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, ServerNode] = {}
-        self.listeners: list[Callable[[str, str, ServerNode | None], object]] = []
-
-    def gateway_servers(self) -> dict[str, ServerNode]:
-        return dict(self.nodes)
-
-    def add_listener(self, cb: Callable[[str, str, ServerNode | None], object]) -> None:
-        self.listeners.append(cb)
-
-    def remove_listener(self, cb: Callable[[str, str, ServerNode | None], object]) -> None:
-        self.listeners.remove(cb)
-
-    def put(self, name: str, address: str) -> None:
-        host, port = address.rsplit(":", 1)
-        event = "updated" if name in self.nodes else "added"
-        self.nodes[name] = node = ServerNode(name, host, int(port))
-        self._emit(event, node)
-
-    def remove(self, name: str) -> None:
-        self._emit("removed", self.nodes.pop(name))
-
-    def _emit(self, event: str, node: ServerNode | None) -> None:
-        for cb in self.listeners:
-            cb("gs", event, node)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Deferred[Any]:
-    @inlineCallbacks
-    def poll() -> Any:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-            yield deferLater(reactor, 0.01, lambda: None)
-
-    return poll()
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    return deferLater(reactor, seconds, lambda: None)
-
-
-def make_pool(view: FakeView, **kw: Any) -> GatewayPool:
-    """A pool on the real reactor; ``kw`` are its GatewayPoolOptions' fields."""
-    kw.setdefault("retry_policy", lambda attempt: 0.05)
-    kw.setdefault("connect_timeout", 2.0)
-    kw.setdefault("removal_grace", 0.0)  # most tests: a removal closes at once
-    return GatewayPool(view, options=GatewayPoolOptions(**kw))
-
-
-@pytest.fixture
-def servers() -> Iterator[list[FakeGatewayFactory]]:
-    made: list[FakeGatewayFactory] = []
-    yield made
-    for f in made:
-        if f.port is not None:
-            for conn in list(f.conns):
-                conn.transport.abortConnection()
-            f.port.stopListening()
-
-
-def gateway(servers: list[FakeGatewayFactory]) -> FakeGatewayFactory:
-    f = FakeGatewayFactory().start()
-    servers.append(f)
-    return f
-
-
 @pytest_twisted.inlineCallbacks
 def test_pool_opens_n_connections_and_round_robins(servers: list[FakeGatewayFactory]) -> Any:
     gw = gateway(servers)
@@ -481,7 +296,8 @@ def test_pool_opens_n_connections_and_round_robins(servers: list[FakeGatewayFact
                        5, "3 connections")
         assert pool.addresses() == [gw.address] and pool.is_connected(gw.address)
         assert pool.status() == {gw.address: {"connected": 3, "configured": 3, "pending": 0,
-                                               "unanswering": 0, "last_error": None}}
+                                               "queued_bytes": 0, "unanswering": 0,
+                                               "last_error": None}}
         assert len(gw.conns) == 3
         ds = [pool.request(gw.address, build(), 5.0) for _ in range(6)]
         replies = []

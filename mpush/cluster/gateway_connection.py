@@ -16,9 +16,11 @@ Decisions (see also docs/mpush-peer.md):
   answers a timeout itself), the caller cancelled, or the daemon is stopping
   (``cause`` tells which); ``UNAVAILABLE`` nothing was sent (the address is
   unknown, no connection is up, or every connected connection has its
-  pending limit of requests waiting); ``LOST`` the connection closed (or was
-  closed by us) while the request waited — the push may or may not have
-  been delivered.
+  pending limit of requests waiting); ``CONGESTED`` nothing was sent: the
+  connection's write queue is full (:mod:`mpush.cluster.write_queue`: the
+  gateway is not reading); ``LOST`` the connection closed (or was closed by
+  us) while the request waited — the push may or may not have been
+  delivered.
 * The returned Deferred never errbacks and fires once. ``d.cancel()`` ends
   the request at once as ``TIMEOUT`` (detail "cancelled"): the caller
   stopped waiting, which is what a timeout is; the Deferred still never
@@ -32,6 +34,12 @@ Decisions (see also docs/mpush-peer.md):
   ``LOST`` at once, and it is logged once with the peer's address. An
   answer whose sessionId matches nothing pending (a late answer after our
   timeout, the final OK of a taskId broadcast) is normal: debug log only.
+* A connection TCP still holds up can be broken all the same: its write
+  queue stays full for ``queue_stall_timeout`` seconds, or
+  ``max_unanswered`` requests in a row end by our timer with no frame from
+  the server between them. Then it closes itself (``gave_up`` says why; the
+  pool logs it and reconnects): what it holds ends ``LOST``, and the bytes
+  still queued are dropped rather than reach the devices late.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
@@ -47,6 +55,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.cluster.write_queue import WriteQueue
+from mpush.config.keys import default
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.wire import (
     CMD_GATEWAY_PUSH,
@@ -60,9 +70,25 @@ from mpush.wire import (
     decode_reply,
 )
 
-__all__ = ["GatewayProtocol", "GatewayReply", "check_timeout"]
+__all__ = [
+    "DEFAULT_MAX_QUEUED_BYTES",
+    "DEFAULT_MAX_UNANSWERED",
+    "DEFAULT_QUEUE_STALL_TIMEOUT",
+    "GatewayProtocol",
+    "GatewayReply",
+    "check_timeout",
+]
 
 log = Logger(namespace="mpush.cluster.gateway_connection")
+
+DEFAULT_MAX_QUEUED_BYTES: Final[int] = default("mp.alloc.max-queued-bytes-per-gateway")
+#: A queue that a reading gateway cannot empty in this long has a gateway
+#: that is not reading (or far too slowly to be of use).
+DEFAULT_QUEUE_STALL_TIMEOUT: Final = 10.0
+#: A healthy gateway answers nearly every push (the Java server stays
+#: silent only on rare internal failures): this many timeouts in a row,
+#: without one frame, is a frozen server.
+DEFAULT_MAX_UNANSWERED: Final = 20
 
 
 @dataclass(frozen=True)
@@ -103,7 +129,9 @@ class GatewayProtocol(Protocol):
     Usable alone (tests drive it with a ``StringTransport`` and a ``Clock``);
     the pool passes ``on_made``/``on_lost`` to learn about its state.
     ``max_reply_size`` bounds a reply body (and so the receive buffer);
-    ``max_pending`` the requests waiting at once.
+    ``max_pending`` the requests waiting at once; ``max_queued_bytes`` the
+    bytes written and not yet read by the server; ``queue_stall_timeout``
+    and ``max_unanswered`` say when it is broken (see the module docstring).
     """
 
     def __init__(
@@ -113,13 +141,20 @@ class GatewayProtocol(Protocol):
         clock: IReactorTime,
         max_reply_size: int,
         max_pending: int,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        queue_stall_timeout: float = DEFAULT_QUEUE_STALL_TIMEOUT,
+        max_unanswered: int = DEFAULT_MAX_UNANSWERED,
         on_made: Callable[[GatewayProtocol], object] | None = None,
         on_lost: Callable[[GatewayProtocol, Failure], object] | None = None,
     ) -> None:
-        if max_pending < 1:
-            raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+        for name, value in (("max_pending", max_pending), ("max_unanswered", max_unanswered)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
         self.address = address
         self.max_pending = max_pending
+        self.max_unanswered = max_unanswered
+        self._queue = WriteQueue(max_queued_bytes, stall_timeout=queue_stall_timeout,
+                                 clock=clock, on_stall=self._queue_stalled)
         self._clock = clock
         self._decoder = PacketDecoder(max_reply_size)
         self._on_made = on_made
@@ -132,6 +167,7 @@ class GatewayProtocol(Protocol):
         # Requests ended by our timer since the last frame from the server:
         # above 0, the server is not answering (frozen, overloaded).
         self.unanswered = 0
+        self.gave_up: str | None = None  # why we closed it as broken, if we did
 
     # -- state -----------------------------------------------------------
 
@@ -153,16 +189,29 @@ class GatewayProtocol(Protocol):
         return len(self._pending)
 
     @property
+    def queued_bytes(self) -> int:
+        """At least what the transport holds beyond its own 64 KiB buffer (0: not over it)."""
+        return self._queue.queued
+
+    @property
+    def congested(self) -> bool:
+        """Its write queue is full: requests are refused until the server reads."""
+        return self._queue.full
+
+    @property
     def has_capacity(self) -> bool:
-        return self._usable and len(self._pending) < self.max_pending
+        return (self._usable and len(self._pending) < self.max_pending
+                and not self._queue.full)
 
     # -- requests --------------------------------------------------------
 
     def request(self, build: Callable[[int], bytes], timeout: float) -> Deferred[GatewayReply]:
         """Send ``build(session_id)`` and wait at most ``timeout`` seconds for its answer.
 
-        ``build`` is only called when the request will be sent; its
-        exceptions propagate from here, before anything is written.
+        ``build`` is only called when the connection can take a request (its
+        frame may still be refused as ``CONGESTED``: too large for the room
+        left in the write queue); its exceptions propagate from here, before
+        anything is written.
         """
         check_timeout(timeout)
         if not self._usable:
@@ -170,16 +219,28 @@ class GatewayProtocol(Protocol):
         if len(self._pending) >= self.max_pending:
             return succeed(self._reply(GatewayOutcome.UNAVAILABLE,
                                        detail="pending limit reached"))
+        if self._queue.full:
+            return succeed(self.congested_reply())
         session_id = self._allocate_session()
         data = build(session_id)
         if not isinstance(data, bytes | bytearray):
             raise TypeError(f"build() must return bytes, not {type(data).__name__}")
+        if not self._queue.admits(len(data)):
+            return succeed(self.congested_reply())
         entry = _Pending(session_id, self._cancelled)
         self._pending[session_id] = entry
         entry.timer = self._clock.callLater(timeout, self._expire, entry, timeout)
         assert self.transport is not None
         self.transport.write(bytes(data))
+        self._queue.wrote(len(data))
         return entry.deferred
+
+    def congested_reply(self) -> GatewayReply:
+        """The ``CONGESTED`` reply of a request refused for the write queue's bound."""
+        queue = self._queue
+        return self._reply(GatewayOutcome.CONGESTED,
+                           detail=f"write queue full ({queue.queued} bytes, limit {queue.limit}):"
+                                  " the gateway is not reading")
 
     def _allocate_session(self) -> int:
         # Terminates: fewer than max_pending (<< 2**31) ids are in use.
@@ -203,6 +264,19 @@ class GatewayProtocol(Protocol):
         self._finish(entry, self._reply(GatewayOutcome.TIMEOUT,
                                         detail=f"no answer within {timeout:g} s",
                                         cause=TimeoutCause.DEADLINE))
+        if self.unanswered >= self.max_unanswered:
+            self._give_up(f"{self.unanswered} requests in a row got no answer")
+
+    def _queue_stalled(self) -> None:
+        self._give_up(f"write queue full for {self._queue.stall_timeout:g} s:"
+                      " the gateway is not reading")
+
+    def _give_up(self, why: str) -> None:
+        # Broken, though TCP says nothing: close; the pool reconnects.
+        if not self._usable:
+            return
+        self.gave_up = why
+        self.close(f"connection closed: {why}")
 
     def _finish(self, entry: _Pending, reply: GatewayReply) -> None:
         # The single exit of every request: whichever comes first (answer,
@@ -247,6 +321,7 @@ class GatewayProtocol(Protocol):
         # Requests are small and latency matters (the Java client does the same).
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
+        self._queue.attach(self.transport)
         self._usable = True
         if self._on_made is not None:
             self._on_made(self)
@@ -307,6 +382,7 @@ class GatewayProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._usable = False
         self._lost = True
+        self._queue.stop()
         self._fail_all(GatewayOutcome.LOST, f"connection lost: {reason.getErrorMessage()}")
         if self._on_lost is not None:
             self._on_lost(self, reason)

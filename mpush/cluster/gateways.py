@@ -18,7 +18,12 @@ Decisions (see also docs/mpush-peer.md):
   ZooKeeper reconnect.
 * Logging: one line per *server* state change (connected / disconnected /
   unreachable / removed), never one per connection attempt; ClientService's
-  per-retry message is demoted to debug.
+  per-retry message is demoted to debug. A connection that closed itself as
+  broken (``GatewayProtocol.gave_up``: a write queue stuck full, answers
+  that stopped) is reconnected at once and said at warn level once a
+  minute at most per server (a gateway that never reads would otherwise
+  write a line per cycle), at debug otherwise; its reason becomes the
+  server's ``last_error``.
 """
 
 from __future__ import annotations
@@ -33,12 +38,19 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from mpush.arguments import require_non_negative, require_positive
 from mpush.cluster.connecting import QuietClientService, ReportingEndpoint, tcp_endpoint
-from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply, check_timeout
+from mpush.cluster.gateway_connection import (
+    DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_UNANSWERED,
+    DEFAULT_QUEUE_STALL_TIMEOUT,
+    GatewayProtocol,
+    GatewayReply,
+    check_timeout,
+)
 from mpush.config.keys import default
 from mpush.interfaces import ClusterView
 from mpush.outcomes import GatewayOutcome, TimeoutCause
@@ -65,6 +77,8 @@ DEFAULT_MAX_PENDING: Final[int] = default("mp.alloc.max-pending-per-gateway")
 #: How long a gateway server's connections outlive its ZooKeeper node: the
 #: Java server re-creates its node within milliseconds after a reconnect.
 DEFAULT_REMOVAL_GRACE: Final = 2.0
+#: Least time between two warnings of a server's connections closed as broken.
+GAVE_UP_REMINDER: Final = 60.0
 
 
 def default_retry_policy() -> Callable[[int], float]:
@@ -109,11 +123,12 @@ class _Server:
         self.port = port
         self.names: set[str] = set()  # ZooKeeper nodes with this address
         self.slots: list[_Slot] = []
-        self.state = "connecting"  # -> "up" | "down"
+        self.state = "connecting"  # -> "up" | "down" | "reconnecting" (we closed the last)
         self.closed = False
         self.rr = 0  # round-robin cursor over slots
         self.linger: IDelayedCall | None = None  # pending close after its node left
         self.last_error: str | None = None  # the last failed attempt or lost connection
+        self.gave_up_logged: float | None = None  # when a broken connection was last warned of
 
     def failed(self, what: str, reason: Failure) -> None:
         self.last_error = f"{what}: {reason.getErrorMessage()}"
@@ -127,15 +142,17 @@ class _Server:
             "connected": len(self.connected()),
             "configured": len(self.slots),
             "pending": sum(p.pending_count for p in protocols),
+            "queued_bytes": sum(p.queued_bytes for p in protocols),
             # Connections whose last requests timed out with no frame since.
             "unanswering": sum(1 for p in protocols if p.unanswered > 0),
             "last_error": self.last_error,
         }
 
-    def pick(self) -> GatewayProtocol | str:
-        """The next connected connection with room (round-robin), or why there is none."""
+    def pick(self) -> GatewayProtocol | GatewayReply:
+        """The next connected connection with room (round-robin), or the reply saying why none."""
         slots = self.slots
         connected = False
+        congested: GatewayProtocol | None = None
         for i in range(len(slots)):
             slot = slots[(self.rr + i) % len(slots)]
             proto = slot.protocol
@@ -145,7 +162,12 @@ class _Server:
             if proto.has_capacity:
                 self.rr = (slot.index + 1) % len(slots)
                 return proto
-        return "pending limit reached" if connected else "not connected"
+            if proto.congested:
+                congested = proto
+        if congested is not None:
+            return congested.congested_reply()
+        detail = "pending limit reached" if connected else "not connected"
+        return GatewayReply(GatewayOutcome.UNAVAILABLE, self.address, detail=detail)
 
 
 def _at_least(name: str, value: float, minimum: float = 1) -> None:
@@ -161,20 +183,28 @@ class GatewayPoolOptions:
     """How a :class:`GatewayPool` connects to the gateway servers; checked when built.
 
     ``retry_policy`` maps the number of failed attempts to the delay before
-    the next one (None: :func:`default_retry_policy`).
+    the next one (None: :func:`default_retry_policy`). The ``max_queued_bytes``,
+    ``queue_stall_timeout`` and ``max_unanswered`` of each connection are
+    those of :class:`~mpush.cluster.gateway_connection.GatewayProtocol`.
     """
 
     connections_per_server: int = DEFAULT_CONNECTIONS
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE  # the servers'; see max_reply_size
     max_pending_per_connection: int = DEFAULT_MAX_PENDING
+    max_queued_bytes_per_connection: int = DEFAULT_MAX_QUEUED_BYTES
+    queue_stall_timeout: float = DEFAULT_QUEUE_STALL_TIMEOUT  # s a full write queue may last
+    max_unanswered: int = DEFAULT_MAX_UNANSWERED  # timeouts in a row, no frame between
     retry_policy: Callable[[int], float] | None = None
     removal_grace: float = DEFAULT_REMOVAL_GRACE  # s, connections outliving their node
 
     def __post_init__(self) -> None:
         _at_least("connections_per_server", self.connections_per_server)
         _at_least("max_pending_per_connection", self.max_pending_per_connection)
-        require_positive(connect_timeout=self.connect_timeout)
+        _at_least("max_unanswered", self.max_unanswered)
+        require_positive(connect_timeout=self.connect_timeout,
+                         max_queued_bytes_per_connection=self.max_queued_bytes_per_connection,
+                         queue_stall_timeout=self.queue_stall_timeout)
         require_non_negative(removal_grace=self.removal_grace)
 
     @property
@@ -222,7 +252,8 @@ class GatewayPool(Service):
         """Send one request to the gateway server ``address`` (see the module docstring).
 
         Picks the next connected connection with room (round-robin). If none,
-        ``UNAVAILABLE`` at once and ``build`` is not called.
+        ``UNAVAILABLE`` (or ``CONGESTED`` when a connection's write queue is
+        full) at once, and ``build`` is not called.
         """
         check_timeout(timeout)
         server = self._servers.get(address) if self.running else None
@@ -230,8 +261,8 @@ class GatewayPool(Service):
             return succeed(GatewayReply(GatewayOutcome.UNAVAILABLE, address,
                                         detail="unknown gateway server"))
         picked = server.pick()
-        if isinstance(picked, str):
-            return succeed(GatewayReply(GatewayOutcome.UNAVAILABLE, address, detail=picked))
+        if isinstance(picked, GatewayReply):
+            return succeed(picked)
         return picked.request(build, timeout)
 
     def expire_pending(self, cause: TimeoutCause) -> int:
@@ -352,11 +383,15 @@ class GatewayPool(Service):
         return server
 
     def _build_protocol(self, slot: _Slot) -> GatewayProtocol:
+        options = self.options
         return GatewayProtocol(
             slot.server.address,
             clock=self._reactor,
-            max_reply_size=self.options.max_reply_size,
-            max_pending=self.options.max_pending_per_connection,
+            max_reply_size=options.max_reply_size,
+            max_pending=options.max_pending_per_connection,
+            max_queued_bytes=options.max_queued_bytes_per_connection,
+            queue_stall_timeout=options.queue_stall_timeout,
+            max_unanswered=options.max_unanswered,
             on_made=lambda p: self._made(slot, p),
             on_lost=lambda p, reason: self._lost(slot, p, reason),
         )
@@ -369,7 +404,9 @@ class GatewayPool(Service):
         slot.protocol = proto
         log.debug("gateway server {gateway}: connection {i} up", gateway=server.address,
                   i=slot.index)
-        if server.state != "up":
+        if server.state == "reconnecting":
+            server.state = "up"  # said when it was closed: no line per cycle
+        elif server.state != "up":
             log.info("gateway server {gateway}: connected{again}", gateway=server.address,
                      again=" again" if server.state == "down" else "")
             server.state = "up"
@@ -378,13 +415,32 @@ class GatewayPool(Service):
         if slot.protocol is proto:
             slot.protocol = None
         server = slot.server
+        if proto.gave_up is not None:
+            self._gave_up(slot, proto.gave_up)
+            return
         self._slot_failed(slot, reason, "connection lost",
                           down=server.state == "up" and not server.connected(),
                           then="disconnected ({why}); reconnecting")
 
+    def _gave_up(self, slot: _Slot, why: str) -> None:
+        """A connection closed itself as broken; its ClientService reconnects it."""
+        server = slot.server
+        if server.closed:
+            return
+        server.last_error = f"connection closed: {why}"
+        now = self._reactor.seconds()
+        quiet = server.gave_up_logged is not None and now - server.gave_up_logged < GAVE_UP_REMINDER
+        if not quiet:
+            server.gave_up_logged = now
+        log.emit(LogLevel.debug if quiet else LogLevel.warn,
+                 "gateway server {gateway}: connection {i} closed: {why}; reconnecting"
+                 " (said at most once a minute)", gateway=server.address, i=slot.index, why=why)
+        if server.state == "up" and not server.connected():
+            server.state = "reconnecting"
+
     def _attempt_failed(self, slot: _Slot, failure: Failure) -> None:
         self._slot_failed(slot, failure, "cannot connect",
-                          down=slot.server.state == "connecting",
+                          down=slot.server.state in ("connecting", "reconnecting"),
                           then="unreachable ({why}); retrying")
 
     def _slot_failed(self, slot: _Slot, failure: Failure, what: str, *, down: bool,

@@ -73,6 +73,7 @@ class AllocSettings:
     max_inflight_pushes: int = default("mp.alloc.max-inflight-pushes")  # else 503
     request_head_timeout: float = default("mp.alloc.request-head-timeout")  # s
     max_pending_per_gateway: int = default("mp.alloc.max-pending-per-gateway")  # per connection
+    max_queued_bytes_per_gateway: int = default("mp.alloc.max-queued-bytes-per-gateway")  # bytes
     push_token: str | None = default("mp.alloc.push-token")  # Bearer token for /push
     admin_port: int | None = default("mp.alloc.admin-port")  # /metrics on its own port
     push_allow: tuple[IPNetwork, ...] = default("mp.alloc.push-allow")  # without a token

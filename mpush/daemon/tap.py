@@ -233,7 +233,9 @@ def make_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None) -> Gat
     options = GatewayPoolOptions(connections_per_server=settings.gateway_client_num,
                                  connect_timeout=alloc.gateway_connect_timeout,
                                  max_packet_size=settings.max_packet_size,
-                                 max_pending_per_connection=alloc.max_pending_per_gateway)
+                                 max_pending_per_connection=alloc.max_pending_per_gateway,
+                                 max_queued_bytes_per_connection=(
+                                     alloc.max_queued_bytes_per_gateway))
     gateways = GatewayPool(zk, options=options, reactor=reactor)
     gateways.setName("gateways")
     return gateways

@@ -83,6 +83,8 @@ def reply_result(reply: GatewayReplyInfo | None, *, single: bool
     to a broadcast it is a ``gateway_error`` like any other. UNAVAILABLE
     is ``gateway_unreachable``; the caller, which can ask the pool, makes it
     ``unknown_gateway`` when the pool does not know the gateway at all.
+    CONGESTED (not sent: the connection's write queue is full) is
+    ``gateway_congested``.
     """
     if reply is None:
         return PushOutcome.FAILURE, PushReason.INTERNAL_ERROR, None
@@ -100,6 +102,8 @@ def reply_result(reply: GatewayReplyInfo | None, *, single: bool
     if outcome == GatewayOutcome.UNAVAILABLE:
         # As the Java client: no gateway connection is a failure.
         return PushOutcome.FAILURE, PushReason.GATEWAY_UNREACHABLE, None
+    if outcome == GatewayOutcome.CONGESTED:
+        return PushOutcome.FAILURE, PushReason.GATEWAY_CONGESTED, None
     if outcome == GatewayOutcome.LOST:
         return PushOutcome.FAILURE, PushReason.CONNECTION_LOST, None
     return PushOutcome.FAILURE, PushReason.INTERNAL_ERROR, None  # an outcome no pool gives

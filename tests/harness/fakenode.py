@@ -22,6 +22,9 @@ For tests, benchmarks and the local demo. What it reproduces, read from
 
 Each single push is answered per its target's *behaviour* (see
 :data:`BEHAVIOURS`); broadcasts per :attr:`FakeNode.broadcast_behaviour`.
+A node made with ``reading=False`` (``--never-read``), or told
+:meth:`FakeNode.stop_reading`, accepts connections and never reads them: a
+gateway process that hangs, whose kernel queue fills and stays full.
 
 In-process use needs a running reactor (pytest-twisted): :meth:`FakeNode.start`
 is synchronous (listen, register); :meth:`FakeNode.stop` / :meth:`FakeNode.kill`
@@ -224,6 +227,8 @@ class _GatewayConnection(TwistedProtocol):
         # As the Java server: answers must not wait for Nagle.
         with contextlib.suppress(Exception):
             self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+        if not self.node.reading:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
         self.node._connection_made(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -321,7 +326,8 @@ class FakeNode:
                  default_behaviour: str = "deliver", unknown_behaviour: str = "offline",
                  broadcast_behaviour: str = "deliver", record_limit: int = 1000,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-                 zk_session_timeout: float = 5.0, reactor: Any = None) -> None:
+                 zk_session_timeout: float = 5.0, reading: bool = True,
+                 reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -335,6 +341,7 @@ class FakeNode:
         self.digest = digest
         self.zk_session_timeout = zk_session_timeout
         self.max_packet_size = max_packet_size
+        self.reading = reading  # False: accept, never read (see stop_reading)
 
         self._own_redis: SyncRedisClient | None = None  # ours to close
         self.redis: RedisLike | None
@@ -469,6 +476,12 @@ class FakeNode:
                 self._own_redis.close()
                 self.redis = self._own_redis = None
         return self.kill()
+
+    def stop_reading(self) -> None:
+        """Read nothing more, on the open connections and on those accepted later."""
+        self.reading = False
+        for conn in self._connections:
+            conn.transport.pauseProducing()  # type: ignore[attr-defined]
 
     @property
     def connection_count(self) -> int:
@@ -755,6 +768,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unknown-behaviour", default="offline", help="for users never added")
     p.add_argument("--broadcast-behaviour", default="deliver")
     p.add_argument("--record", type=int, default=0, help="pushes to keep in memory")
+    p.add_argument("--never-read", action="store_true",
+                   help="accept gateway connections and never read them (a hung gateway)")
     return p
 
 
@@ -776,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default_behaviour=args.behaviour,
                         unknown_behaviour=args.unknown_behaviour,
                         broadcast_behaviour=args.broadcast_behaviour, record_limit=args.record,
-                        reactor=reactor)
+                        reading=not args.never_read, reactor=reactor)
         # Users before registration: an alloc that sees the node finds its
         # count and routes complete.
         node.listen()
