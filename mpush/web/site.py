@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from io import BytesIO
 from time import perf_counter
@@ -18,6 +17,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from mpush.config.keys import default
+from mpush.web.errors import json_error
+from mpush.web.framing import StrictChannel
+from mpush.web.raw_answers import raw_error
 
 DEFAULT_MAX_REQUEST_SIZE: int = default("mp.alloc.max-request-size")  # bytes
 DEFAULT_REQUEST_HEAD_TIMEOUT: float = default("mp.alloc.request-head-timeout")  # s
@@ -31,6 +33,21 @@ USERS_PATH = b"/users"
 OTHER_PATH = b"other"
 
 
+def routed_path(request: Request) -> bytes:
+    """The path as twisted.web routed it: ``/%70ush`` reached ``/push``.
+
+    twisted.web decodes each segment on its own, so a segment holding an
+    encoded ``/`` (``/pu%2Fsh``) named no route of ours: its raw path is kept.
+    """
+    path = request.path
+    if b"%" not in path or not path.startswith(b"/"):
+        return path  # "*" too
+    segments = getattr(request, "prepath", []) + getattr(request, "postpath", [])
+    if any(b"/" in segment for segment in segments):
+        return path
+    return b"/" + b"/".join(segments)
+
+
 class LimitedRequest(Request):
     """A Request that refuses a body over ``site.max_request_size`` before buffering it.
 
@@ -42,7 +59,7 @@ class LimitedRequest(Request):
     client may still be sending). A body-less ``GET`` costs one branch.
     """
 
-    _refused = False
+    refused = False  # answered already, from its head or body: never to be rendered
     _received = 0
     received_at = 0.0  # perf_counter() when the whole request was in
 
@@ -60,7 +77,7 @@ class LimitedRequest(Request):
             super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._refused:
+        if self.refused:
             return  # the rest of a refused body, already in our read buffer
         self._received += len(data)
         if self._received > self.channel.site.max_request_size:
@@ -69,52 +86,40 @@ class LimitedRequest(Request):
         self.content.write(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self._refused:
+        if self.refused:
             return  # answered already; the body's end must not start a render
         self.received_at = perf_counter()  # for the GET / latency (AllocSite.log)
         super().requestReceived(command, path, version)
 
+    def _handleStar(self) -> None:
+        # "*" (OPTIONS *: the server as a whole) names no resource: 405 JSON,
+        # as for a method a path lacks, and no method in Allow.
+        self.setHeader(b"allow", b"")
+        method = self.method.decode("ascii", "replace")
+        body = json_error(self, 405, f"no method is served on * ({method} * refused)")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
     def _refuse(self) -> None:
-        self._refused = True
         channel = self.channel
         channel.site.body_refusals += 1
         limit = channel.site.max_request_size
         # A final answer replaces the "100 Continue" twisted.web would send
         # next (it checks this header right after gotLength).
         self.requestHeaders.removeHeader(b"expect")
-        body = json.dumps(
-            {"error": f"request body over the limit of {limit} bytes", "status": 413,
-             "limit": limit},
-            separators=(",", ":"),
-        ).encode()
-        # The request line is not parsed into this object yet, so the
-        # Request's own response machinery cannot be used: write it raw.
-        channel.transport.write(
-            b"HTTP/1.1 413 Content Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Cache-Control: no-store\r\n"
-            b"Connection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
         # Stops reading too: the rest of the body is never read.
-        channel.loseConnection()
+        channel.refuse(413, f"request body over the limit of {limit} bytes", limit=limit)
 
 
-_HEAD_TIMEOUT_BODY = b'{"error":"request head not complete in time","status":408}'
-_HEAD_TIMEOUT_ANSWER = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Cache-Control: no-store\r\n"
-    b"Connection: close\r\n"
-    b"Content-Length: %d\r\n\r\n%s" % (len(_HEAD_TIMEOUT_BODY), _HEAD_TIMEOUT_BODY)
-)
+_HEAD_TIMEOUT_ANSWER = raw_error(408, "request head not complete in time")
 
 
-class TrackedChannel(HTTPChannel):
+class TrackedChannel(StrictChannel):
     """An HTTP channel that its site knows while it is open (for the drain at stop)."""
 
     def connectionMade(self) -> None:
-        HTTPChannel.connectionMade(self)
+        StrictChannel.connectionMade(self)
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.add(self)
@@ -123,7 +128,7 @@ class TrackedChannel(HTTPChannel):
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.discard(self)
-        HTTPChannel.connectionLost(self, reason)
+        StrictChannel.connectionLost(self, reason)
 
     def close_when_done(self) -> None:
         """Close once the answer in progress (if any) is written; no further request."""
@@ -191,7 +196,7 @@ class HeadDeadlineChannel(TrackedChannel):
         # No cancel: a pending check will find no head in progress and go idle.
         self._head_started = None
         self._head_idle = False  # (a head with no byte cannot end; kept exact anyway)
-        HTTPChannel.allHeadersReceived(self)
+        StrictChannel.allHeadersReceived(self)
 
     def requestDone(self, request: Request) -> None:
         # Before HTTPChannel's: it replays pipelined data through dataReceived,
@@ -217,17 +222,15 @@ class HeadDeadlineChannel(TrackedChannel):
         if left > 0.001:  # a later head than the one this check was set for
             self._head_call = self.callLater(left, self._check_head)
             return
-        self._head_started = None
         # Counted, not logged: a slow-header flood must not flood the log too.
         self.site.head_timeouts += 1
-        if not self._head_idle:  # part of a request came: say why it ends
-            self.transport.write(_HEAD_TIMEOUT_ANSWER)
+        # Part of a request came: say why it ends (a silent connection just closes).
+        self.close_refused(None if self._head_idle else _HEAD_TIMEOUT_ANSWER)
+
+    def close_refused(self, answer: bytes | None) -> None:
+        self._head_started = None  # no deadline left to check
         self._head_idle = False
-        # As twisted.web's own idle timeout does: close, and abort if the
-        # client does not let the connection close.
-        if self.abortTimeout is not None:
-            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
-        self.loseConnection()
+        TrackedChannel.close_refused(self, answer)
 
 
 class AllocSite(Site):
@@ -308,7 +311,9 @@ class AllocSite(Site):
         # count them, at the cost of a few dict operations.
         path = request.path
         if path not in COUNTED_PATHS:
-            path = USERS_PATH if path.startswith(b"/users/") else OTHER_PATH
+            path = routed_path(request)
+            if path not in COUNTED_PATHS:
+                path = USERS_PATH if path.startswith(b"/users/") else OTHER_PATH
         key = (path, request.code)
         counts = self.requests
         counts[key] = counts.get(key, 0) + 1
