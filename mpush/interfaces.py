@@ -225,6 +225,7 @@ class HttpSite(Protocol):
 
     requests: dict[tuple[bytes, int], int]  # answered, by (path, status)
     head_timeouts: int
+    body_timeouts: int
     body_refusals: int
     channels: Any  # a sized collection of open connections
 

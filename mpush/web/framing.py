@@ -54,6 +54,17 @@ class StrictChannel(HTTPChannel):
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
         self.loseConnection()  # reads no more; what was written goes out first
 
+    def request_target(self) -> tuple[bytes, bytes]:
+        """The method and target (path and query) of the request whose head is in."""
+        return self._command, self._path
+
+    def skip_body(self) -> None:
+        """Have the request whose head is in served now, as if it had no body, and
+        close after: its body, unread, cannot be told from a next request."""
+        self.length = 0  # twisted.web then hands the request over at once
+        self._transferDecoder = None
+        self.persistent = False
+
     def allHeadersReceived(self) -> None:
         encodings = self.requests[-1].requestHeaders.getRawHeaders(b"transfer-encoding")
         # twisted.web refuses the other cases itself (another coding, chunked

@@ -68,8 +68,9 @@ def _components() -> Json:
                 " bytes); the connection is closed. Any path and method."),
             "RequestTimeout": _error_response(
                 "The request line and headers were not all in within"
-                " `mp.alloc.request-head-timeout` (10 s); the connection is closed. Any"
-                " path and method."),
+                " `mp.alloc.request-head-timeout` (10 s), or the body within"
+                " `mp.alloc.request-body-timeout` (30 s) of the headers' end; the connection"
+                " is closed. Any path and method."),
             "ContentTooLarge": _error_response(
                 "A body over `mp.alloc.max-request-size` (`limit`, bytes), refused from its"
                 " `Content-Length` before it is read, or while a chunked body streams; the"
@@ -151,7 +152,9 @@ def _root_get() -> Json:
 def _push_post() -> Json:
     return _common({
         "summary": "send a push and answer with every outcome",
-        "description": "Answers once every outcome is known. A request naming more distinct"
+        "description": "Access is checked from the headers: a request refused (401, 403)"
+                       " is answered at once, its body unread, and the connection closed."
+                       " Answers once every outcome is known. A request naming more distinct"
                        " users than `mp.alloc.max-users-per-push` is 413 (`field: userIds`,"
                        " `limit`), content too large for a gateway frame"
                        " (`mp.core.max-packet-size`) is 413 (`field: content`), both before"
