@@ -227,6 +227,7 @@ class HttpSite(Protocol):
     head_timeouts: int
     body_timeouts: int
     body_refusals: int
+    stalled_clients: int
     channels: Any  # a sized collection of open connections
 
     def close_connections(self, wait: float) -> Deferred[tuple[int, int]]: ...

@@ -48,10 +48,11 @@ def dribble(ex: Exchange, clock: Clock, data: bytes, step: float = 1.0) -> None:
         clock.advance(step)
 
 
-def connect(site: AllocSite, peer: IPv4Address | IPv6Address | None = None) -> Exchange:
+def connect(site: AllocSite, peer: IPv4Address | IPv6Address | None = None,
+            transport: StringTransport | None = None) -> Exchange:
     peer = peer or IPv4Address("TCP", "127.0.0.1", 40000)
     channel = site.buildProtocol(peer)
-    transport = StringTransport(peerAddress=peer)
+    transport = transport or StringTransport(peerAddress=peer)
     channel.makeConnection(transport)
     return Exchange(transport, channel)
 

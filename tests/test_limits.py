@@ -387,7 +387,7 @@ def test_the_config_keys_reach_the_services(tmp_path: Path) -> None:
         tmp_path / "mpush.conf", port=1, zk="127.0.0.1:1", redis_nodes=["127.0.0.1:1"],
         alloc_extra=("max-users-per-push = 20\nmax-inflight-pushes = 50\n"
                      "request-head-timeout = 2s\nmax-pending-per-gateway = 7\n"
-                     "request-body-timeout = 3s\n"
+                     "request-body-timeout = 3s\nclient-stall-timeout = 4s\n"
                      "retry-after = 3\n"))
     assert load_settings(str(config)).alloc.max_pending_per_gateway == 7
     options = Options()
@@ -399,7 +399,8 @@ def test_the_config_keys_reach_the_services(tmp_path: Path) -> None:
         logbridge.uninstall("kazoo")
     assert root.getServiceNamed("gateways").options.max_pending_per_connection == 7
     site = root.getServiceNamed("web").site
-    assert (site.request_head_timeout, site.request_body_timeout) == (2.0, 3.0)
+    assert (site.request_head_timeout, site.request_body_timeout,
+            site.client_stall_timeout) == (2.0, 3.0, 4.0)
     push = site.resource.children[b"push"]
     assert (push.max_users, push.client.admission.max_inflight, push._retry_after) == (
         20, 50, b"3")

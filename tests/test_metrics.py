@@ -62,6 +62,7 @@ class FakeSite:
     head_timeouts: int = 0
     body_timeouts: int = 0
     body_refusals: int = 0
+    stalled_clients: int = 0
     channels: set[object] = field(default_factory=set)
 
 
@@ -112,7 +113,7 @@ def test_collector_reads_the_state_at_scrape_time() -> None:
     push = FakePush(inflight=4)
     push.outcomes["offline"] = 7
     site = FakeSite(requests={(b"/", 200): 5, (b"other", 404): 2}, head_timeouts=1,
-                    body_timeouts=4)
+                    body_timeouts=4, stalled_clients=3)
     drain = FakeDrain()
     status = Status(zk=zk, redis=redis, gateways=gateways, policy=policy, drain=drain)
     metrics = Metrics(StateCollector(status, site=site, push=push))
@@ -146,6 +147,7 @@ def test_collector_reads_the_state_at_scrape_time() -> None:
                   (("path", "other"), ("status", "404")))] == 2
     assert labelled(found, "mpush_alloc_http_refused_total", "reason") == {
         "head_timeout": 1, "body_timeout": 4, "body_too_large": 0}
+    assert found[("mpush_alloc_http_stalled_clients_total", ())] == 3
 
     # The same collector, later: it reads, it keeps nothing.
     zk.state, redis.healthy, drain.draining = "connected", True, True

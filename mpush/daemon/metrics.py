@@ -99,6 +99,9 @@ class StateCollector:
         refused.add_metric(["body_timeout"], site.body_timeouts)
         refused.add_metric(["body_too_large"], site.body_refusals)
         yield refused
+        yield _counter("http_stalled_clients",
+                       "Connections aborted: their client left the answers unread",
+                       site.stalled_clients)
         yield _gauge("http_connections", "Open HTTP connections", len(site.channels))
 
     def _allocation(self, allocation: AllocationStatus) -> Iterator[Metric]:

@@ -319,7 +319,8 @@ def _site_limits(alloc: AllocSettings) -> dict[str, Any]:
     """What bounds every request of an AllocSite, from the config."""
     return {"max_request_size": alloc.max_request_size,
             "request_head_timeout": alloc.request_head_timeout,
-            "request_body_timeout": alloc.request_body_timeout}
+            "request_body_timeout": alloc.request_body_timeout,
+            "client_stall_timeout": alloc.client_stall_timeout}
 
 
 def make_metrics(settings: Settings, status: Status, web: Web, pusher: PushClient,

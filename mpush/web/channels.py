@@ -2,8 +2,9 @@
 
 :class:`TrackedChannel` is known to its site while it is open, so that the
 drain can close it. :class:`RequestDeadlineChannel` adds the deadlines of a
-request's head and body. Both refuse what is not plain HTTP/1.1
-(:class:`mpush.web.framing.StrictChannel`).
+request's head and body. Both read no more than their client reads
+(:class:`mpush.web.paced.PacedChannel`) and refuse what is not plain
+HTTP/1.1 (:class:`mpush.web.framing.StrictChannel`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
-from mpush.web.framing import StrictChannel
+from mpush.web.paced import PacedChannel
 from mpush.web.raw_answers import raw_error
 
 __all__ = ["RequestDeadlineChannel", "TrackedChannel"]
@@ -23,11 +24,11 @@ _HEAD_TIMEOUT_ANSWER = raw_error(408, "request head not complete in time")
 _BODY_TIMEOUT_ANSWER = raw_error(408, "request body not complete in time")
 
 
-class TrackedChannel(StrictChannel):
+class TrackedChannel(PacedChannel):
     """An HTTP channel that its site knows while it is open (for the drain at stop)."""
 
     def connectionMade(self) -> None:
-        StrictChannel.connectionMade(self)
+        PacedChannel.connectionMade(self)
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.add(self)
@@ -36,7 +37,7 @@ class TrackedChannel(StrictChannel):
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.discard(self)
-        StrictChannel.connectionLost(self, reason)
+        PacedChannel.connectionLost(self, reason)
 
     def close_when_done(self) -> None:
         """Close once the answer in progress (if any) is written; no further request."""
@@ -98,7 +99,9 @@ class RequestDeadlineChannel(TrackedChannel):
         self._deadline_call = self.callLater(self._head_timeout, self._check_deadline)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._head_idle:  # the first byte of a head
+        # While the connection is held (paced), what comes is not read yet:
+        # its head's time starts when it is.
+        if self._head_idle and not self.paused:  # the first byte of a head
             self._head_idle = False
             if self._head_started is None:  # a keep-alive request: its clock starts now
                 self._head_started = now = self._seconds()
@@ -127,7 +130,13 @@ class RequestDeadlineChannel(TrackedChannel):
         # which must see that the next head is awaited.
         if self.persistent:
             self._head_idle = True
-        HTTPChannel.requestDone(self, request)
+        TrackedChannel.requestDone(self, request)
+        if self._head_idle and self._buffer and not self.paused:
+            # The next head came with this request's bytes (pipelined) and
+            # is parsed now, without a dataReceived: its time starts now.
+            self._head_idle = False
+            self._head_started = now = self._seconds()
+            self._arm(now, self._head_timeout)
 
     def connectionLost(self, reason: Any) -> None:
         self._head_idle = False

@@ -21,6 +21,7 @@ from mpush.web.errors import json_error
 DEFAULT_MAX_REQUEST_SIZE: int = default("mp.alloc.max-request-size")  # bytes
 DEFAULT_REQUEST_HEAD_TIMEOUT: float = default("mp.alloc.request-head-timeout")  # s
 DEFAULT_REQUEST_BODY_TIMEOUT: float = default("mp.alloc.request-body-timeout")  # s
+DEFAULT_CLIENT_STALL_TIMEOUT: float = default("mp.alloc.client-stall-timeout")  # s
 
 #: The paths counted under their own name in ``AllocSite.requests``; every
 #: ``/users/<id>`` is counted as ``b"/users"``, any other path as ``b"other"``,
@@ -137,7 +138,10 @@ class AllocSite(Site):
     not complete within ``request_head_timeout`` seconds, or a body within
     ``request_body_timeout`` seconds of its head, is dropped
     (``RequestDeadlineChannel``; a head timeout of None: no deadline at all);
-    form bodies are never parsed (no endpoint takes forms).
+    a connection is read only as fast as its client reads the answers, and
+    aborted when it leaves them unread for ``client_stall_timeout`` seconds
+    (``PacedChannel``; None: never); form bodies are never parsed (no
+    endpoint takes forms).
     """
 
     requestFactory = LimitedRequest
@@ -147,6 +151,7 @@ class AllocSite(Site):
                  max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
                  request_head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT,
                  request_body_timeout: float | None = DEFAULT_REQUEST_BODY_TIMEOUT,
+                 client_stall_timeout: float | None = DEFAULT_CLIENT_STALL_TIMEOUT,
                  reactor: IReactorTime | None = None) -> None:
         super().__init__(resource, logPath=access_log, timeout=timeout,
                          parsePOSTFormSubmission=False, reactor=reactor)
@@ -155,8 +160,10 @@ class AllocSite(Site):
         self.max_request_size = max_request_size
         self.request_head_timeout = request_head_timeout
         self.request_body_timeout = request_body_timeout
+        self.client_stall_timeout = client_stall_timeout
         self.head_timeouts = 0  # connections dropped for a late request head
         self.body_timeouts = 0  # connections dropped for a late request body
+        self.stalled_clients = 0  # connections aborted: their answers left unread
         self.body_refusals = 0  # requests refused (413) from their body's size, unread
         # Answered requests by (path, status); path is one of COUNTED_PATHS or OTHER_PATH.
         self.requests: dict[tuple[bytes, int], int] = {}
