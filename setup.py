@@ -27,7 +27,8 @@ setup(
     include_package_data=True,
     entry_points={"console_scripts": ["mpush-push = mpush.cli.main:run"]},
     install_requires=[
-        "twisted[tls]>=23.10,<27",
+        # 24.7: pipelined answers in order (GHSA-c8m8-j448-xjx7).
+        "twisted[tls]>=24.7,<27",
         "txredisapi>=1.4.10,<2",
         "kazoo>=2.9,<3",
         "pyopenssl>=23.2,<27",

@@ -227,7 +227,9 @@ class HttpSite(Protocol):
 
     requests: dict[tuple[bytes, int], int]  # answered, by (path, status)
     head_timeouts: int
+    body_timeouts: int
     body_refusals: int
+    stalled_clients: int
     channels: Any  # a sized collection of open connections
 
     def close_connections(self, wait: float) -> Deferred[tuple[int, int]]: ...

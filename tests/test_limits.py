@@ -9,8 +9,6 @@ task.Clock (deterministic); one test dribbles a header over real loopback TCP.
 from __future__ import annotations
 
 import json
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,18 +21,21 @@ from twisted.web.http import HTTPChannel
 from mpush.cluster import kazoo_logs as logbridge
 from mpush.config import AllocSettings, load_settings
 from mpush.daemon.tap import Options, makeService
+from mpush.web.channels import RequestDeadlineChannel, TrackedChannel
 from mpush.web.push import PushResource
 from mpush.web.root import RootResource
-from mpush.web.site import (
-    DEFAULT_REQUEST_HEAD_TIMEOUT,
-    AllocSite,
-    HeadDeadlineChannel,
-    TrackedChannel,
-)
+from mpush.web.site import DEFAULT_REQUEST_HEAD_TIMEOUT, AllocSite
 from mpush.wire import PacketTooLarge
 from tests.fakes import FakePushClient, FixedAllocator, push_resource
 from tests.harness.daemon import write_config
-from tests.http_exchange import Exchange, connect, http_post, split
+from tests.http_exchange import (
+    Exchange,
+    connect,
+    dribble,
+    dribble_over_tcp,
+    http_post,
+    split,
+)
 
 # ------------------------------------------------------------ helpers
 
@@ -204,21 +205,12 @@ def inner(ex: Exchange) -> Any:
     return ex.channel._channel  # the HTTP/1.1 channel inside twisted's generic wrapper
 
 
-def dribble(ex: Exchange, clock: task.Clock, data: bytes, step: float = 1.0) -> None:
-    """Feed ``data`` a byte per ``step`` seconds; stop once the server closes."""
-    for byte in data:
-        if ex.transport.disconnecting:
-            return
-        ex.feed(bytes([byte]))
-        clock.advance(step)
-
-
 def test_a_head_dribbled_a_byte_a_second_is_dropped_at_the_deadline(
     clock: task.Clock,
 ) -> None:
     site = head_site(clock)
     ex = connect(site)
-    assert isinstance(inner(ex), HeadDeadlineChannel)
+    assert isinstance(inner(ex), RequestDeadlineChannel)
     # Nine bytes over nine seconds: every byte resets the idle timeout, and
     # the head deadline has not come yet.
     dribble(ex, clock, b"GET / HTT")
@@ -245,7 +237,7 @@ def test_a_head_completed_in_time_is_served_and_its_deadline_dropped(
     assert inner(ex)._head_started is None  # no head in progress
     clock.advance(20)  # the connection's check fires at 10 s and finds nothing to do
     assert not ex.transport.disconnecting and site.head_timeouts == 0
-    assert inner(ex)._head_call is None
+    assert inner(ex)._deadline_call is None
     # Only the Site's idle timeout is left scheduled.
     assert len(clock.getDelayedCalls()) == 1
 
@@ -358,34 +350,10 @@ def test_closing_cancels_the_deadline(clock: task.Clock) -> None:
     ex = connect(site)
     ex.feed(b"GET / HT")
     ex.channel.connectionLost(ConnectionError("gone"))
-    assert inner(ex)._head_call is None
+    assert inner(ex)._deadline_call is None
     assert clock.getDelayedCalls() == []
     clock.advance(20)
     assert site.head_timeouts == 0
-
-
-def slow_header_client(port: int, interval: float, limit: float) -> tuple[float, bytes]:
-    """Send a never-ending head a byte every ``interval`` s; return (seconds until
-    the server closed, what it sent)."""
-    head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 1000
-    received = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
-        start = time.monotonic()
-        for byte in head:
-            if time.monotonic() - start > limit:
-                break
-            try:
-                sock.sendall(bytes([byte]))
-                sock.settimeout(interval)
-                part = sock.recv(65536)
-            except TimeoutError:
-                continue  # still open: next byte
-            except OSError:
-                break  # reset by the server
-            if not part:
-                break  # closed by the server
-            received += part
-        return time.monotonic() - start, received
 
 
 @pytest.fixture
@@ -401,7 +369,9 @@ async def test_a_slow_header_client_is_dropped_over_tcp(
     slow_port: tuple[AllocSite, int],
 ) -> None:
     site, port = slow_port
-    elapsed, received = await threads.deferToThread(slow_header_client, port, 0.2, 5.0)
+    head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 1000
+    elapsed, received = await threads.deferToThread(dribble_over_tcp, port, b"", head, 0.2,
+                                                    5.0)
     # About five bytes in, at the 1 s deadline (the Site's idle timeout, 60 s,
     # is reset by each of them and would never fire).
     assert 0.9 <= elapsed < 2.0, elapsed
@@ -417,6 +387,7 @@ def test_the_config_keys_reach_the_services(tmp_path: Path) -> None:
         tmp_path / "mpush.conf", port=1, zk="127.0.0.1:1", redis_nodes=["127.0.0.1:1"],
         alloc_extra=("max-users-per-push = 20\nmax-inflight-pushes = 50\n"
                      "request-head-timeout = 2s\nmax-pending-per-gateway = 7\n"
+                     "request-body-timeout = 3s\nclient-stall-timeout = 4s\n"
                      "retry-after = 3\n"))
     assert load_settings(str(config)).alloc.max_pending_per_gateway == 7
     options = Options()
@@ -428,7 +399,8 @@ def test_the_config_keys_reach_the_services(tmp_path: Path) -> None:
         logbridge.uninstall("kazoo")
     assert root.getServiceNamed("gateways").options.max_pending_per_connection == 7
     site = root.getServiceNamed("web").site
-    assert site.request_head_timeout == 2.0
+    assert (site.request_head_timeout, site.request_body_timeout,
+            site.client_stall_timeout) == (2.0, 3.0, 4.0)
     push = site.resource.children[b"push"]
     assert (push.max_users, push.client.admission.max_inflight, push._retry_after) == (
         20, 50, b"3")

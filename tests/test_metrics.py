@@ -60,7 +60,9 @@ def scrape(metrics: Metrics) -> Samples:
 class FakeSite:
     requests: dict[tuple[bytes, int], int] = field(default_factory=dict)
     head_timeouts: int = 0
+    body_timeouts: int = 0
     body_refusals: int = 0
+    stalled_clients: int = 0
     channels: set[object] = field(default_factory=set)
 
 
@@ -110,7 +112,8 @@ def test_collector_reads_the_state_at_scrape_time() -> None:
     redis = FakeRedis(healthy=False)
     push = FakePush(inflight=4)
     push.outcomes["offline"] = 7
-    site = FakeSite(requests={(b"/", 200): 5, (b"other", 404): 2}, head_timeouts=1)
+    site = FakeSite(requests={(b"/", 200): 5, (b"other", 404): 2}, head_timeouts=1,
+                    body_timeouts=4, stalled_clients=3)
     drain = FakeDrain()
     status = Status(zk=zk, redis=redis, gateways=gateways, policy=policy, drain=drain)
     metrics = Metrics(StateCollector(status, site=site, push=push))
@@ -143,7 +146,8 @@ def test_collector_reads_the_state_at_scrape_time() -> None:
     assert found[("mpush_alloc_http_requests_total",
                   (("path", "other"), ("status", "404")))] == 2
     assert labelled(found, "mpush_alloc_http_refused_total", "reason") == {
-        "head_timeout": 1, "body_too_large": 0}
+        "head_timeout": 1, "body_timeout": 4, "body_too_large": 0}
+    assert found[("mpush_alloc_http_stalled_clients_total", ())] == 3
 
     # The same collector, later: it reads, it keeps nothing.
     zk.state, redis.healthy, drain.draining = "connected", True, True

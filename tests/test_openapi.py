@@ -44,6 +44,9 @@ PATHS = ("/", "/push", "/health", "/index.html", "/openapi.json", "/metrics", "/
 USERS = "/users/{userId}"
 TOKEN = "s3cret-token-0123456"
 MAX_REQUEST_SIZE = 65536  # the default mp.alloc.max-request-size
+LINE_LIMIT = 16384  # twisted.web's longest request line or header line
+# What any operation answers before a resource sees the request.
+CONNECTION_LEVEL = ("400", "408", "413", "414", "431")
 
 # ------------------------------------------------------------ the validator
 
@@ -211,23 +214,23 @@ def test_document_is_well_formed_openapi() -> None:
 
 def test_the_document_says_what_the_brief_asks() -> None:
     push = DOC["paths"]["/push"]["post"]
-    assert set(push["responses"]) == {"200", "400", "401", "403", "408", "413", "415", "500",
-                                      "503"}
+    assert set(push["responses"]) == {"200", "400", "401", "403", "408", "413", "414", "415",
+                                      "431", "500", "503"}
     assert push["security"] == [{"bearer": []}, {}]
     assert "only a bug" in push["description"] and "500" in DOC["info"]["description"]
-    assert set(DOC["paths"]["/"]["get"]["responses"]) == {"200", "408", "413", "503"}
+    assert set(DOC["paths"]["/"]["get"]["responses"]) == {"200", "503", *CONNECTION_LEVEL}
     headers = {(path, method, status): set(resolve(answer).get("headers", {}))
                for path, method, op in operations() for status, answer in op["responses"].items()}
     assert headers[("/", "get", "503")] == {"Retry-After"}
     assert headers[("/push", "post", "503")] == {"Retry-After"}
     assert headers[("/push", "post", "401")] == {"WWW-Authenticate"}
     assert headers[("/push", "get", "405")] == {"Allow"}
-    assert set(DOC["paths"]["/cluster"]["get"]["responses"]) == {"200", "401", "403", "408",
-                                                                  "413"}
-    assert set(DOC["paths"][USERS]["get"]["responses"]) == {"200", "400", "401", "403", "404",
-                                                            "408", "413", "503"}
-    assert set(DOC["paths"]["/config"]["get"]["responses"]) == {"200", "401", "403", "408",
-                                                                 "413"}
+    assert set(DOC["paths"]["/cluster"]["get"]["responses"]) == {"200", "401", "403",
+                                                                  *CONNECTION_LEVEL}
+    assert set(DOC["paths"][USERS]["get"]["responses"]) == {"200", "401", "403", "404", "503",
+                                                            *CONNECTION_LEVEL}
+    assert set(DOC["paths"]["/config"]["get"]["responses"]) == {"200", "401", "403",
+                                                                 *CONNECTION_LEVEL}
     for path in ("/cluster", USERS, "/config"):
         assert DOC["paths"][path]["get"]["security"] == push["security"]
         assert headers[(path, "get", "401")] == {"WWW-Authenticate"}
@@ -470,6 +473,19 @@ async def open_access_requests(stack: Stack, check: Checker) -> None:
     for (path, method), answer in zip(every, await raw(stack, heads), strict=True):
         assert check.check(path, method, answer).status == 408, (path, method)
     assert time.monotonic() - started < 5.0
+    # Not HTTP/1.1 framing, a request line and a header line too long.
+    refusals = {
+        400: "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+             "Transfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+        414: "{method} {path}?q=" + "a" * LINE_LIMIT + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        431: "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + "a" * LINE_LIMIT
+             + "\r\n\r\n",
+    }
+    for status, template in refusals.items():
+        heads = [template.format(method=method, path=concrete(path)).encode()
+                 for path, method in every]
+        for (path, method), answer in zip(every, await raw(stack, heads), strict=True):
+            assert check.check(path, method, answer).status == status, (path, method)
 
 
 async def operator_requests(stack: Stack, check: Checker, redis: RedisServer) -> None:

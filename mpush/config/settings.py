@@ -72,6 +72,8 @@ class AllocSettings:
     max_users_per_push: int = default("mp.alloc.max-users-per-push")  # else 413
     max_inflight_pushes: int = default("mp.alloc.max-inflight-pushes")  # else 503
     request_head_timeout: float = default("mp.alloc.request-head-timeout")  # s
+    request_body_timeout: float = default("mp.alloc.request-body-timeout")  # s, after the head
+    client_stall_timeout: float = default("mp.alloc.client-stall-timeout")  # s, answers unread
     max_pending_per_gateway: int = default("mp.alloc.max-pending-per-gateway")  # per connection
     max_queued_bytes_per_gateway: int = default("mp.alloc.max-queued-bytes-per-gateway")  # bytes
     push_token: str | None = default("mp.alloc.push-token")  # Bearer token for /push

@@ -99,11 +99,15 @@ class StateCollector:
             requests.add_metric([path.decode("ascii", "replace"), str(status)], n)
         yield requests
         refused = CounterMetricFamily(PREFIX + "http_refused",
-                                      "Requests refused before any path was read, by reason",
+                                      "Requests refused before they were served, by reason",
                                       labels=["reason"])
         refused.add_metric(["head_timeout"], site.head_timeouts)
+        refused.add_metric(["body_timeout"], site.body_timeouts)
         refused.add_metric(["body_too_large"], site.body_refusals)
         yield refused
+        yield _counter("http_stalled_clients",
+                       "Connections aborted: their client left the answers unread",
+                       site.stalled_clients)
         yield _gauge("http_connections", "Open HTTP connections", len(site.channels))
 
     def _allocation(self, allocation: AllocationStatus) -> Iterator[Metric]:

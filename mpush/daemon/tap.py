@@ -26,7 +26,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from mpush.config import DEFAULT_CONFIG_FILE, ConfigError, Settings, load_settings
+from mpush.config import (
+    DEFAULT_CONFIG_FILE,
+    AllocSettings,
+    ConfigError,
+    Settings,
+    load_settings,
+)
 from mpush.reactor import default_reactor
 from mpush.services.ordered import OrderedService, StartError
 
@@ -304,8 +310,7 @@ def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, stat
     redis_wait = settings.redis.connect_timeout + settings.redis.reply_timeout
     routes = UserRouteReader(status.redis, status.zk, timeout=redis_wait, reactor=reactor)
     root.putChild(b"users", UsersResource(routes, access, max_user_id=settings.max_packet_size))
-    site = AllocSite(root, access_log=alloc.access_log, max_request_size=alloc.max_request_size,
-                     request_head_timeout=alloc.request_head_timeout, reactor=reactor)
+    site = AllocSite(root, access_log=alloc.access_log, **_site_limits(alloc), reactor=reactor)
     tls = None
     if settings.protocol == "https":
         tls = TlsOptions(alloc.tls_cert, alloc.tls_key, alloc.data_dir)
@@ -313,6 +318,14 @@ def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, stat
                           reactor=reactor)
     listener.setName("web")
     return Web(root, push, site, listener)
+
+
+def _site_limits(alloc: AllocSettings) -> dict[str, Any]:
+    """What bounds every request of an AllocSite, from the config."""
+    return {"max_request_size": alloc.max_request_size,
+            "request_head_timeout": alloc.request_head_timeout,
+            "request_body_timeout": alloc.request_body_timeout,
+            "client_stall_timeout": alloc.client_stall_timeout}
 
 
 def make_metrics(settings: Settings, status: Status, web: Web, pusher: PushClient,
@@ -335,8 +348,7 @@ def make_metrics(settings: Settings, status: Status, web: Web, pusher: PushClien
     # Its own port, plain http, /metrics only (the main port then has none).
     admin = AdminRoot()
     admin.putChild(b"metrics", resource)
-    admin_site = AllocSite(admin, request_head_timeout=alloc.request_head_timeout,
-                           reactor=reactor)
+    admin_site = AllocSite(admin, **_site_limits(alloc), reactor=reactor)
     listener = WebService(admin_site, alloc.admin_port, interface=alloc.interface,
                           reactor=reactor)
     listener.setName("admin")

@@ -55,10 +55,22 @@ def _components() -> Json:
             "MethodNotAllowed": _error_response(
                 "Method not allowed on this path; `allow` and the `Allow` header list the"
                 " methods it accepts.", headers={"Allow": ref("headers", "Allow")}),
+            "BadRequest": _error_response(
+                "Not valid HTTP/1.1: a malformed request line, header or chunk, or a body"
+                " whose length is ambiguous (a `Transfer-Encoding` other than `chunked`"
+                " alone, or with a `Content-Length`: RFC 9112); the connection is closed."
+                " Any path and method."),
+            "UriTooLong": _error_response(
+                "A request line over 16 KiB (`limit`, bytes); the connection is closed."
+                " Any path and method."),
+            "HeadTooLarge": _error_response(
+                "A header line over 16 KiB, or a request head over 16 KiB in all (`limit`,"
+                " bytes); the connection is closed. Any path and method."),
             "RequestTimeout": _error_response(
                 "The request line and headers were not all in within"
-                " `mp.alloc.request-head-timeout` (10 s); the connection is closed. Any"
-                " path and method."),
+                " `mp.alloc.request-head-timeout` (10 s), or the body within"
+                " `mp.alloc.request-body-timeout` (30 s) of the headers' end; the connection"
+                " is closed. Any path and method."),
             "ContentTooLarge": _error_response(
                 "A body over `mp.alloc.max-request-size` (`limit`, bytes), refused from its"
                 " `Content-Length` before it is read, or while a chunked body streams; the"
@@ -79,11 +91,19 @@ def _components() -> Json:
     }
 
 
+#: What every operation can answer before a resource sees the request, by
+#: status (an operation's own 400 or 413 says so too).
+_CONNECTION_LEVEL = {"400": "BadRequest", "408": "RequestTimeout", "413": "ContentTooLarge",
+                     "414": "UriTooLong", "431": "HeadTooLarge"}
+
+
 def _common(operation: Json) -> Json:
-    """Adds what every operation can answer: a late head (408), a body too large (413)."""
-    operation["responses"]["408"] = ref("responses", "RequestTimeout")
-    operation["responses"]["413"] = operation["responses"].get(
-        "413", ref("responses", "ContentTooLarge"))
+    """Adds what every operation can answer: not HTTP/1.1 (400), a late head (408), a
+    body too large (413), a request line (414) or head (431) too long."""
+    responses = operation["responses"]
+    for status, name in _CONNECTION_LEVEL.items():
+        responses.setdefault(status, ref("responses", name))
+    operation["responses"] = dict(sorted(responses.items()))
     return operation
 
 
@@ -98,7 +118,7 @@ def _head(get: Json) -> Json:
     """HEAD: GET's statuses and headers, without a body, with GET's Content-Length."""
     responses: Json = {}
     for status, answer in get["responses"].items():
-        if "$ref" in answer or status in ("408", "413"):
+        if "$ref" in answer or status in _CONNECTION_LEVEL:
             continue
         headers = {**answer.get("headers", {})}
         headers["Content-Length"] = ref("headers", "Content-Length")
@@ -132,7 +152,9 @@ def _root_get() -> Json:
 def _push_post() -> Json:
     return _common({
         "summary": "send a push and answer with every outcome",
-        "description": "Answers once every outcome is known. A request naming more distinct"
+        "description": "Access is checked from the headers: a request refused (401, 403)"
+                       " is answered at once, its body unread, and the connection closed."
+                       " Answers once every outcome is known. A request naming more distinct"
                        " users than `mp.alloc.max-users-per-push` is 413 (`field: userIds`,"
                        " `limit`), content too large for a gateway frame"
                        " (`mp.core.max-packet-size`) is 413 (`field: content`), both before"
@@ -171,7 +193,7 @@ def _push_errors() -> Json:
                                " an unknown field (with the closest known one),"
                                " wrong types, missing target or content, blank user id,"
                                " `taskId` on a single push, empty `tags`; `field` names"
-                               " the culprit"),
+                               " the culprit. Or not valid HTTP/1.1 (see `BadRequest`)"),
         **_access_errors(),
         "413": _error_response("a body over `mp.alloc.max-request-size` (`limit`), more"
                                " distinct users than `mp.alloc.max-users-per-push`"
@@ -255,7 +277,8 @@ def _users_get() -> Json:
                     "content": {"application/json": {"schema": ref("schemas",
                                                                    "UserRoutes")}}},
             "400": _error_response("a bad user id: blank, not UTF-8 once URL-decoded, or"
-                                   " too long (`field: userId`)"),
+                                   " too long (`field: userId`); or not valid HTTP/1.1"
+                                   " (see `BadRequest`)"),
             **_access_errors(),
             "404": _error_response("the user has no route in Redis"),
             "503": _error_response("Redis cannot be read (down, or no answer in time): the"
@@ -330,13 +353,14 @@ def build_document() -> Json:
                 "The alloc server of an mpush push cluster. Every path lists every method:"
                 " the ones it accepts with their answers, the others with 405. Errors are"
                 " JSON (`Error`). Any path not listed answers 404 (`NotFound`). Every"
-                " operation may answer 408 (request head too slow) and 413 (body too large)."
+                " operation may answer 400 (not valid HTTP/1.1), 408 (request head or body"
+                " too slow), 413 (body too large), 414 (request line too long) and 431"
+                " (head too large), each closing the connection. `OPTIONS *` (or any"
+                " method on `*`) answers 405 with an empty `Allow`."
                 " `/cluster` and `/users/{userId}` are the operator API, under `/push`'s"
                 " access rule."
                 " 500 is declared on `POST /push` only, where a bug in pushing would produce"
-                " it; no test request can. A request that is not valid HTTP/1.1 (malformed"
-                " request line or header) gets twisted.web's bare `400 Bad Request` and the"
-                " connection closed: it reaches no operation, so it is not listed."
+                " it; no test request can."
             ),
         },
         "paths": _paths(),

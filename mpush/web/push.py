@@ -89,6 +89,14 @@ class PushResource(JsonLeaf):
             self.log.info("/push access: no token configured; clients from {networks} only",
                           networks=networks)
 
+    def refuses_from_head(self, request: Request, method: bytes) -> bool:
+        """Whether a request is refused whatever its body: the Site then serves it
+        before reading the body (``render_POST`` answers the refusal)."""
+        if method != b"POST":
+            return False
+        # check() sets the refusal's status and headers: the render sets the same.
+        return self.client.admission.closing or self._access.check(request) is not None
+
     def render_POST(self, request: Request) -> bytes | int:
         if self.client.admission.closing:
             return self._unavailable(request, closing=True)

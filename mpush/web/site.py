@@ -1,26 +1,27 @@
-"""The ``twisted.web`` Site: bounded requests, head deadlines, per-path counts."""
+"""The ``twisted.web`` Site: bounded requests, request deadlines, per-path counts."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from io import BytesIO
 from time import perf_counter
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IReactorTime,
-)
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
-from twisted.web.resource import Resource
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Request, Site
 
 from mpush.config.keys import default
+from mpush.web.channels import RequestDeadlineChannel, TrackedChannel
+from mpush.web.errors import json_error
 
 DEFAULT_MAX_REQUEST_SIZE: int = default("mp.alloc.max-request-size")  # bytes
 DEFAULT_REQUEST_HEAD_TIMEOUT: float = default("mp.alloc.request-head-timeout")  # s
+DEFAULT_REQUEST_BODY_TIMEOUT: float = default("mp.alloc.request-body-timeout")  # s
+DEFAULT_CLIENT_STALL_TIMEOUT: float = default("mp.alloc.client-stall-timeout")  # s
 
 #: The paths counted under their own name in ``AllocSite.requests``; every
 #: ``/users/<id>`` is counted as ``b"/users"``, any other path as ``b"other"``,
@@ -31,36 +32,60 @@ USERS_PATH = b"/users"
 OTHER_PATH = b"other"
 
 
+def routed_path(request: Request) -> bytes:
+    """The path as twisted.web routed it: ``/%70ush`` reached ``/push``.
+
+    twisted.web decodes each segment on its own, so a segment holding an
+    encoded ``/`` (``/pu%2Fsh``) named no route of ours: its raw path is kept.
+    """
+    path = request.path
+    if b"%" not in path or not path.startswith(b"/"):
+        return path  # "*" too
+    segments = getattr(request, "prepath", []) + getattr(request, "postpath", [])
+    if any(b"/" in segment for segment in segments):
+        return path
+    return b"/" + b"/".join(segments)
+
+
 class LimitedRequest(Request):
-    """A Request that refuses a body over ``site.max_request_size`` before buffering it.
+    """A Request that refuses a body before buffering it: too large, or not wanted.
 
     twisted.web reads the whole body before any resource sees the request,
-    so the limit is enforced here: a declared Content-Length over the limit
-    is answered ``413`` as soon as the headers are in, without reading the
-    body; a chunked body is counted as it streams and answered ``413`` once
-    it passes the limit. Either way the connection is then closed (the
-    client may still be sending). A body-less ``GET`` costs one branch.
+    so the limits are enforced here, as soon as the headers are in:
+
+    * a request its resource refuses from the head alone (``/push`` without
+      access: see ``AllocSite.refuses_from_head``) is served at once, as if
+      its body were empty, and the connection closed after, the body unread;
+    * a declared Content-Length over ``site.max_request_size`` is answered
+      ``413`` without reading the body; a chunked body is counted as it
+      streams and answered ``413`` once it passes the limit. Either way the
+      connection is then closed (the client may still be sending).
+
+    A body-less ``GET`` costs one branch.
     """
 
-    _refused = False
+    refused = False  # answered already, from its head or body: never to be rendered
     _received = 0
     received_at = 0.0  # perf_counter() when the whole request was in
 
     def gotLength(self, length: int | None) -> None:
-        if length:  # 0 (no body) skips the limit lookup: GET / stays cheap
-            if length > self.channel.site.max_request_size:
-                self._refuse()
-                return
+        if length == 0:  # no body: no lookup, GET / stays cheap
             super().gotLength(length)
+            return
+        site = self.channel.site
+        if site.refuses_from_head(self):
+            self._serve_without_body()
         elif length is None:
             # Chunked: bounded by the limit, so memory will do (twisted.web
             # would open a temporary file for every chunked request).
             self.content = BytesIO()
+        elif length > site.max_request_size:
+            self._refuse()
         else:
             super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._refused:
+        if self.refused:
             return  # the rest of a refused body, already in our read buffer
         self._received += len(data)
         if self._received > self.channel.site.max_request_size:
@@ -69,165 +94,38 @@ class LimitedRequest(Request):
         self.content.write(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self._refused:
+        if self.refused:
             return  # answered already; the body's end must not start a render
         self.received_at = perf_counter()  # for the GET / latency (AllocSite.log)
         super().requestReceived(command, path, version)
 
+    def _handleStar(self) -> None:
+        # "*" (OPTIONS *: the server as a whole) names no resource: 405 JSON,
+        # as for a method a path lacks, and no method in Allow.
+        self.setHeader(b"allow", b"")
+        method = self.method.decode("ascii", "replace")
+        body = json_error(self, 405, f"no method is served on * ({method} * refused)")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
+    def _serve_without_body(self) -> None:
+        # A final answer replaces the "100 Continue" twisted.web would send
+        # next (it checks this header right after gotLength).
+        self.requestHeaders.removeHeader(b"expect")
+        self.setHeader(b"connection", b"close")  # the body that follows is never read
+        self.channel.skip_body()
+        super().gotLength(0)
+
     def _refuse(self) -> None:
-        self._refused = True
         channel = self.channel
         channel.site.body_refusals += 1
         limit = channel.site.max_request_size
         # A final answer replaces the "100 Continue" twisted.web would send
         # next (it checks this header right after gotLength).
         self.requestHeaders.removeHeader(b"expect")
-        body = json.dumps(
-            {"error": f"request body over the limit of {limit} bytes", "status": 413,
-             "limit": limit},
-            separators=(",", ":"),
-        ).encode()
-        # The request line is not parsed into this object yet, so the
-        # Request's own response machinery cannot be used: write it raw.
-        channel.transport.write(
-            b"HTTP/1.1 413 Content Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Cache-Control: no-store\r\n"
-            b"Connection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
         # Stops reading too: the rest of the body is never read.
-        channel.loseConnection()
-
-
-_HEAD_TIMEOUT_BODY = b'{"error":"request head not complete in time","status":408}'
-_HEAD_TIMEOUT_ANSWER = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Cache-Control: no-store\r\n"
-    b"Connection: close\r\n"
-    b"Content-Length: %d\r\n\r\n%s" % (len(_HEAD_TIMEOUT_BODY), _HEAD_TIMEOUT_BODY)
-)
-
-
-class TrackedChannel(HTTPChannel):
-    """An HTTP channel that its site knows while it is open (for the drain at stop)."""
-
-    def connectionMade(self) -> None:
-        HTTPChannel.connectionMade(self)
-        channels = getattr(self.site, "channels", None)
-        if channels is not None:
-            channels.add(self)
-
-    def connectionLost(self, reason: Any) -> None:
-        channels = getattr(self.site, "channels", None)
-        if channels is not None:
-            channels.discard(self)
-        HTTPChannel.connectionLost(self, reason)
-
-    def close_when_done(self) -> None:
-        """Close once the answer in progress (if any) is written; no further request."""
-        self.persistent = False
-        for request in self.requests:
-            if not request.startedWriting:
-                # Say so in the answer: the client must not reuse the connection.
-                request.setHeader(b"connection", b"close")
-        if not self._handlingRequest:
-            # Idle (or mid-head: no answer was begun): close now; what is
-            # already written still goes out first.
-            self.loseConnection()
-        # Else HTTPChannel.requestDone closes it after the answer.
-
-
-class HeadDeadlineChannel(TrackedChannel):
-    """An HTTP/1.1 channel that drops a client whose request head is not complete in time.
-
-    twisted.web's idle timeout is reset by every byte, so a client sending
-    one header byte a second would hold its connection (and a Request) for
-    ever. Here the head (request line and headers) must be complete within
-    ``site.request_head_timeout`` seconds: counted from the connection's
-    opening for its first request (a silent connection is dropped as well),
-    and from the first byte of each later request on a keep-alive
-    connection (the idle time between requests stays under the Site's idle
-    timeout). On expiry the client gets ``408`` (if it sent anything of the
-    head) and the connection is closed. The body is not covered: its size
-    is bounded by ``max_request_size``, its pace only by the idle timeout.
-
-    Cheap on the ``GET /`` path: one DelayedCall per connection, scheduled
-    at its opening and cancelled at its close. A request only stamps when
-    its head started and clears the stamp when the headers are in; the
-    check, when it fires, finds nothing to do, or re-arms itself for a later
-    head's own deadline (at most once per timeout period).
-
-    HTTP/2 is never negotiated (no ALPN is offered), so this channel is the
-    one that serves the whole connection.
-    """
-
-    _head_timeout = DEFAULT_REQUEST_HEAD_TIMEOUT
-    _head_call: IDelayedCall | None = None
-    _head_started: float | None = None  # when the head in progress started; None: none is
-    _head_idle = False  # a head is awaited and none of its bytes has arrived yet
-
-    # HTTPChannel.x(self, ...) rather than super(): this is every request's path.
-
-    def connectionMade(self) -> None:
-        TrackedChannel.connectionMade(self)
-        self._head_timeout = self.site.request_head_timeout
-        self._seconds = self.site.reactor.seconds  # the clock callLater runs on
-        self._head_idle = True
-        self._head_started = self._seconds()
-        self._head_call = self.callLater(self._head_timeout, self._check_head)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._head_idle:  # the first byte of a head
-            self._head_idle = False
-            if self._head_started is None:  # a keep-alive request: its clock starts now
-                self._head_started = self._seconds()
-                if self._head_call is None:
-                    self._head_call = self.callLater(self._head_timeout, self._check_head)
-        HTTPChannel.dataReceived(self, data)
-
-    def allHeadersReceived(self) -> None:
-        # No cancel: a pending check will find no head in progress and go idle.
-        self._head_started = None
-        self._head_idle = False  # (a head with no byte cannot end; kept exact anyway)
-        HTTPChannel.allHeadersReceived(self)
-
-    def requestDone(self, request: Request) -> None:
-        # Before HTTPChannel's: it replays pipelined data through dataReceived,
-        # which must see that the next head is awaited.
-        if self.persistent:
-            self._head_idle = True
-        HTTPChannel.requestDone(self, request)
-
-    def connectionLost(self, reason: Any) -> None:
-        self._head_idle = False
-        self._head_started = None
-        call, self._head_call = self._head_call, None
-        if call is not None:
-            call.cancel()  # else the reactor would keep the channel for up to a timeout
-        TrackedChannel.connectionLost(self, reason)
-
-    def _check_head(self) -> None:
-        self._head_call = None
-        started = self._head_started
-        if started is None:
-            return  # no head in progress: the next one arms a check
-        left = started + self._head_timeout - self._seconds()
-        if left > 0.001:  # a later head than the one this check was set for
-            self._head_call = self.callLater(left, self._check_head)
-            return
-        self._head_started = None
-        # Counted, not logged: a slow-header flood must not flood the log too.
-        self.site.head_timeouts += 1
-        if not self._head_idle:  # part of a request came: say why it ends
-            self.transport.write(_HEAD_TIMEOUT_ANSWER)
-        self._head_idle = False
-        # As twisted.web's own idle timeout does: close, and abort if the
-        # client does not let the connection close.
-        if self.abortTimeout is not None:
-            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
-        self.loseConnection()
+        channel.refuse(413, f"request body over the limit of {limit} bytes", limit=limit)
 
 
 class AllocSite(Site):
@@ -235,10 +133,15 @@ class AllocSite(Site):
 
     Access logging through the twistd log halves ``GET /`` throughput, so it
     is opt-in, and then goes to its own file (Site's ``logPath``). Request
-    bodies over ``max_request_size`` bytes are refused (``LimitedRequest``),
-    a request head not complete within ``request_head_timeout`` seconds is
-    dropped (``HeadDeadlineChannel``; None = no deadline), and form bodies
-    are never parsed (no endpoint takes forms).
+    bodies over ``max_request_size`` bytes are refused, and so are bodies of
+    requests refused from their head (``LimitedRequest``); a request head
+    not complete within ``request_head_timeout`` seconds, or a body within
+    ``request_body_timeout`` seconds of its head, is dropped
+    (``RequestDeadlineChannel``; a head timeout of None: no deadline at all);
+    a connection is read only as fast as its client reads the answers, and
+    aborted when it leaves them unread for ``client_stall_timeout`` seconds
+    (``PacedChannel``; None: never); form bodies are never parsed (no
+    endpoint takes forms).
     """
 
     requestFactory = LimitedRequest
@@ -247,6 +150,8 @@ class AllocSite(Site):
                  timeout: float = 60.0,
                  max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
                  request_head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT,
+                 request_body_timeout: float | None = DEFAULT_REQUEST_BODY_TIMEOUT,
+                 client_stall_timeout: float | None = DEFAULT_CLIENT_STALL_TIMEOUT,
                  reactor: IReactorTime | None = None) -> None:
         super().__init__(resource, logPath=access_log, timeout=timeout,
                          parsePOSTFormSubmission=False, reactor=reactor)
@@ -254,7 +159,11 @@ class AllocSite(Site):
         self._access_log_on = access_log is not None
         self.max_request_size = max_request_size
         self.request_head_timeout = request_head_timeout
+        self.request_body_timeout = request_body_timeout
+        self.client_stall_timeout = client_stall_timeout
         self.head_timeouts = 0  # connections dropped for a late request head
+        self.body_timeouts = 0  # connections dropped for a late request body
+        self.stalled_clients = 0  # connections aborted: their answers left unread
         self.body_refusals = 0  # requests refused (413) from their body's size, unread
         # Answered requests by (path, status); path is one of COUNTED_PATHS or OTHER_PATH.
         self.requests: dict[tuple[bytes, int], int] = {}
@@ -267,7 +176,23 @@ class AllocSite(Site):
         # factory builds the same wrapper around a plain HTTPChannel.
         if self.request_head_timeout is None:
             return _GenericHTTPChannelProtocol(TrackedChannel())
-        return _GenericHTTPChannelProtocol(HeadDeadlineChannel())
+        return _GenericHTTPChannelProtocol(RequestDeadlineChannel())
+
+    def refuses_from_head(self, request: Request) -> bool:
+        """Whether the resource ``request`` names refuses it whatever its body says.
+
+        Asked (by ``LimitedRequest``) once the head of a request with a body
+        is in: a resource with a ``refuses_from_head(request, method)`` (the
+        access rule of ``/push``) is found as twisted.web will find it, and
+        a refusal is then answered before the body is read.
+        """
+        method, target = request.channel.request_target()
+        segments = target.split(b"?", 1)[0][1:].split(b"/")
+        # As Request.process sets them, which does so again for the render.
+        request.prepath, request.postpath = [], [unquote_to_bytes(s) for s in segments]
+        resource = getChildForRequest(self.resource, request)
+        refuses = getattr(resource, "refuses_from_head", None)
+        return refuses is not None and bool(refuses(request, method))
 
     def close_connections(self, wait: float) -> Deferred[tuple[int, int]]:
         """Stop: close every open connection once its answer is written.
@@ -308,7 +233,9 @@ class AllocSite(Site):
         # count them, at the cost of a few dict operations.
         path = request.path
         if path not in COUNTED_PATHS:
-            path = USERS_PATH if path.startswith(b"/users/") else OTHER_PATH
+            path = routed_path(request)
+            if path not in COUNTED_PATHS:
+                path = USERS_PATH if path.startswith(b"/users/") else OTHER_PATH
         key = (path, request.code)
         counts = self.requests
         counts[key] = counts.get(key, 0) + 1
