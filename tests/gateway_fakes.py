@@ -26,7 +26,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply
+from mpush.cluster.gateway_connection import ConnectionLimits, GatewayProtocol, GatewayReply
 from mpush.cluster.gateways import REPLY_LIMIT_FLOOR, GatewayPool, GatewayPoolOptions
 from mpush.cluster.server_node import ServerNode
 from mpush.wire import (
@@ -78,8 +78,8 @@ class Conn:
         self.transport = StringTransport()
         if buffer_size is not None:
             self.transport.bufferSize = buffer_size  # as a TCP transport's (64 KiB)
-        self.proto = GatewayProtocol(ADDR, clock=self.clock, max_pending=max_pending,
-                                     max_reply_size=max_reply_size, **limits)
+        self.proto = GatewayProtocol(
+            ADDR, ConnectionLimits(max_reply_size, max_pending, **limits), clock=self.clock)
         self.proto.makeConnection(self.transport)
 
     def send(self, timeout: float = 3.0, user_id: str = "u1") -> Recorder:

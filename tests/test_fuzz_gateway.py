@@ -35,7 +35,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from mpush.cluster.gateway_connection import GatewayProtocol, GatewayReply
+from mpush.cluster.gateway_connection import ConnectionLimits, GatewayProtocol, GatewayReply
 from mpush.outcomes import GatewayOutcome
 from mpush.wire import (
     CMD_ERROR,
@@ -148,8 +148,7 @@ class Conn:
     def __init__(self, pending: int) -> None:
         self.clock = Clock()
         self.transport = StringTransport()
-        self.proto = GatewayProtocol(ADDR, clock=self.clock, max_reply_size=MAX_REPLY,
-                                     max_pending=10_000)
+        self.proto = GatewayProtocol(ADDR, ConnectionLimits(MAX_REPLY, 10_000), clock=self.clock)
         self.proto.makeConnection(self.transport)
         self.fired: dict[int, list[GatewayReply]] = {}
         self.failures: list[Failure] = []

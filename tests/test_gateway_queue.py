@@ -21,7 +21,11 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import LogEvent, LogLevel, formatEvent
 
-from mpush.cluster.gateway_connection import DEFAULT_MAX_QUEUED_BYTES, GatewayProtocol
+from mpush.cluster.gateway_connection import (
+    DEFAULT_MAX_QUEUED_BYTES,
+    ConnectionLimits,
+    GatewayProtocol,
+)
 from mpush.cluster.gateways import GatewayPool
 from mpush.outcomes import GatewayOutcome
 from mpush.wire import single_push_packet
@@ -140,13 +144,13 @@ def test_timeouts_in_a_row_without_a_frame_close_the_connection() -> None:
 
 
 @pytest.mark.parametrize(("kw", "text"), [
-    ({"max_queued_bytes": 0}, "limit must be > 0"),
-    ({"queue_stall_timeout": 0.0}, "stall_timeout must be > 0"),
+    ({"max_queued_bytes": 0}, "max_queued_bytes must be > 0"),
+    ({"queue_stall_timeout": 0.0}, "queue_stall_timeout must be > 0"),
     ({"max_unanswered": 0}, "max_unanswered must be at least 1"),
 ])
 def test_bad_limits_are_refused(kw: dict[str, Any], text: str) -> None:
     with pytest.raises(ValueError, match=text):
-        GatewayProtocol("a:1", clock=reactor, max_reply_size=1024, max_pending=1, **kw)
+        GatewayProtocol("a:1", ConnectionLimits(1024, 1, **kw), clock=reactor)
 
 
 # -- part 2: a pool and a gateway that never reads ---------------------------------

@@ -55,6 +55,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mpush.arguments import require_positive
 from mpush.cluster.write_queue import WriteQueue
 from mpush.config.keys import default
 from mpush.outcomes import GatewayOutcome, TimeoutCause
@@ -74,6 +75,7 @@ __all__ = [
     "DEFAULT_MAX_QUEUED_BYTES",
     "DEFAULT_MAX_UNANSWERED",
     "DEFAULT_QUEUE_STALL_TIMEOUT",
+    "ConnectionLimits",
     "GatewayProtocol",
     "GatewayReply",
     "check_timeout",
@@ -123,40 +125,55 @@ class _Pending:
         self.done = False
 
 
-class GatewayProtocol(Protocol):
-    """One connection to one gateway server: requests out, answers matched back.
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one gateway connection may hold; checked when built.
 
-    Usable alone (tests drive it with a ``StringTransport`` and a ``Clock``);
-    the pool passes ``on_made``/``on_lost`` to learn about its state.
     ``max_reply_size`` bounds a reply body (and so the receive buffer);
     ``max_pending`` the requests waiting at once; ``max_queued_bytes`` the
     bytes written and not yet read by the server; ``queue_stall_timeout``
     and ``max_unanswered`` say when it is broken (see the module docstring).
     """
 
+    max_reply_size: int
+    max_pending: int
+    max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
+    queue_stall_timeout: float = DEFAULT_QUEUE_STALL_TIMEOUT
+    max_unanswered: int = DEFAULT_MAX_UNANSWERED
+
+    def __post_init__(self) -> None:
+        for name in ("max_pending", "max_unanswered"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        require_positive(max_reply_size=self.max_reply_size,
+                         max_queued_bytes=self.max_queued_bytes,
+                         queue_stall_timeout=self.queue_stall_timeout)
+
+
+class GatewayProtocol(Protocol):
+    """One connection to one gateway server: requests out, answers matched back.
+
+    Usable alone (tests drive it with a ``StringTransport`` and a ``Clock``);
+    the pool passes ``on_made``/``on_lost`` to learn about its state.
+    ``limits`` says what it may hold (:class:`ConnectionLimits`).
+    """
+
     def __init__(
         self,
         address: str,
+        limits: ConnectionLimits,
         *,
         clock: IReactorTime,
-        max_reply_size: int,
-        max_pending: int,
-        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
-        queue_stall_timeout: float = DEFAULT_QUEUE_STALL_TIMEOUT,
-        max_unanswered: int = DEFAULT_MAX_UNANSWERED,
         on_made: Callable[[GatewayProtocol], object] | None = None,
         on_lost: Callable[[GatewayProtocol, Failure], object] | None = None,
     ) -> None:
-        for name, value in (("max_pending", max_pending), ("max_unanswered", max_unanswered)):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, not {value}")
         self.address = address
-        self.max_pending = max_pending
-        self.max_unanswered = max_unanswered
-        self._queue = WriteQueue(max_queued_bytes, stall_timeout=queue_stall_timeout,
+        self.limits = limits
+        self._queue = WriteQueue(limits.max_queued_bytes,
+                                 stall_timeout=limits.queue_stall_timeout,
                                  clock=clock, on_stall=self._queue_stalled)
         self._clock = clock
-        self._decoder = PacketDecoder(max_reply_size)
+        self._decoder = PacketDecoder(limits.max_reply_size)
         self._on_made = on_made
         self._on_lost = on_lost
         self._pending: dict[int, _Pending] = {}
@@ -200,7 +217,7 @@ class GatewayProtocol(Protocol):
 
     @property
     def has_capacity(self) -> bool:
-        return (self._usable and len(self._pending) < self.max_pending
+        return (self._usable and len(self._pending) < self.limits.max_pending
                 and not self._queue.full)
 
     # -- requests --------------------------------------------------------
@@ -216,7 +233,7 @@ class GatewayProtocol(Protocol):
         check_timeout(timeout)
         if not self._usable:
             return succeed(self._reply(GatewayOutcome.UNAVAILABLE, detail="not connected"))
-        if len(self._pending) >= self.max_pending:
+        if len(self._pending) >= self.limits.max_pending:
             return succeed(self._reply(GatewayOutcome.UNAVAILABLE,
                                        detail="pending limit reached"))
         if self._queue.full:
@@ -264,7 +281,7 @@ class GatewayProtocol(Protocol):
         self._finish(entry, self._reply(GatewayOutcome.TIMEOUT,
                                         detail=f"no answer within {timeout:g} s",
                                         cause=TimeoutCause.DEADLINE))
-        if self.unanswered >= self.max_unanswered:
+        if self.unanswered >= self.limits.max_unanswered:
             self._give_up(f"{self.unanswered} requests in a row got no answer")
 
     def _queue_stalled(self) -> None:

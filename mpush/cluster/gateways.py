@@ -47,6 +47,7 @@ from mpush.cluster.gateway_connection import (
     DEFAULT_MAX_QUEUED_BYTES,
     DEFAULT_MAX_UNANSWERED,
     DEFAULT_QUEUE_STALL_TIMEOUT,
+    ConnectionLimits,
     GatewayProtocol,
     GatewayReply,
     check_timeout,
@@ -201,11 +202,15 @@ class GatewayPoolOptions:
     def __post_init__(self) -> None:
         _at_least("connections_per_server", self.connections_per_server)
         _at_least("max_pending_per_connection", self.max_pending_per_connection)
-        _at_least("max_unanswered", self.max_unanswered)
-        require_positive(connect_timeout=self.connect_timeout,
-                         max_queued_bytes_per_connection=self.max_queued_bytes_per_connection,
-                         queue_stall_timeout=self.queue_stall_timeout)
+        require_positive(connect_timeout=self.connect_timeout)
         require_non_negative(removal_grace=self.removal_grace)
+        self.connection_limits()  # checks the connections' own figures
+
+    def connection_limits(self) -> ConnectionLimits:
+        """What each connection may hold."""
+        return ConnectionLimits(self.max_reply_size, self.max_pending_per_connection,
+                                self.max_queued_bytes_per_connection,
+                                self.queue_stall_timeout, self.max_unanswered)
 
     @property
     def max_reply_size(self) -> int:
@@ -223,6 +228,7 @@ class GatewayPool(Service):
     def __init__(self, view: ClusterView, *, options: GatewayPoolOptions | None = None,
                  reactor: Any = None) -> None:
         self.options = GatewayPoolOptions() if options is None else options
+        self._limits = self.options.connection_limits()
         self._view = view
         self._reactor = default_reactor(reactor)
         self._retry_policy = self.options.retry_policy or default_retry_policy()
@@ -383,15 +389,10 @@ class GatewayPool(Service):
         return server
 
     def _build_protocol(self, slot: _Slot) -> GatewayProtocol:
-        options = self.options
         return GatewayProtocol(
             slot.server.address,
+            self._limits,
             clock=self._reactor,
-            max_reply_size=options.max_reply_size,
-            max_pending=options.max_pending_per_connection,
-            max_queued_bytes=options.max_queued_bytes_per_connection,
-            queue_stall_timeout=options.queue_stall_timeout,
-            max_unanswered=options.max_unanswered,
             on_made=lambda p: self._made(slot, p),
             on_lost=lambda p, reason: self._lost(slot, p, reason),
         )

@@ -72,12 +72,7 @@ from mpush.wire import (
 )
 from mpush.wire import java_is_blank as _java_is_blank
 
-__all__ = [
-    "DEFAULT_BROADCAST_TIMEOUT",
-    "PushClient",
-    "PushRefused",
-    "PushResult",
-]
+__all__ = ["DEFAULT_BROADCAST_TIMEOUT", "PushClient", "PushRefused", "PushResult"]
 
 log = Logger(namespace="mpush.services.pusher")
 
