@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from mpush.config.keys import default
+from mpush.web.connection_limit import BUSY_ANSWER, ConnectionLimit
 
 DEFAULT_MAX_REQUEST_SIZE: int = default("mp.alloc.max-request-size")  # bytes
 DEFAULT_REQUEST_HEAD_TIMEOUT: float = default("mp.alloc.request-head-timeout")  # s
@@ -115,6 +116,11 @@ class TrackedChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         HTTPChannel.connectionMade(self)
+        limit = getattr(self.site, "connection_limit", None)
+        if limit is not None and not limit.admit(self):
+            self.transport.write(BUSY_ANSWER)
+            self.loseConnection()
+            return
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.add(self)
@@ -123,6 +129,9 @@ class TrackedChannel(HTTPChannel):
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.discard(self)
+        limit = getattr(self.site, "connection_limit", None)
+        if limit is not None:
+            limit.release(self)
         HTTPChannel.connectionLost(self, reason)
 
     def close_when_done(self) -> None:
@@ -177,10 +186,14 @@ class HeadDeadlineChannel(TrackedChannel):
         self._head_idle = True
         self._head_started = self._seconds()
         self._head_call = self.callLater(self._head_timeout, self._check_head)
+        if self.site.connection_limit is not None:
+            self.site.connection_limit.idle(self)  # nothing sent yet: the first to make room
 
     def dataReceived(self, data: bytes) -> None:
         if self._head_idle:  # the first byte of a head
             self._head_idle = False
+            if self.site.connection_limit is not None:
+                self.site.connection_limit.busy(self)
             if self._head_started is None:  # a keep-alive request: its clock starts now
                 self._head_started = self._seconds()
                 if self._head_call is None:
@@ -198,6 +211,8 @@ class HeadDeadlineChannel(TrackedChannel):
         # which must see that the next head is awaited.
         if self.persistent:
             self._head_idle = True
+            if self.site.connection_limit is not None:
+                self.site.connection_limit.idle(self)
         HTTPChannel.requestDone(self, request)
 
     def connectionLost(self, reason: Any) -> None:
@@ -247,7 +262,8 @@ class AllocSite(Site):
                  timeout: float = 60.0,
                  max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
                  request_head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT,
-                 reactor: IReactorTime | None = None) -> None:
+                 reactor: IReactorTime | None = None,
+                 connection_limit: ConnectionLimit | None = None) -> None:
         super().__init__(resource, logPath=access_log, timeout=timeout,
                          parsePOSTFormSubmission=False, reactor=reactor)
         self.noisy = False
@@ -261,6 +277,7 @@ class AllocSite(Site):
         # Called with the seconds from a GET /'s complete receipt to its answer.
         self.observe_root: Callable[[float], None] | None = None
         self.channels: set[TrackedChannel] = set()  # open HTTP connections
+        self.connection_limit = connection_limit  # None: no cap
 
     def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
         # Factory.buildProtocol calls self.protocol(); twisted.web's own
