@@ -72,6 +72,8 @@ class AllocSettings:
     max_users_per_push: int = default("mp.alloc.max-users-per-push")  # else 413
     max_inflight_pushes: int = default("mp.alloc.max-inflight-pushes")  # else 503
     request_head_timeout: float = default("mp.alloc.request-head-timeout")  # s
+    max_connections: int | None = default("mp.alloc.max-connections")  # HTTP; None: derived
+    listen_backlog: int = default("mp.alloc.listen-backlog")  # listen() backlog
     max_pending_per_gateway: int = default("mp.alloc.max-pending-per-gateway")  # per connection
     max_queued_bytes_per_gateway: int = default("mp.alloc.max-queued-bytes-per-gateway")  # bytes
     push_token: str | None = default("mp.alloc.push-token")  # Bearer token for /push
