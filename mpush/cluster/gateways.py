@@ -24,6 +24,10 @@ Decisions (see also docs/mpush-peer.md):
   minute at most per server (a gateway that never reads would otherwise
   write a line per cycle), at debug otherwise; its reason becomes the
   server's ``last_error``.
+* Descriptor budget (``max_connections``, the daemon's share of the
+  open-file limit): a server gets the connections that still fit, maybe
+  none; the shortfall is said once (and again only after it was made up),
+  and servers short of connections get them as others close.
 """
 
 from __future__ import annotations
@@ -198,11 +202,14 @@ class GatewayPoolOptions:
     max_unanswered: int = DEFAULT_MAX_UNANSWERED  # timeouts in a row, no frame between
     retry_policy: Callable[[int], float] | None = None
     removal_grace: float = DEFAULT_REMOVAL_GRACE  # s, connections outliving their node
+    max_connections: int | None = None  # all servers together; None: no budget
 
     def __post_init__(self) -> None:
         _at_least("connections_per_server", self.connections_per_server)
         _at_least("max_pending_per_connection", self.max_pending_per_connection)
         require_positive(connect_timeout=self.connect_timeout)
+        if self.max_connections is not None:
+            _at_least("max_connections", self.max_connections)
         require_non_negative(removal_grace=self.removal_grace)
         self.connection_limits()  # checks the connections' own figures
 
@@ -235,6 +242,8 @@ class GatewayPool(Service):
         self._servers: dict[str, _Server] = {}
         self._node_address: dict[str, str] = {}  # ZooKeeper node name -> address
         self._closing: set[Deferred[Any]] = set()  # stops of removed servers' services
+        self._slots = 0  # connections configured, all servers
+        self._short = False  # the budget left a server short (said once)
 
     # -- public ------------------------------------------------------------
 
@@ -374,19 +383,45 @@ class GatewayPool(Service):
     def _open_server(self, address: str, host: str, port: int) -> _Server:
         server = _Server(address, host, port)
         self._servers[address] = server
-        count = self.options.connections_per_server
+        count = self._add_slots(server)
         log.info("gateway server {gateway}: opening {n} connection(s)", gateway=address, n=count)
-        for index in range(count):
-            slot = _Slot(server, index)
+        return server
+
+    def _add_slots(self, server: _Server) -> int:
+        """Opens the connections ``server`` lacks, as far as the budget goes; how many."""
+        wanted = self.options.connections_per_server - len(server.slots)
+        budget = self.options.max_connections
+        count = wanted if budget is None else max(min(wanted, budget - self._slots), 0)
+        if count < wanted and not self._short:
+            self._short = True
+            log.warn("gateway connections: the budget of {budget} (from the open-file limit)"
+                     " is used up; gateway server {gateway} gets {n} of {per_server}, and"
+                     " servers short of connections get them as others close",
+                     budget=budget, gateway=server.address, n=len(server.slots) + count,
+                     per_server=self.options.connections_per_server)
+        for _ in range(count):
+            slot = _Slot(server, len(server.slots))
             server.slots.append(slot)
             endpoint = ReportingEndpoint(
-                tcp_endpoint(self._reactor, host, port, self.options.connect_timeout), address,
-                lambda f, slot=slot: self._attempt_failed(slot, f))
+                tcp_endpoint(self._reactor, server.host, server.port,
+                             self.options.connect_timeout),
+                server.address, lambda f, slot=slot: self._attempt_failed(slot, f))
             factory = _SlotFactory(lambda slot=slot: self._build_protocol(slot))
             slot.service = QuietClientService(
                 endpoint, factory, retryPolicy=self._retry_policy, clock=self._reactor)
             slot.service.startService()
-        return server
+        self._slots += count
+        return count
+
+    def _fill_short_servers(self) -> None:
+        """Gives the budget freed by a closed server to servers short of connections."""
+        per_server = self.options.connections_per_server
+        for server in list(self._servers.values()):
+            if len(server.slots) < per_server:
+                self._add_slots(server)
+                if len(server.slots) < per_server:
+                    return  # still short: the warning stays said
+        self._short = False
 
     def _build_protocol(self, slot: _Slot) -> GatewayProtocol:
         return GatewayProtocol(
@@ -468,6 +503,7 @@ class GatewayPool(Service):
             del self._servers[server.address]
         log.info("gateway server {gateway}: closing its connections ({why})",
                  gateway=server.address, why=why)
+        self._slots -= len(server.slots)
         for slot in server.slots:
             if slot.service is not None:
                 # Stop first (no reconnect), then abort: a graceful close could
@@ -477,3 +513,5 @@ class GatewayPool(Service):
                 d.addBoth(lambda r, d=d: self._closing.discard(d) or r)
             if slot.protocol is not None:
                 slot.protocol.close(why)
+        if self._short and self.running:
+            self._fill_short_servers()

@@ -74,6 +74,8 @@ class AllocSettings:
     request_head_timeout: float = default("mp.alloc.request-head-timeout")  # s
     request_body_timeout: float = default("mp.alloc.request-body-timeout")  # s, after the head
     client_stall_timeout: float = default("mp.alloc.client-stall-timeout")  # s, answers unread
+    max_connections: int | None = default("mp.alloc.max-connections")  # HTTP; None: derived
+    listen_backlog: int = default("mp.alloc.listen-backlog")  # listen() backlog
     max_pending_per_gateway: int = default("mp.alloc.max-pending-per-gateway")  # per connection
     max_queued_bytes_per_gateway: int = default("mp.alloc.max-queued-bytes-per-gateway")  # bytes
     push_token: str | None = default("mp.alloc.push-token")  # Bearer token for /push

@@ -22,8 +22,13 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from mpush.config.keys import default
 from mpush.daemon import tls
 from mpush.reactor import default_reactor
+
+#: A reconnect storm of mobile clients is this server's normal case: 1024
+#: queued connections, where Twisted's 50 made clients wait for a SYN resend.
+DEFAULT_BACKLOG: int = default("mp.alloc.listen-backlog")
 
 
 @dataclass(frozen=True)
@@ -46,18 +51,21 @@ class WebService(Service):
     port first on shutdown.
 
     ``tls``: serve ``https`` with these options; None: plain ``http``.
-    ``listening`` is the port while it accepts, None otherwise.
+    ``listening`` is the port while it accepts, None otherwise. ``backlog``:
+    the ``listen()`` queue (the kernel caps it at ``net.core.somaxconn``).
     """
 
     log = Logger()
 
     def __init__(self, site: Site, port: int, interface: str = "0.0.0.0",
-                 tls: TlsOptions | None = None, reactor: Any = None) -> None:
+                 tls: TlsOptions | None = None, reactor: Any = None,
+                 backlog: int = DEFAULT_BACKLOG) -> None:
         self._reactor = default_reactor(reactor)
         self.site = site
         self.port = port
         self.interface = interface
         self.tls = tls
+        self.backlog = backlog
         self.listening: IListeningPort | None = None  # once accepting
         self._bound: Any = None  # the twisted.internet.tcp.Port, bound and listening
 
@@ -98,9 +106,10 @@ class WebService(Service):
     def _listen(self) -> Any:
         try:
             if self.tls is None:
-                return self._reactor.listenTCP(self.port, self.site, interface=self.interface)
+                return self._reactor.listenTCP(self.port, self.site, backlog=self.backlog,
+                                               interface=self.interface)
             return self._reactor.listenSSL(self.port, self.site, self._tls_options(),
-                                           interface=self.interface)
+                                           backlog=self.backlog, interface=self.interface)
         except CannotListenError as e:
             host = f"[{self.interface}]" if ":" in self.interface else self.interface
             reason = getattr(e.socketError, "strerror", None) or e.socketError

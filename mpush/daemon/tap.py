@@ -232,7 +232,8 @@ def make_redis(settings: Settings, reactor: Any = None) -> RedisService:
     return cache
 
 
-def make_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None) -> GatewayPool:
+def make_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None,
+                  max_connections: int | None = None) -> GatewayPool:
     from mpush.cluster.gateways import GatewayPool, GatewayPoolOptions
 
     alloc = settings.alloc
@@ -241,7 +242,8 @@ def make_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None) -> Gat
                                  max_packet_size=settings.max_packet_size,
                                  max_pending_per_connection=alloc.max_pending_per_gateway,
                                  max_queued_bytes_per_connection=(
-                                     alloc.max_queued_bytes_per_gateway))
+                                     alloc.max_queued_bytes_per_gateway),
+                                 max_connections=max_connections)
     gateways = GatewayPool(zk, options=options, reactor=reactor)
     gateways.setName("gateways")
     return gateways
@@ -278,11 +280,14 @@ class Web:
 
 
 def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, status: Status,
-             reactor: Any = None) -> Web:
+             reactor: Any = None, max_connections: int | None = None) -> Web:
+    """``max_connections``: the cap on open HTTP connections, shared with the admin port."""
+    from mpush.daemon.fd_limits import effective_backlog
     from mpush.daemon.listener import TlsOptions, WebService
     from mpush.services.user_routes import UserRouteReader
     from mpush.web.cluster import ClusterResource
     from mpush.web.config import ConfigResource
+    from mpush.web.connection_limit import ConnectionLimit
     from mpush.web.health import HealthResource
     from mpush.web.openapi import OpenApiResource
     from mpush.web.page import PageResource
@@ -310,12 +315,14 @@ def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, stat
     redis_wait = settings.redis.connect_timeout + settings.redis.reply_timeout
     routes = UserRouteReader(status.redis, status.zk, timeout=redis_wait, reactor=reactor)
     root.putChild(b"users", UsersResource(routes, access, max_user_id=settings.max_packet_size))
-    site = AllocSite(root, access_log=alloc.access_log, **_site_limits(alloc), reactor=reactor)
+    site = AllocSite(root, access_log=alloc.access_log, **_site_limits(alloc), reactor=reactor,
+                     connection_limit=(None if max_connections is None
+                                       else ConnectionLimit(max_connections)))
     tls = None
     if settings.protocol == "https":
         tls = TlsOptions(alloc.tls_cert, alloc.tls_key, alloc.data_dir)
     listener = WebService(site, settings.port, interface=alloc.interface, tls=tls,
-                          reactor=reactor)
+                          reactor=reactor, backlog=effective_backlog(alloc.listen_backlog))
     listener.setName("web")
     return Web(root, push, site, listener)
 
@@ -348,7 +355,8 @@ def make_metrics(settings: Settings, status: Status, web: Web, pusher: PushClien
     # Its own port, plain http, /metrics only (the main port then has none).
     admin = AdminRoot()
     admin.putChild(b"metrics", resource)
-    admin_site = AllocSite(admin, **_site_limits(alloc), reactor=reactor)
+    admin_site = AllocSite(admin, **_site_limits(alloc), reactor=reactor,
+                           connection_limit=web.site.connection_limit)
     listener = WebService(admin_site, alloc.admin_port, interface=alloc.interface,
                           reactor=reactor)
     listener.setName("admin")
@@ -380,6 +388,7 @@ def make_drain(settings: Settings, web: Web, pusher: PushClient, reactor: Any = 
 def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     from mpush.balance import BalancePolicy
     from mpush.cluster.kazoo_logs import bridge_stdlib_logging
+    from mpush.daemon.fd_limits import fd_budget, raise_open_file_limit
     from mpush.daemon.logs import apply_log_config
     from mpush.services.status import Status
 
@@ -387,6 +396,9 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     bridge_stdlib_logging()
     # mp.log-level and the repeat limit for twistd's log; unknown mp.alloc keys.
     limits = apply_log_config(settings)
+    # Before anything opens: the connections of each kind share out the limit.
+    fds = fd_budget(raise_open_file_limit(), settings.alloc.max_connections,
+                    settings.gateway_client_num)
     root = AllocDaemon(reactor)
     root.twistd = options.parent
     make_log_flush(limits, reactor).setServiceParent(root)
@@ -394,7 +406,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     zk.setServiceParent(root)
     cache = make_redis(settings, reactor)
     cache.setServiceParent(root)
-    gateways = make_gateways(settings, zk, reactor)
+    gateways = make_gateways(settings, zk, reactor, max_connections=fds.gateways)
     gateways.setServiceParent(root)
     pusher = make_pusher(settings, gateways, cache, reactor)
     policy = BalancePolicy()
@@ -402,7 +414,7 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     refresher.setServiceParent(root)
     # The refresher stamps last_success with this reactor's clock.
     status = Status(zk, cache, gateways, refresher, policy, clock=reactor)
-    web = make_web(settings, policy, pusher, status, reactor)
+    web = make_web(settings, policy, pusher, status, reactor, max_connections=fds.http)
     web.listener.setServiceParent(root)
     admin = make_metrics(settings, status, web, pusher, refresher, reactor)
     if admin is not None:

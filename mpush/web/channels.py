@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
+from mpush.web.connection_limit import BUSY_ANSWER
 from mpush.web.paced import PacedChannel
 from mpush.web.raw_answers import raw_error
 
@@ -29,6 +30,11 @@ class TrackedChannel(PacedChannel):
 
     def connectionMade(self) -> None:
         PacedChannel.connectionMade(self)
+        limit = getattr(self.site, "connection_limit", None)
+        if limit is not None and not limit.admit(self):
+            self.transport.write(BUSY_ANSWER)
+            self.loseConnection()
+            return
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.add(self)
@@ -37,6 +43,9 @@ class TrackedChannel(PacedChannel):
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.discard(self)
+        limit = getattr(self.site, "connection_limit", None)
+        if limit is not None:
+            limit.release(self)
         PacedChannel.connectionLost(self, reason)
 
     def close_when_done(self) -> None:
@@ -97,12 +106,14 @@ class RequestDeadlineChannel(TrackedChannel):
         self._head_idle = True
         self._head_started = self._seconds()
         self._deadline_call = self.callLater(self._head_timeout, self._check_deadline)
+        self._set_idle(True)  # nothing sent yet: the first to make room
 
     def dataReceived(self, data: bytes) -> None:
         # While the connection is held (paced), what comes is not read yet:
         # its head's time starts when it is.
         if self._head_idle and not self.paused:  # the first byte of a head
             self._head_idle = False
+            self._set_idle(False)
             if self._head_started is None:  # a keep-alive request: its clock starts now
                 self._head_started = now = self._seconds()
                 self._arm(now, self._head_timeout)
@@ -130,11 +141,13 @@ class RequestDeadlineChannel(TrackedChannel):
         # which must see that the next head is awaited.
         if self.persistent:
             self._head_idle = True
+            self._set_idle(True)
         TrackedChannel.requestDone(self, request)
         if self._head_idle and self._buffer and not self.paused:
             # The next head came with this request's bytes (pipelined) and
             # is parsed now, without a dataReceived: its time starts now.
             self._head_idle = False
+            self._set_idle(False)
             self._head_started = now = self._seconds()
             self._arm(now, self._head_timeout)
 
@@ -145,6 +158,12 @@ class RequestDeadlineChannel(TrackedChannel):
         if call is not None:
             call.cancel()  # else the reactor would keep the channel for up to a timeout
         TrackedChannel.connectionLost(self, reason)
+
+    def _set_idle(self, idle: bool) -> None:
+        """Tell the connection cap whether this connection may be closed to make room."""
+        limit = self.site.connection_limit
+        if limit is not None:
+            (limit.idle if idle else limit.busy)(self)
 
     def _arm(self, now: float, timeout: float) -> None:
         """Have a check run by ``now + timeout``: the one pending, or a new one."""

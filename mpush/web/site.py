@@ -16,6 +16,7 @@ from twisted.web.server import Request, Site
 
 from mpush.config.keys import default
 from mpush.web.channels import RequestDeadlineChannel, TrackedChannel
+from mpush.web.connection_limit import ConnectionLimit
 from mpush.web.errors import json_error
 
 DEFAULT_MAX_REQUEST_SIZE: int = default("mp.alloc.max-request-size")  # bytes
@@ -152,7 +153,8 @@ class AllocSite(Site):
                  request_head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT,
                  request_body_timeout: float | None = DEFAULT_REQUEST_BODY_TIMEOUT,
                  client_stall_timeout: float | None = DEFAULT_CLIENT_STALL_TIMEOUT,
-                 reactor: IReactorTime | None = None) -> None:
+                 reactor: IReactorTime | None = None,
+                 connection_limit: ConnectionLimit | None = None) -> None:
         super().__init__(resource, logPath=access_log, timeout=timeout,
                          parsePOSTFormSubmission=False, reactor=reactor)
         self.noisy = False
@@ -170,6 +172,7 @@ class AllocSite(Site):
         # Called with the seconds from a GET /'s complete receipt to its answer.
         self.observe_root: Callable[[float], None] | None = None
         self.channels: set[TrackedChannel] = set()  # open HTTP connections
+        self.connection_limit = connection_limit  # None: no cap
 
     def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
         # Factory.buildProtocol calls self.protocol(); twisted.web's own

@@ -93,12 +93,14 @@ class Daemon:
     """``twistd [-n] mpush-alloc --config FILE`` with a pidfile and a log file."""
 
     def __init__(self, workdir: Path, config: Path, *, port: int, foreground: bool = True,
-                 protocol: str = "http") -> None:
+                 protocol: str = "http", open_files: tuple[int, int] | None = None) -> None:
+        """``open_files``: the (soft, hard) RLIMIT_NOFILE twistd starts with (else ours)."""
         self.workdir = workdir
         self.config = config
         self.port = port
         self.protocol = protocol
         self.foreground = foreground
+        self.open_files = open_files
         self.pidfile = workdir / "twistd.pid"
         self.logfile = workdir / "twistd.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -113,6 +115,9 @@ class Daemon:
             args.append("-n")
         args += ["--pidfile", str(self.pidfile), "--logfile", str(self.logfile),
                  "mpush-alloc", "--config", str(self.config)]
+        if self.open_files is not None:
+            # As systemd's LimitNOFILE would; prlimit execs twistd (same pid).
+            args = ["prlimit", "--nofile={}:{}".format(*self.open_files), "--", *args]
         self.process = subprocess.Popen(args, cwd=self.workdir, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if not self.foreground:
