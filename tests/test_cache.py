@@ -44,6 +44,7 @@ def redis_settings(
     nodes: Any,
     password: str | None = None,
     sentinel_master: str | None = None,
+    reply_timeout: float = REPLY_TIMEOUT,
 ) -> Any:
     kwargs = dict(
         mode=mode,
@@ -51,7 +52,7 @@ def redis_settings(
         password=password,
         sentinel_master=sentinel_master,
         connect_timeout=CONNECT_TIMEOUT,
-        reply_timeout=REPLY_TIMEOUT,
+        reply_timeout=reply_timeout,
     )
     try:
         from mpush.config import RedisSettings
@@ -69,8 +70,9 @@ async def make_service() -> Any:
 
     def make(mode: str, nodes: Any, password: str | None = None, **kw: Any) -> RedisService:
         sentinel_master = kw.pop("sentinel_master", None)
+        reply_timeout = kw.pop("reply_timeout", REPLY_TIMEOUT)
         service = RedisService(
-            redis_settings(mode, nodes, password, sentinel_master),
+            redis_settings(mode, nodes, password, sentinel_master, reply_timeout),
             probe_interval=kw.pop("probe_interval", 0.5),
         )
         d = service.startService()
@@ -223,7 +225,10 @@ async def test_online_counts_are_pipelined(redis_server: RedisServer, make_servi
                 if n
             ]
         )
-    service = make_service("single", [redis_server.address], probe_interval=60)
+    # Round trips are counted here, not time: the short reply timeout of the
+    # failure tests (0.5 s) once ran out on a loaded machine.
+    service = make_service("single", [redis_server.address], probe_interval=60,
+                           reply_timeout=10.0)
     await service.execute("PING")  # connected
 
     # The metric counts round trips: one read event per awaited command ...
