@@ -20,6 +20,7 @@ from twisted.internet.testing import StringTransport
 from mpush.balance import BalancePolicy, Candidate
 from mpush.config import ConfigError, load_settings
 from mpush.daemon.metrics import Metrics, StateCollector
+from mpush.interfaces import OnlineCounts
 from mpush.services.refresher import Refresher, RefreshSchedule
 from mpush.services.status import Status
 from mpush.web.metrics import MetricsResource
@@ -254,10 +255,10 @@ class View:
 class Cache:
     broken: bool = False
 
-    def online_counts(self, ips: Iterable[str]) -> Deferred[dict[str, int]]:
+    def read_online_counts(self, ips: Iterable[str]) -> Deferred[OnlineCounts]:
         if self.broken:
             return fail(ConnectionError("redis down"))
-        return succeed(dict.fromkeys(ips, 1))
+        return succeed(OnlineCounts(dict.fromkeys(ips, 1), {}))
 
 
 def test_refresh_duration_and_failures_are_recorded() -> None:

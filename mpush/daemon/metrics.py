@@ -133,6 +133,9 @@ class StateCollector:
                        refresh.failures)
         yield _gauge("servers_stale", "1 while serving a list ZooKeeper no longer shows",
                      1 if refresh.stale else 0)
+        yield _gauge("unreadable_count_keys", "Online count keys (mp:oul:<ip>) the last refresh"
+                     " could not read (a wrong type); their servers keep their last count",
+                     refresh.unreadable_keys)
 
     def _push(self, push: Admission) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(PREFIX + "push_outcomes",
