@@ -186,7 +186,7 @@ class BalancePolicy:
         self._groups = groups
         self._ips = tuple(sorted(groups))
         self._split_counts(self._ip_counts.keys())
-        self._resort()
+        self._resort(by_address.values())
 
     def begin_refresh(self) -> RefreshToken:
         self._seq += 1
@@ -206,47 +206,72 @@ class BalancePolicy:
         if token.seq != self._seq:
             return False
         self._seq += 1  # a token applies once
+        moved: dict[_Server, tuple[float, str]] = {}  # server -> its key before
         for address, n in token.handouts.items():
             s = self._by_address.get(address)
             if s is not None and s.ip not in unreadable:
                 # min(): the server may have been removed and re-added since
                 # the snapshot, starting again from 0.
                 taken = min(n, s.handed)
-                s.handed -= taken
-                s.given += taken
+                if taken:
+                    moved.setdefault(s, s.key())
+                    s.handed -= taken
+                    s.given += taken
         fresh = [ip for ip in token.ips if ip not in unreadable] if unreadable else token.ips
         ip_counts = self._ip_counts
         for ip in fresh:
             n = counts.get(ip, 0)
             ip_counts[ip] = n if type(n) is int and n >= 0 else _count(n)
-        # Forget IPs no server uses any more, so the dict stays bounded.
-        groups = self._groups
-        for ip in [ip for ip in ip_counts if ip not in groups]:
-            del ip_counts[ip]
-        self._split_counts(fresh)
-        self._resort()
+        if len(ip_counts) > len(self._groups):
+            # Forget IPs no server uses any more, so the dict stays bounded.
+            for ip in [ip for ip in ip_counts if ip not in self._groups]:
+                del ip_counts[ip]
+        self._split_counts(fresh, moved)
+        self._reorder(moved)
         return True
 
-    def _split_counts(self, ips: Iterable[str]) -> None:
+    def _split_counts(self, ips: Iterable[str],
+                      moved: dict[_Server, tuple[float, str]] | None = None) -> None:
         # mp:oul is keyed by IP only: servers sharing an IP share one count.
         # Split it in proportion to weight, i.e. assume the group is already
         # balanced the way we balance; handouts then spread inside the group.
+        # A server whose share changes is noted in ``moved`` with its old key.
         groups, ip_counts = self._groups, self._ip_counts
         for ip in ips:
             group = groups.get(ip)
             total = ip_counts.get(ip)
-            if not group or total is None:
+            if group is None or total is None:
                 continue
-            if len(group) == 1:
-                group[0].online = float(total)
-                continue
-            wsum = sum(s.weight for s in group)
+            wsum = group[0].weight if len(group) == 1 else sum(s.weight for s in group)
             for s in group:
-                s.online = total * s.weight / wsum
+                share = total * s.weight / wsum
+                if s.online != share:
+                    if moved is not None:
+                        moved.setdefault(s, s.key())
+                    s.online = share
 
-    def _resort(self) -> None:
+    def _reorder(self, moved: Mapping[_Server, tuple[float, str]]) -> None:
+        """Put back in order the servers whose key changed (their old keys given):
+        in a steady cluster few do, and moving them is cheaper than sorting all."""
+        keys, order = self._keys, self._order
+        if len(moved) * 8 > len(order):
+            self._resort(order)  # nearly sorted already: close to linear
+            return
+        for old in moved.values():
+            i = bisect_left(keys, old)  # keys are unique: the server itself
+            del keys[i], order[i]
+        for s in moved:
+            key = s.key()
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
+            order.insert(i, s)
+        if moved:
+            self._body = None
+
+    def _resort(self, servers: Iterable[_Server]) -> None:
         # Addresses are unique, so the sort never compares two servers.
-        pairs = sorted([(s.key(), s) for s in self._by_address.values()])
+        pairs = [(s.key(), s) for s in servers]
+        pairs.sort()
         self._order = [s for _, s in pairs]
         self._keys = [k for k, _ in pairs]
         self._body = None
@@ -288,11 +313,15 @@ class BalancePolicy:
     def servers(self) -> tuple[Candidate, ...]:
         return tuple(s.candidate for s in self._order)
 
-    def describe(self) -> list[ServerStatus]:
+    def describe(self, limit: int | None = None) -> list[ServerStatus]:
+        """Every server (or the first ``limit``) in ``GET /`` order."""
+        order, keys = self._order, self._keys
+        if limit is not None:
+            order, keys = order[:limit], keys[:limit]
         return [
             ServerStatus(s.address, s.ip, s.weight, s.online, s.handed, k[0],
                          s.given + s.handed)
-            for s, k in zip(self._order, self._keys, strict=True)
+            for s, k in zip(order, keys, strict=True)
         ]
 
 

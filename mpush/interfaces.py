@@ -206,7 +206,7 @@ class Policy(Protocol):
 class LoadReporter(Protocol):
     """A policy telling each server's load, for the status; is ``balance.BalancePolicy``."""
 
-    def describe(self) -> Sequence[ServerStatus]: ...
+    def describe(self, limit: int | None = None) -> Sequence[ServerStatus]: ...
 
 
 class RefreshReport(Protocol):

@@ -1,7 +1,8 @@
 """Online counts at scale and with bad keys: read in pipelined batches, the
 reactor free between two, and a key of the wrong type costing only its own
 server's count. Real Redis (single and cluster) for the reads; the
-refresher's batching on fakes and a ``task.Clock``."""
+refresher's batching on fakes and a ``task.Clock``; the per-server series
+of ``/metrics`` bounded whatever the number of servers."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from twisted.logger import formatEvent
 from mpush.balance import BalancePolicy, Candidate
 from mpush.cluster.redis import RedisUnavailable
 from mpush.cluster.redis_cluster import key_slot
-from mpush.daemon.metrics import Metrics
+from mpush.daemon.metrics import Metrics, StateCollector
+from mpush.daemon.server_series import SERVER_SERIES_LIMIT
 from mpush.interfaces import OnlineCounts
 from mpush.services.refresher import Refresher, RefreshSchedule
+from mpush.services.status import Status
 from tests.fakes import Cache, Node, View
 from tests.fixtures_redis import BOUND
 from tests.harness.redis import RedisCluster, RedisServer, parse_info
 from tests.test_cache import SLACK, failure_of
-from tests.test_metrics import scrape
+from tests.test_metrics import labelled, scrape
 
 BAD = "10.7.0.2"
 
@@ -224,3 +227,51 @@ def test_a_server_whose_count_is_unreadable_keeps_its_count_and_handouts() -> No
     policy.apply_counts(token, {"10.5.0.2": 1}, unreadable={"10.5.0.1"})
     rows = {s.ip: (s.online, s.handed) for s in policy.describe()}
     assert rows == {"10.5.0.1": (4, 3), "10.5.0.2": (1, 0)}
+
+
+# ------------------------------------------------------------ /metrics and the view, at scale
+
+
+def test_per_server_series_are_bounded_to_the_head_of_the_list() -> None:
+    policy = BalancePolicy()
+    ips = [f"10.4.{i // 250}.{i % 250}" for i in range(SERVER_SERIES_LIMIT + 500)]
+    policy.set_servers([Candidate(f"{ip}:3000", ip) for ip in ips])
+    policy.apply_counts(policy.begin_refresh(), {ip: i for i, ip in enumerate(ips)})
+    found = scrape(Metrics(StateCollector(Status(policy=policy))))
+    for name in ("mpush_alloc_allocations_total", "mpush_alloc_server_online"):
+        series = labelled(found, name, "server")
+        # The least loaded first: the servers GET / hands out now.
+        assert set(series) == {f"{ip}:3000" for ip in ips[:SERVER_SERIES_LIMIT]}
+    assert labelled(found, "mpush_alloc_server_online", "server")["10.4.0.7:3000"] == 7
+    assert found[("mpush_alloc_server_series_omitted", ())] == 500
+    assert found[("mpush_alloc_servers", ())] == SERVER_SERIES_LIMIT + 500
+
+
+class CountingPolicy(BalancePolicy):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set_servers(self, candidates: Any) -> None:
+        self.sets += 1
+        super().set_servers(candidates)
+
+
+def test_an_unchanged_view_is_not_given_to_the_policy_again() -> None:
+    clock = Clock()
+    nodes = [Node(f"n{i}", f"10.3.0.{i}") for i in range(1, 4)]
+    view = View(*nodes)
+    policy = CountingPolicy()
+    refresher = Refresher(policy, view, Cache(missing=0),
+                          schedule=RefreshSchedule(interval=1), reactor=clock)
+    refresher.startService()
+    try:
+        clock.advance(1)
+        clock.advance(1)
+        assert policy.sets == 1 and refresher.refreshes == 3
+        view.nodes["n9"] = Node("n9", "10.3.0.9")  # a change, even without an event
+        clock.advance(1)
+        assert policy.sets == 2
+        assert {c.ip for c in policy.servers} == {"10.3.0.1", "10.3.0.2", "10.3.0.3", "10.3.0.9"}
+    finally:
+        refresher.stopService()

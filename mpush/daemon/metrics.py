@@ -20,7 +20,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mpush.interfaces import Admission, HttpSite
+from mpush.daemon.server_series import SERVER_SERIES_LIMIT, ServerSeries
+from mpush.interfaces import Admission, HttpSite, LoadReporter
 from mpush.services.status import (
     AllocationStatus,
     GatewaysStatus,
@@ -73,9 +74,11 @@ class StateCollector:
         self.status = Status() if status is None else status
         self.site = site
         self.push = push
+        self._series = ServerSeries()
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.status.snapshot()
+        # No rows: the per-server series are written by server_series().
+        snap = self.status.snapshot(rows=False)
         # In the order of the exposition; a part that is None is not there.
         parts: tuple[tuple[Any, Callable[[Any], Iterator[Metric]]], ...] = (
             (self.site, self._site),
@@ -112,20 +115,16 @@ class StateCollector:
 
     def _allocation(self, allocation: AllocationStatus) -> Iterator[Metric]:
         yield _gauge("servers", "Connection servers in the allocation list", allocation.servers)
-        if not allocation.rows:
-            return  # no per-server load to show (none, or not the daemon's policy)
-        allocations = CounterMetricFamily(
-            PREFIX + "allocations",
-            "GET / answers that listed this server first, since it joined the list",
-            labels=["server"])
-        online = GaugeMetricFamily(PREFIX + "server_online",
-                                   "Online users of this server at the last refresh (its"
-                                   " share of its IP's count)", labels=["server"])
-        for s in allocation.rows:
-            allocations.add_metric([s.address], s.allocated)
-            online.add_metric([s.address], s.online)
-        yield allocations
-        yield online
+        yield _gauge("server_series_omitted", "Servers of the list without per-server series"
+                     f" (beyond the first {SERVER_SERIES_LIMIT:,} of the GET / order)",
+                     max(0, allocation.servers - SERVER_SERIES_LIMIT))
+
+    def server_series(self) -> bytes:
+        """The per-server families, as text (see :mod:`mpush.daemon.server_series`)."""
+        policy = self.status.policy
+        if not isinstance(policy, LoadReporter):
+            return b""  # no per-server load to show (none, or not the daemon's policy)
+        return self._series.render(policy.describe(SERVER_SERIES_LIMIT))
 
     def _refresh(self, refresh: RefreshStatus) -> Iterator[Metric]:
         yield _counter("refreshes", "Refreshes of the allocation list done", refresh.refreshes)
@@ -242,4 +241,4 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text (format 0.0.4)."""
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + self.collector.server_series()

@@ -9,7 +9,7 @@ node (never from servers to none) and flags itself ``stale``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,11 @@ class RefreshSchedule:
         return self.interval if self.timeout is None else self.timeout
 
 
+def _same(a: list[Candidate], b: list[Candidate]) -> bool:
+    """The same candidates, in the same order (by identity: cheap)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 def _candidate(node: ServerNodeInfo) -> Candidate:
     """A node as served to clients. The view holds only servable nodes: an IPv4
     address or host name, a port of 1-65535 (``ServerNode.parse`` checks them)."""
@@ -129,6 +134,10 @@ class Refresher(Service):
         self._again = False
         self._inflight: Deferred[Any] | None = None  # the count fetch, for cancelling
         self._waiters: list[Deferred[None]] = []
+        # Node name -> (the node, its candidate): a node object the view still
+        # holds is not read again, so an unchanged view costs no new objects.
+        self._made: dict[str, tuple[ServerNodeInfo, Candidate]] = {}
+        self._served: list[Candidate] = []  # the last list given to the policy
 
     # -- lifecycle ------------------------------------------------------
 
@@ -220,8 +229,7 @@ class Refresher(Service):
 
     def _refresh_once(self) -> Deferred[None] | None:
         nodes = self._view.connection_servers()
-        # Sorted by node name: a stable order for equal loads.
-        candidates = [_candidate(nodes[name]) for name in sorted(nodes)]
+        candidates = self._candidates(nodes)
         if candidates:
             if self.stale:
                 self.stale = False
@@ -229,7 +237,9 @@ class Refresher(Service):
                     "connection servers are back in ZooKeeper ({n}); list fresh again",
                     n=len(candidates),
                 )
-            self.policy.set_servers(candidates)
+            if not _same(candidates, self._served):
+                self.policy.set_servers(candidates)
+                self._served = candidates
         elif self.policy.servers:
             # The Java alloc never goes from servers to none: a client keeps
             # trying the last list, which is better than "no server".
@@ -252,6 +262,18 @@ class Refresher(Service):
         self._inflight = d
         d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token,))
         return d
+
+    def _candidates(self, nodes: Mapping[str, ServerNodeInfo]) -> list[Candidate]:
+        made, self._made = self._made, {}
+        out: list[Candidate] = []
+        for name in sorted(nodes):  # a stable order for equal loads
+            node = nodes[name]
+            entry = made.get(name)
+            if entry is None or entry[0] is not node:
+                entry = (node, _candidate(node))
+            self._made[name] = entry  # the same tuple again: nothing new to collect
+            out.append(entry[1])
+        return out
 
     async def _read_counts(self, ips: tuple[str, ...]) -> OnlineCounts:
         """The counts of ``ips``, one Redis round trip per batch, the
