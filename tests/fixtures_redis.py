@@ -9,11 +9,13 @@
 * ``redis_sentinel``: a fresh master (with a password) plus a sentinel
   (without one) per test; the master is ``redis_sentinel.master``.
 * ``make_service``: started RedisServices with short timeouts (``BOUND``),
-  stopped after the test; ``log_events``: every log event of the test.
+  stopped after the test; ``log_events``: every log event of the test;
+  ``failure_of``: how a call failed, and how long that took.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +31,7 @@ REDIS_TEST_PASSWORD = "t0p-s3cret-redis-pw"
 CONNECT_TIMEOUT = 0.5
 REPLY_TIMEOUT = 0.5
 BOUND = CONNECT_TIMEOUT + REPLY_TIMEOUT
+SLACK = 0.3  # scheduling noise on a busy test machine
 
 
 def _fit(server: RedisServer) -> RedisServer:
@@ -168,3 +171,13 @@ def log_events() -> Iterator[list[dict[str, Any]]]:
     globalLogPublisher.addObserver(events.append)
     yield events
     globalLogPublisher.removeObserver(events.append)
+
+
+async def failure_of(d: Any) -> tuple[BaseException, float]:
+    """The exception ``d`` fails with, and how long that took."""
+    start = time.monotonic()
+    try:
+        await d
+    except Exception as e:
+        return e, time.monotonic() - start
+    raise AssertionError("the call did not fail")

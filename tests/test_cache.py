@@ -16,7 +16,7 @@ from twisted.logger import formatEvent
 
 from mpush.cluster.redis import RedisAuthError, RedisUnavailable
 from mpush.cluster.redis_cluster import key_slot
-from tests.fixtures_redis import BOUND, REDIS_TEST_PASSWORD, REPLY_TIMEOUT
+from tests.fixtures_redis import BOUND, REDIS_TEST_PASSWORD, REPLY_TIMEOUT, SLACK, failure_of
 from tests.harness.redis import (
     RedisCluster,
     RedisReplyError,
@@ -32,7 +32,6 @@ pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 
-SLACK = 0.3  # scheduling noise on a busy test machine
 
 
 def cache_messages(events: list[dict[str, Any]]) -> list[str]:
@@ -62,16 +61,6 @@ async def until(predicate: Callable[[], bool], timeout: float = 8.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await sleep(0.05)
-
-
-async def failure_of(d: Any) -> tuple[BaseException, float]:
-    """The exception ``d`` fails with, and how long that took."""
-    start = time.monotonic()
-    try:
-        await d
-    except Exception as e:
-        return e, time.monotonic() - start
-    raise AssertionError("the call did not fail")
 
 
 def stat(server: RedisServer, name: str) -> int:

@@ -22,10 +22,9 @@ from mpush.interfaces import OnlineCounts
 from mpush.services.refresher import Refresher, RefreshSchedule
 from mpush.services.status import Status
 from tests.fakes import Cache, Node, View
-from tests.fixtures_redis import BOUND
+from tests.fixtures_redis import BOUND, SLACK, failure_of
 from tests.harness.redis import RedisCluster, RedisServer, parse_info
-from tests.test_cache import SLACK, failure_of
-from tests.test_metrics import labelled, scrape
+from tests.metrics_samples import labelled, scrape
 
 BAD = "10.7.0.2"
 
