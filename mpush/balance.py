@@ -311,16 +311,17 @@ class BalancePolicy:
 
     @property
     def servers(self) -> tuple[Candidate, ...]:
-        return tuple(s.candidate for s in self._order)
+        return tuple([s.candidate for s in self._order])
 
     def describe(self, limit: int | None = None) -> list[ServerStatus]:
         """Every server (or the first ``limit``) in ``GET /`` order."""
         order, keys = self._order, self._keys
         if limit is not None:
             order, keys = order[:limit], keys[:limit]
+        make = tuple.__new__  # skips the named tuple's argument handling (per row)
         return [
-            ServerStatus(s.address, s.ip, s.weight, s.online, s.handed, k[0],
-                         s.given + s.handed)
+            make(ServerStatus, (s.address, s.ip, s.weight, s.online, s.handed, k[0],
+                                s.given + s.handed))
             for s, k in zip(order, keys, strict=True)
         ]
 

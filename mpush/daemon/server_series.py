@@ -30,31 +30,30 @@ _FAMILIES = (
 )
 
 
-def _label(address: str) -> bytes:
-    # The text format's escapes for a label value.
+def _prefixes(address: str) -> tuple[str, str]:
+    """A server's two sample lines up to the value, label value escaped."""
     escaped = address.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-    return f'{{server="{escaped}"}} '.encode()
+    label = f'{{server="{escaped}"}} '
+    (allocated, _, _), (online, _, _) = _FAMILIES
+    return allocated + label, online + label
 
 
 class ServerSeries:
     """Renders the per-server families of the given servers (in order)."""
 
     def __init__(self) -> None:
-        self._labels: dict[str, bytes] = {}  # address -> its label set, as written
+        self._prefixes: dict[str, tuple[str, str]] = {}  # address -> its two line prefixes
 
     def render(self, servers: Sequence[ServerStatus]) -> bytes:
         if not servers:
             return b""
-        known, labels = self._labels, {}
+        known, prefixes = self._prefixes, {}
         for s in servers:
-            labels[s.address] = known.get(s.address) or _label(s.address)
-        self._labels = labels  # only the servers listed now: bounded
+            prefixes[s.address] = known.get(s.address) or _prefixes(s.address)
+        self._prefixes = prefixes  # only the servers listed now: bounded
         (allocated, atype, ahelp), (online, otype, ohelp) = _FAMILIES
-        lines = [f"# HELP {allocated} {ahelp}\n# TYPE {allocated} {atype}\n".encode()]
-        prefix = allocated.encode()
-        lines += [b"%s%s%r\n" % (prefix, labels[s.address], float(s.allocated))
-                  for s in servers]
-        lines.append(f"# HELP {online} {ohelp}\n# TYPE {online} {otype}\n".encode())
-        prefix = online.encode()
-        lines += [b"%s%s%r\n" % (prefix, labels[s.address], float(s.online)) for s in servers]
-        return b"".join(lines)
+        text = [f"# HELP {allocated} {ahelp}\n# TYPE {allocated} {atype}\n"]
+        text += [f"{prefixes[s.address][0]}{float(s.allocated)!r}\n" for s in servers]
+        text.append(f"# HELP {online} {ohelp}\n# TYPE {online} {otype}\n")
+        text += [f"{prefixes[s.address][1]}{float(s.online)!r}\n" for s in servers]
+        return "".join(text).encode()
