@@ -24,7 +24,7 @@ from mpush.services.status import Status
 from tests.fakes import Cache, Node, View
 from tests.fixtures_redis import BOUND, SLACK, failure_of
 from tests.harness.redis import RedisCluster, RedisServer, parse_info
-from tests.metrics_samples import labelled, scrape
+from tests.metrics_samples import labelled, samples, scrape
 
 BAD = "10.7.0.2"
 
@@ -274,3 +274,31 @@ def test_an_unchanged_view_is_not_given_to_the_policy_again() -> None:
         assert {c.ip for c in policy.servers} == {"10.3.0.1", "10.3.0.2", "10.3.0.3", "10.3.0.9"}
     finally:
         refresher.stopService()
+
+
+def test_a_large_metrics_text_is_made_at_most_once_per_period() -> None:
+    clock = Clock()
+    policy = BalancePolicy()
+    ips = [f"10.2.{i // 250}.{i % 250}" for i in range(SERVER_SERIES_LIMIT)]
+    policy.set_servers([Candidate(f"{ip}:3000", ip) for ip in ips])
+    metrics = Metrics(StateCollector(Status(policy=policy)), clock=clock)
+    first = metrics.exposition()
+    assert len(first) >= metrics.reuse_from
+    policy.allocate()  # a change the next text would show
+    clock.advance(metrics.reuse_for / 2)
+    assert metrics.exposition() is first  # scrapers in a loop: one rendering
+    clock.advance(metrics.reuse_for / 2)
+    again = metrics.exposition()
+    assert again != first
+    assert labelled(samples(again.decode()), "mpush_alloc_allocations_total",
+                    "server")[f"{ips[0]}:3000"] == 1
+
+
+def test_a_small_metrics_text_is_always_made_anew() -> None:
+    clock = Clock()
+    policy = BalancePolicy()
+    policy.set_servers([Candidate("10.2.9.1:3000", "10.2.9.1")])
+    metrics = Metrics(StateCollector(Status(policy=policy)), clock=clock)
+    first = metrics.exposition()
+    policy.allocate()
+    assert metrics.exposition() != first  # same instant, and yet fresh

@@ -19,9 +19,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.internet.interfaces import IReactorTime
 
 from mpush.daemon.server_series import SERVER_SERIES_LIMIT, ServerSeries
 from mpush.interfaces import Admission, HttpSite, LoadReporter
+from mpush.reactor import default_reactor
 from mpush.services.status import (
     AllocationStatus,
     GatewaysStatus,
@@ -210,7 +212,17 @@ class Metrics:
     :class:`mpush.web.metrics.MetricsResource`.
     """
 
-    def __init__(self, collector: StateCollector | None = None) -> None:
+    #: A text at least this large (a list of some 500 servers or more) is
+    #: served again, for ``reuse_for`` seconds, to the scrapes that follow:
+    #: scrapers in a loop then cost one rendering per period, not one each.
+    #: Smaller texts are cheap and always made anew.
+    reuse_from = 64 * 1024
+    reuse_for = 0.1
+
+    def __init__(self, collector: StateCollector | None = None, *,
+                 clock: IReactorTime | None = None) -> None:
+        self._clock = clock  # for the reuse period; None: the global reactor, when needed
+        self._last: tuple[float, bytes] | None = None  # (made at, text) of a large text
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = collector or StateCollector()
         self.registry.register(self.collector)  # type: ignore[arg-type]
@@ -240,5 +252,13 @@ class Metrics:
             self.collector.status.refresher = refresher
 
     def exposition(self) -> bytes:
-        """The Prometheus text (format 0.0.4)."""
-        return generate_latest(self.registry) + self.collector.server_series()
+        """The Prometheus text (format 0.0.4); a large one is at most
+        ``reuse_for`` seconds old."""
+        self._clock = default_reactor(self._clock)
+        now = self._clock.seconds()
+        last = self._last
+        if last is not None and 0 <= now - last[0] < self.reuse_for:
+            return last[1]
+        text = generate_latest(self.registry) + self.collector.server_series()
+        self._last = (now, text) if len(text) >= self.reuse_from else None
+        return text
