@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,9 +77,16 @@ def refresh_figures(conn: http.client.HTTPConnection) -> tuple[float, float, flo
     return count, values[base + "_sum"], count - values[base + '_bucket{le="0.01"}']
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def phase(port: int, pid: int, duration: float, scrapers: int) -> bool:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     before = refresh_figures(conn)
+    cpu = cpu_seconds(pid)
     until = time.time() + duration
     results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     procs = [multiprocessing.Process(target=scrape_loop, args=(port, until, results))
@@ -96,6 +104,7 @@ def phase(port: int, pid: int, duration: float, scrapers: int) -> bool:
     scrapes = [s for _ in procs for s in results.get(timeout=60)]
     for p in procs:
         p.join(timeout=30)
+    cpu = cpu_seconds(pid) - cpu
     after = refresh_figures(conn)
     conn.close()
     p50, p99, worst = percentiles(took)
@@ -110,7 +119,7 @@ def phase(port: int, pid: int, duration: float, scrapers: int) -> bool:
         size = sum(n for _, n in scrapes) / len(scrapes)
         print(f"  /metrics   {len(scrapes)} scrapes of {size / 1024:.0f} KiB: "
               f"p50 {s50:.1f} ms, p99 {s99:.1f} ms, max {smax:.1f} ms")
-    print(f"  daemon RSS {rss_kib(pid) / 1024:.1f} MiB")
+    print(f"  daemon RSS {rss_kib(pid) / 1024:.1f} MiB, CPU {cpu:.1f} s in {duration:g} s")
     return p99 < TARGET_P99_MS
 
 
@@ -119,6 +128,7 @@ def reactor_holds(redis_nodes: list[str], servers: int, duration: float) -> None
     import gc
 
     from twisted.internet import reactor, task
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
     from mpush.balance import BalancePolicy
     from mpush.cluster.redis import RedisService
@@ -135,6 +145,13 @@ def reactor_holds(redis_nodes: list[str], servers: int, duration: float) -> None
     refresher = Refresher(BalancePolicy(), view, redis, schedule=RefreshSchedule(interval=1))
     gaps: list[float] = []
     last = [0.0]
+    warnings: list[str] = []
+
+    def keep(event: dict) -> None:  # type: ignore[type-arg]
+        if event.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical):
+            warnings.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(keep)
 
     def tick() -> None:
         now = time.perf_counter()
@@ -154,6 +171,8 @@ def reactor_holds(redis_nodes: list[str], servers: int, duration: float) -> None
     reactor.run()
     held = sorted(gaps)
     longest = ", ".join(f"{1000 * g:.1f}" for g in held[-5:])
+    for line in warnings[:3]:
+        print(f"  logged: {line}")
     print(f"  {refresher.refreshes} refreshes, {refresher.failures} failed; 1 ms tick gaps: "
           f"p50 {1000 * held[len(held) // 2]:.2f} ms, p99 {1000 * held[int(0.99 * len(held))]:.2f}"
           f" ms, longest {longest} ms")
