@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "JAVA_REFRESH_INTERVAL",
+    "ONLINE_KEY_PREFIX",
     "AllocPolicy",
     "BalancePolicy",
     "Candidate",
@@ -40,6 +41,9 @@ __all__ = [
     "RefreshToken",
     "ServerStatus",
 ]
+
+#: The Redis key of an IP's online users is this + the IP (a sorted set).
+ONLINE_KEY_PREFIX = "mp:oul:"
 
 #: The Java alloc's fixed period (``scheduleAtFixedRate(..., 5, MINUTES)``).
 JAVA_REFRESH_INTERVAL = 300.0
@@ -91,7 +95,8 @@ class AllocPolicy(Protocol):
 
     def set_servers(self, candidates: Iterable[Candidate]) -> None: ...
     def begin_refresh(self) -> RefreshToken: ...
-    def apply_counts(self, token: RefreshToken, counts: Mapping[str, int]) -> bool: ...
+    def apply_counts(self, token: RefreshToken, counts: Mapping[str, int],
+                     unreadable: Collection[str] = ()) -> bool: ...
     def allocate(self) -> bytes | None: ...
     @property
     def body(self) -> bytes | None: ...
@@ -149,6 +154,8 @@ class BalancePolicy:
         self._order: list[_Server] = []
         self._keys: list[tuple[float, str]] = []  # parallel to _order, ascending
         self._by_address: dict[str, _Server] = {}
+        self._groups: dict[str, list[_Server]] = {}  # the servers of each IP
+        self._ips: tuple[str, ...] = ()  # the keys of _groups, sorted
         self._ip_counts: dict[str, int] = {}  # last known ZCARD per IP
         self._body: bytes | None = None
         self._seq = 0  # seq of the latest begin_refresh; only that token applies
@@ -162,72 +169,111 @@ class BalancePolicy:
         the refresh that follows a change corrects it within one Redis round
         trip, and until then handout counting stops it from taking more than
         its share."""
+        previous = self._by_address
         by_address: dict[str, _Server] = {}
-        for c in _dedupe(candidates):
-            s = self._by_address.get(c.address)
+        groups: dict[str, list[_Server]] = {}
+        for c in candidates:
+            if c.address in by_address:
+                continue  # as _dedupe: the first one wins
+            s = previous.get(c.address)
             if s is None or s.ip != c.ip:
                 s = _Server(c)
             else:
                 s.candidate, s.weight = c, c.weight
             by_address[c.address] = s
+            groups.setdefault(c.ip, []).append(s)
         self._by_address = by_address
+        self._groups = groups
+        self._ips = tuple(sorted(groups))
         self._split_counts(self._ip_counts.keys())
-        self._resort()
+        self._resort(by_address.values())
 
     def begin_refresh(self) -> RefreshToken:
         self._seq += 1
-        ips = tuple(sorted({s.ip for s in self._order}))
         handouts = {s.address: s.handed for s in self._order if s.handed}
-        return RefreshToken(self._seq, ips, handouts)
+        return RefreshToken(self._seq, self._ips, handouts)
 
-    def apply_counts(self, token: RefreshToken, counts: Mapping[str, int]) -> bool:
+    def apply_counts(self, token: RefreshToken, counts: Mapping[str, int],
+                     unreadable: Collection[str] = ()) -> bool:
         """Take fresh online counts (by IP) for the IPs of ``token``; an IP
         missing from ``counts`` has 0 users. Handouts made before the token
         are now inside the counts, so they are subtracted; later ones stay.
+        An IP in ``unreadable`` (its count could not be read) keeps its last
+        count, and its servers their handouts.
         Returns False (and changes nothing) for a token that a later
         :meth:`begin_refresh` superseded: its snapshot would be subtracted
         twice."""
         if token.seq != self._seq:
             return False
         self._seq += 1  # a token applies once
+        moved: dict[_Server, tuple[float, str]] = {}  # server -> its key before
         for address, n in token.handouts.items():
             s = self._by_address.get(address)
-            if s is not None:
-                # max(): the server may have been removed and re-added since
+            if s is not None and s.ip not in unreadable:
+                # min(): the server may have been removed and re-added since
                 # the snapshot, starting again from 0.
                 taken = min(n, s.handed)
-                s.handed -= taken
-                s.given += taken
-        for ip in token.ips:
-            self._ip_counts[ip] = _count(counts.get(ip, 0))
-        # Forget IPs no server uses any more, so the dict stays bounded.
-        live = {s.ip for s in self._by_address.values()}
-        for ip in [ip for ip in self._ip_counts if ip not in live]:
-            del self._ip_counts[ip]
-        self._split_counts(token.ips)
-        self._resort()
+                if taken:
+                    moved.setdefault(s, s.key())
+                    s.handed -= taken
+                    s.given += taken
+        fresh = [ip for ip in token.ips if ip not in unreadable] if unreadable else token.ips
+        ip_counts = self._ip_counts
+        for ip in fresh:
+            n = counts.get(ip, 0)
+            ip_counts[ip] = n if type(n) is int and n >= 0 else _count(n)
+        if len(ip_counts) > len(self._groups):
+            # Forget IPs no server uses any more, so the dict stays bounded.
+            for ip in [ip for ip in ip_counts if ip not in self._groups]:
+                del ip_counts[ip]
+        self._split_counts(fresh, moved)
+        self._reorder(moved)
         return True
 
-    def _split_counts(self, ips: Iterable[str]) -> None:
+    def _split_counts(self, ips: Iterable[str],
+                      moved: dict[_Server, tuple[float, str]] | None = None) -> None:
         # mp:oul is keyed by IP only: servers sharing an IP share one count.
         # Split it in proportion to weight, i.e. assume the group is already
         # balanced the way we balance; handouts then spread inside the group.
-        groups: dict[str, list[_Server]] = {}
-        for s in self._by_address.values():
-            groups.setdefault(s.ip, []).append(s)
+        # A server whose share changes is noted in ``moved`` with its old key.
+        groups, ip_counts = self._groups, self._ip_counts
         for ip in ips:
             group = groups.get(ip)
-            total = self._ip_counts.get(ip)
-            if not group or total is None:
+            total = ip_counts.get(ip)
+            if group is None or total is None:
                 continue
-            wsum = sum(s.weight for s in group)
+            wsum = group[0].weight if len(group) == 1 else sum(s.weight for s in group)
             for s in group:
-                s.online = total * s.weight / wsum
+                share = total * s.weight / wsum
+                if s.online != share:
+                    if moved is not None:
+                        moved.setdefault(s, s.key())
+                    s.online = share
 
-    def _resort(self) -> None:
-        order = sorted(self._by_address.values(), key=_Server.key)
-        self._order = order
-        self._keys = [s.key() for s in order]
+    def _reorder(self, moved: Mapping[_Server, tuple[float, str]]) -> None:
+        """Put back in order the servers whose key changed (their old keys given):
+        in a steady cluster few do, and moving them is cheaper than sorting all."""
+        keys, order = self._keys, self._order
+        if len(moved) * 8 > len(order):
+            self._resort(order)  # nearly sorted already: close to linear
+            return
+        for old in moved.values():
+            i = bisect_left(keys, old)  # keys are unique: the server itself
+            del keys[i], order[i]
+        for s in moved:
+            key = s.key()
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
+            order.insert(i, s)
+        if moved:
+            self._body = None
+
+    def _resort(self, servers: Iterable[_Server]) -> None:
+        # Addresses are unique, so the sort never compares two servers.
+        pairs = [(s.key(), s) for s in servers]
+        pairs.sort()
+        self._order = [s for _, s in pairs]
+        self._keys = [k for k, _ in pairs]
         self._body = None
 
     # -- serving --------------------------------------------------------
@@ -265,13 +311,18 @@ class BalancePolicy:
 
     @property
     def servers(self) -> tuple[Candidate, ...]:
-        return tuple(s.candidate for s in self._order)
+        return tuple([s.candidate for s in self._order])
 
-    def describe(self) -> list[ServerStatus]:
+    def describe(self, limit: int | None = None) -> list[ServerStatus]:
+        """Every server (or the first ``limit``) in ``GET /`` order."""
+        order, keys = self._order, self._keys
+        if limit is not None:
+            order, keys = order[:limit], keys[:limit]
+        make = tuple.__new__  # skips the named tuple's argument handling (per row)
         return [
-            ServerStatus(s.address, s.ip, s.weight, s.online, s.handed, k[0],
-                         s.given + s.handed)
-            for s, k in zip(self._order, self._keys, strict=True)
+            make(ServerStatus, (s.address, s.ip, s.weight, s.online, s.handed, k[0],
+                                s.given + s.handed))
+            for s, k in zip(order, keys, strict=True)
         ]
 
 
@@ -296,12 +347,14 @@ class JavaPolicy:
         self._seq += 1
         return RefreshToken(self._seq, tuple(sorted({c.ip for c in self._candidates})), {})
 
-    def apply_counts(self, token: RefreshToken, counts: Mapping[str, int]) -> bool:
+    def apply_counts(self, token: RefreshToken, counts: Mapping[str, int],
+                     unreadable: Collection[str] = ()) -> bool:
         if token.seq != self._seq:
             return False
         self._seq += 1
         for ip in token.ips:
-            self._ip_counts[ip] = _count(counts.get(ip, 0))
+            if ip not in unreadable:
+                self._ip_counts[ip] = _count(counts.get(ip, 0))
         self._resort()
         return True
 

@@ -17,7 +17,7 @@ dataclasses of :mod:`mpush.config` (``ZkSettings``, ``RedisSettings``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
@@ -33,6 +33,7 @@ __all__ = [
     "HttpSite",
     "LoadReporter",
     "MetricsExporter",
+    "OnlineCounts",
     "Policy",
     "PushOutcomeRow",
     "Pusher",
@@ -80,6 +81,13 @@ class ClusterView(Protocol):
     def remove_listener(self, cb: Callable[[str, str, Any], object]) -> None: ...
 
 
+class OnlineCounts(NamedTuple):
+    """The online counts read for some IPs (a value: the one data type here)."""
+
+    counts: dict[str, int]  # by IP; a missing key counts 0
+    unreadable: dict[str, str]  # by IP: the error its key answered (WRONGTYPE ...)
+
+
 class RedisClient(Protocol):
     """Redis for route cache, refresher and status; is ``cluster.redis.RedisService``.
 
@@ -92,7 +100,7 @@ class RedisClient(Protocol):
     password: str | None
 
     def hgetall(self, key: str) -> Deferred[dict[str, str]]: ...
-    def online_counts(self, ips: Iterable[str]) -> Deferred[dict[str, int]]: ...
+    def read_online_counts(self, ips: Iterable[str]) -> Deferred[OnlineCounts]: ...
 
 
 class GatewayReplyInfo(Protocol):
@@ -198,7 +206,7 @@ class Policy(Protocol):
 class LoadReporter(Protocol):
     """A policy telling each server's load, for the status; is ``balance.BalancePolicy``."""
 
-    def describe(self) -> Sequence[ServerStatus]: ...
+    def describe(self, limit: int | None = None) -> Sequence[ServerStatus]: ...
 
 
 class RefreshReport(Protocol):
@@ -209,6 +217,7 @@ class RefreshReport(Protocol):
     stale: bool
     refreshes: int
     failures: int
+    unreadable: Mapping[str, str]  # IP -> the error its online count key answered
 
 
 # -- serving and stopping -----------------------------------------------------

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 
 from mpush.config import AllocSettings
+from mpush.interfaces import OnlineCounts
 from mpush.outcomes import TimeoutCause
 from mpush.services.admission import PushAdmission
 from mpush.services.push_results import shutdown_results
@@ -91,7 +92,8 @@ class View:
 class Cache:
     """Stands in for mpush.cluster.redis.RedisService. ``manual`` leaves each call's
     Deferred to the test; ``error`` fails calls. IPs without a count are left out of
-    the answer, or answer ``missing`` when it is set (as Redis, where no key reads 0)."""
+    the answer, or answer ``missing`` when it is set (as Redis, where no key reads 0);
+    those in ``unreadable`` answer its error (a key of the wrong type)."""
 
     def __init__(self, counts: Mapping[str, int] | None = None, *,
                  missing: int | None = None) -> None:
@@ -101,19 +103,23 @@ class Cache:
         self.pending: list[Deferred[dict[str, int]]] = []
         self.manual = False
         self.error: Exception | None = None
+        self.unreadable: dict[str, str] = {}
 
-    def online_counts(self, ips: Any) -> Deferred[dict[str, int]]:
+    def read_online_counts(self, ips: Any) -> Deferred[OnlineCounts]:
         ips = list(ips)
         self.calls.append(ips)
         if self.manual:
-            d: Deferred[dict[str, int]] = Deferred()
+            d: Deferred[OnlineCounts] = Deferred()
             self.pending.append(d)
             return d
         if self.error is not None:
             return fail(self.error)
+        unreadable = {ip: self.unreadable[ip] for ip in ips if ip in self.unreadable}
         if self.missing is not None:
-            return succeed({ip: self.counts.get(ip, self.missing) for ip in ips})
-        return succeed({ip: self.counts[ip] for ip in ips if ip in self.counts})
+            counts = {ip: self.counts.get(ip, self.missing) for ip in ips}
+        else:
+            counts = {ip: self.counts[ip] for ip in ips if ip in self.counts}
+        return succeed(OnlineCounts(counts, unreadable))
 
 
 # ---------------------------------------------------------------------- push
@@ -437,7 +443,7 @@ class FakeStatusCache:
     def execute(self, *args: Any) -> None:
         self.io_calls += 1
 
-    def online_counts(self, ips: Any) -> None:
+    def read_online_counts(self, ips: Any) -> None:
         self.io_calls += 1
 
 
@@ -459,6 +465,7 @@ class FakeRefresher:
     stale: bool = False
     refreshes: int = 7
     failures: int = 0
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

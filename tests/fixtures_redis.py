@@ -8,18 +8,30 @@
   ``fresh_redis_cluster`` for tests that break nodes.
 * ``redis_sentinel``: a fresh master (with a password) plus a sentinel
   (without one) per test; the master is ``redis_sentinel.master``.
+* ``make_service``: started RedisServices with short timeouts (``BOUND``),
+  stopped after the test; ``log_events``: every log event of the test;
+  ``failure_of``: how a call failed, and how long that took.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import pytest_twisted
+from twisted.logger import globalLogPublisher
 
+from mpush.cluster.redis import RedisService
 from tests.harness.redis import RedisCluster, RedisSentinel, RedisServer
 
 REDIS_TEST_PASSWORD = "t0p-s3cret-redis-pw"
+CONNECT_TIMEOUT = 0.5
+REPLY_TIMEOUT = 0.5
+BOUND = CONNECT_TIMEOUT + REPLY_TIMEOUT
+SLACK = 0.3  # scheduling noise on a busy test machine
 
 
 def _fit(server: RedisServer) -> RedisServer:
@@ -104,3 +116,68 @@ def redis_sentinel(redis_factory: Callable[..., RedisServer]) -> Iterator[RedisS
     master = redis_factory(REDIS_TEST_PASSWORD)
     with RedisSentinel(master, "mymaster") as sentinel:
         yield sentinel
+
+
+def redis_settings(
+    mode: str,
+    nodes: Any,
+    password: str | None = None,
+    sentinel_master: str | None = None,
+    reply_timeout: float = REPLY_TIMEOUT,
+) -> Any:
+    kwargs = dict(
+        mode=mode,
+        nodes=tuple(tuple(n) for n in nodes),
+        password=password,
+        sentinel_master=sentinel_master,
+        connect_timeout=CONNECT_TIMEOUT,
+        reply_timeout=reply_timeout,
+    )
+    try:
+        from mpush.config import RedisSettings
+
+        return RedisSettings(**kwargs)
+    except (ImportError, TypeError):
+        return SimpleNamespace(**kwargs)
+
+
+@pytest_twisted.async_yield_fixture
+async def make_service() -> Any:
+    """``make(mode, nodes, password=None, ...)`` -> a started RedisService,
+    stopped (and checked to stop) at teardown."""
+    made: list[RedisService] = []
+
+    def make(mode: str, nodes: Any, password: str | None = None, **kw: Any) -> RedisService:
+        sentinel_master = kw.pop("sentinel_master", None)
+        reply_timeout = kw.pop("reply_timeout", REPLY_TIMEOUT)
+        service = RedisService(
+            redis_settings(mode, nodes, password, sentinel_master, reply_timeout),
+            probe_interval=kw.pop("probe_interval", 0.5),
+        )
+        d = service.startService()
+        # Starting never waits for Redis.
+        assert d.called
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        await service.stopService()
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+async def failure_of(d: Any) -> tuple[BaseException, float]:
+    """The exception ``d`` fails with, and how long that took."""
+    start = time.monotonic()
+    try:
+        await d
+    except Exception as e:
+        return e, time.monotonic() - start
+    raise AssertionError("the call did not fail")

@@ -475,6 +475,34 @@ OPS = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(servers(), OPS)
 def test_policy_matches_the_obvious_model(cs: list[Candidate], ops: list[Any]) -> None:
+    check_against_the_model(cs, ops)
+
+
+MANY_IPS = [f"10.0.1.{i}" for i in range(1, 61)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(MANY_IPS), min_size=9, max_size=60, unique=True),
+       st.lists(st.one_of(
+           st.tuples(st.just("alloc"), st.integers(1, 30)),
+           st.tuples(st.just("refresh"), st.dictionaries(st.sampled_from(MANY_IPS),
+                                                         st.integers(0, 200), max_size=3),
+                     st.integers(0, 10))), max_size=12))
+def test_a_large_list_with_few_changes_matches_the_obvious_model(
+    ips: list[str], ops: list[Any],
+) -> None:
+    # Few servers change per refresh: the policy moves them instead of sorting all.
+    counts = {ip: 7 for ip in MANY_IPS}
+    full = []
+    for op in ops:
+        if op[0] == "refresh":
+            counts = {**counts, **op[1]}
+            op = ("refresh", counts, op[2])
+        full.append(op)
+    check_against_the_model([Candidate(f"{ip}:3000", ip) for ip in ips], full)
+
+
+def check_against_the_model(cs: list[Candidate], ops: list[Any]) -> None:
     p, m = BalancePolicy(), Model(cs)
     p.set_servers(cs)
     for op in ops:

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from types import SimpleNamespace
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
-from mpush.cluster.redis import RedisAuthError, RedisService, RedisUnavailable
+from mpush.cluster.redis import RedisAuthError, RedisUnavailable
 from mpush.cluster.redis_cluster import key_slot
-from tests.fixtures_redis import REDIS_TEST_PASSWORD
+from tests.fixtures_redis import BOUND, REDIS_TEST_PASSWORD, REPLY_TIMEOUT, SLACK, failure_of
 from tests.harness.redis import (
     RedisCluster,
     RedisReplyError,
@@ -33,65 +32,6 @@ pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 
-CONNECT_TIMEOUT = 0.5
-REPLY_TIMEOUT = 0.5
-BOUND = CONNECT_TIMEOUT + REPLY_TIMEOUT
-SLACK = 0.3  # scheduling noise on a busy test machine
-
-
-def redis_settings(
-    mode: str,
-    nodes: Any,
-    password: str | None = None,
-    sentinel_master: str | None = None,
-    reply_timeout: float = REPLY_TIMEOUT,
-) -> Any:
-    kwargs = dict(
-        mode=mode,
-        nodes=tuple(tuple(n) for n in nodes),
-        password=password,
-        sentinel_master=sentinel_master,
-        connect_timeout=CONNECT_TIMEOUT,
-        reply_timeout=reply_timeout,
-    )
-    try:
-        from mpush.config import RedisSettings
-
-        return RedisSettings(**kwargs)
-    except (ImportError, TypeError):
-        return SimpleNamespace(**kwargs)
-
-
-@pytest_twisted.async_yield_fixture
-async def make_service() -> Any:
-    """``make(mode, nodes, password=None, ...)`` -> a started RedisService,
-    stopped (and checked to stop) at teardown."""
-    made: list[RedisService] = []
-
-    def make(mode: str, nodes: Any, password: str | None = None, **kw: Any) -> RedisService:
-        sentinel_master = kw.pop("sentinel_master", None)
-        reply_timeout = kw.pop("reply_timeout", REPLY_TIMEOUT)
-        service = RedisService(
-            redis_settings(mode, nodes, password, sentinel_master, reply_timeout),
-            probe_interval=kw.pop("probe_interval", 0.5),
-        )
-        d = service.startService()
-        # Starting never waits for Redis.
-        assert d.called
-        made.append(service)
-        return service
-
-    yield make
-    for service in made:
-        await service.stopService()
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def cache_messages(events: list[dict[str, Any]]) -> list[str]:
@@ -121,16 +61,6 @@ async def until(predicate: Callable[[], bool], timeout: float = 8.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await sleep(0.05)
-
-
-async def failure_of(d: Any) -> tuple[BaseException, float]:
-    """The exception ``d`` fails with, and how long that took."""
-    start = time.monotonic()
-    try:
-        await d
-    except Exception as e:
-        return e, time.monotonic() - start
-    raise AssertionError("the call did not fail")
 
 
 def stat(server: RedisServer, name: str) -> int:

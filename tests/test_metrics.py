@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -20,6 +19,7 @@ from twisted.internet.testing import StringTransport
 from mpush.balance import BalancePolicy, Candidate
 from mpush.config import ConfigError, load_settings
 from mpush.daemon.metrics import Metrics, StateCollector
+from mpush.interfaces import OnlineCounts
 from mpush.services.refresher import Refresher, RefreshSchedule
 from mpush.services.status import Status
 from mpush.web.metrics import MetricsResource
@@ -31,27 +31,7 @@ from tests.harness.redis import RedisServer
 from tests.harness.stack import Stack, running_stack
 from tests.harness.web import post_json, request, sleep
 from tests.harness.zookeeper import ZooKeeperServer
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def samples(text: str) -> Samples:
-    """Every sample: (name, sorted labels) -> value."""
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def labelled(found: Samples, name: str, label: str) -> dict[str, float]:
-    """The samples of ``name`` by the value of their ``label``."""
-    return {dict(labels)[label]: v for (n, labels), v in found.items() if n == name}
-
-
-def scrape(metrics: Metrics) -> Samples:
-    return samples(metrics.exposition().decode())
-
+from tests.metrics_samples import Samples, labelled, samples, scrape
 
 # -------------------------------------------------------------------- fakes
 
@@ -254,10 +234,10 @@ class View:
 class Cache:
     broken: bool = False
 
-    def online_counts(self, ips: Iterable[str]) -> Deferred[dict[str, int]]:
+    def read_online_counts(self, ips: Iterable[str]) -> Deferred[OnlineCounts]:
         if self.broken:
             return fail(ConnectionError("redis down"))
-        return succeed(dict.fromkeys(ips, 1))
+        return succeed(OnlineCounts(dict.fromkeys(ips, 1), {}))
 
 
 def test_refresh_duration_and_failures_are_recorded() -> None:

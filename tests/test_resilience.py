@@ -35,7 +35,6 @@ from kazoo.exceptions import NoAuthError
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import globalLogPublisher
 
 from mpush.cluster import kazoo_logs as logbridge
 from mpush.cluster.redis_cluster import key_slot
@@ -275,14 +274,6 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await sleep(0.02)
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 # ================================================================================

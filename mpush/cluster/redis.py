@@ -13,7 +13,7 @@ The connection pieces are re-exported here, where they used to live.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -21,8 +21,9 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
+from txredisapi import ResponseError
 
+from mpush.balance import ONLINE_KEY_PREFIX
 from mpush.cluster.redis_cluster import Address, ClusterRouter
 from mpush.cluster.redis_connection import (
     RedisAuthError,
@@ -33,6 +34,7 @@ from mpush.cluster.redis_connection import (
 )
 from mpush.cluster.redis_sentinel import SentinelResolver
 from mpush.config import RedisSettings
+from mpush.interfaces import OnlineCounts
 from mpush.reactor import default_reactor
 
 __all__ = [
@@ -48,7 +50,9 @@ __all__ = [
 log = Logger(namespace="mpush.cluster.redis")
 
 MODES = ("single", "sentinel", "cluster")
-ONLINE_KEY_PREFIX = "mp:oul:"
+#: Error replies that speak for the server, not for one key: a count read
+#: that gets one of these fails as a whole.
+SERVER_ERRORS = ("LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "NOAUTH", "WRONGPASS")
 
 
 class RedisService(Service):
@@ -306,23 +310,55 @@ class RedisService(Service):
 
         return self.execute("HGETALL", key).addCallback(to_dict)
 
+    def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> Deferred[list[Any]]:
+        """Send ``commands`` at once (cluster: one pipeline per master); fires
+        with their replies in order, an error reply as its ``ResponseError``
+        (a value); fails only when Redis cannot be used."""
+        if self._closed:
+            return fail(RedisUnavailable("redis client is not running"))
+        if not commands:
+            return succeed([])
+        if self.router is not None:
+            d = self.router.pipeline(commands)
+        else:
+            assert self.connection is not None
+            d = self.connection.pipeline(commands)
+        return self._bounded(d, f"{commands[0][0]} x{len(commands)}")
+
+    def read_online_counts(self, ips: Iterable[str]) -> Deferred[OnlineCounts]:
+        """ZCARD ``mp:oul:<ip>`` for every ip, in one pipeline. A key that
+        answers an error (a wrong type) is in ``unreadable``, the others in
+        ``counts``; an error that speaks for the server fails the whole read."""
+        unique = list(dict.fromkeys(ips))
+        d = self.pipeline([("ZCARD", ONLINE_KEY_PREFIX + ip) for ip in unique])
+        return d.addCallback(_online_counts, unique)
+
     def online_counts(self, ips: Iterable[str]) -> Deferred[dict[str, int]]:
         """ZCARD ``mp:oul:<ip>`` for every ip, all sent at once.
 
-        Fails with the first failure if any count cannot be read: a partial
-        answer would rank the missing servers as empty, so the caller had
-        better keep its last complete one.
+        Fails if any count cannot be read: a partial answer would rank the
+        missing servers as empty. :meth:`read_online_counts` tells which keys
+        could not be read instead.
         """
-        unique = list(dict.fromkeys(ips))
-        if not unique:
-            return succeed({})
-        calls = [self.zcard(ONLINE_KEY_PREFIX + ip) for ip in unique]
-        d = DeferredList(calls, fireOnOneErrback=True, consumeErrors=True)
 
-        def counts(results: list[tuple[bool, int]]) -> dict[str, int]:
-            return {ip: n for ip, (_, n) in zip(unique, results, strict=True)}
+        def complete(read: OnlineCounts) -> dict[str, int]:
+            for ip, error in read.unreadable.items():
+                raise ResponseError(f"{ONLINE_KEY_PREFIX}{ip}: {error}")
+            return read.counts
 
-        def first_failure(f: Failure) -> Failure:
-            return f.value.subFailure if f.check(defer.FirstError) else f
+        return self.read_online_counts(ips).addCallback(complete)
 
-        return d.addCallbacks(counts, first_failure)
+
+def _online_counts(replies: list[Any], ips: list[str]) -> OnlineCounts:
+    counts: dict[str, int] = {}
+    unreadable: dict[str, str] = {}
+    for ip, reply in zip(ips, replies, strict=True):
+        if isinstance(reply, int):
+            counts[ip] = reply
+        elif isinstance(reply, ResponseError):
+            if str(reply).startswith(SERVER_ERRORS):
+                raise reply
+            unreadable[ip] = str(reply)
+        else:
+            unreadable[ip] = f"not a count: {reply!r:.80}"
+    return OnlineCounts(counts, unreadable)

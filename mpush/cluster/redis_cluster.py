@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, FirstError, ensureDeferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txredisapi import ConnectionError as RedisConnectionError
@@ -141,6 +141,11 @@ class NodeClient(Protocol):
         on the same connection."""
         ...
 
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> Deferred[list[Any]]:
+        """Send ``commands`` in one write; their replies in order, an error
+        reply as its ``ResponseError``."""
+        ...
+
 
 class ClusterUnavailable(RedisConnectionError):
     """No slot map could be loaded, or redirects did not settle."""
@@ -246,6 +251,35 @@ class ClusterRouter:
         d.addCallback(lambda _: ensureDeferred(self._execute(args)))
         return d
 
+    def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> Deferred[list[Any]]:
+        """The replies of ``commands`` in order, an error reply as its
+        ``ResponseError``: one pipeline per master owning some of their keys;
+        a command redirected (a slot moving) is sent again on its own."""
+        return ensureDeferred(self._pipeline(commands))
+
+    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        if not self.loaded:
+            await self.refresh()
+        by_node: dict[Address, list[int]] = {}
+        for i, args in enumerate(commands):
+            by_node.setdefault(self._pick(command_key(args))[1], []).append(i)
+        groups = list(by_node.items())
+        sent = [self._connection_for(address).pipeline([commands[i] for i in indexes])
+                for address, indexes in groups]
+        replies: list[Any] = [None] * len(commands)
+        redirected: list[int] = []
+        for (_, indexes), got in zip(groups, await _all(sent), strict=True):
+            for i, reply in zip(indexes, got, strict=True):
+                replies[i] = reply
+                if isinstance(reply, ResponseError) and parse_redirect(str(reply)):
+                    redirected.append(i)
+        if redirected:
+            again = await _all([self.execute(*commands[i]).addErrback(_error_reply)
+                                for i in redirected])
+            for i, reply in zip(redirected, again, strict=True):
+                replies[i] = reply
+        return replies
+
     def _pick(self, key: Any | None) -> tuple[int | None, Address]:
         if key is None:
             masters = self.masters()
@@ -283,6 +317,21 @@ class ClusterRouter:
             else:
                 asking = True
         raise ClusterUnavailable(f"{args[0]} slot {slot}: more than {self.max_redirects} redirects")
+
+
+def _error_reply(f: Failure) -> ResponseError:
+    """An error reply as a value, as pipelines give it; other failures go on."""
+    f.trap(ResponseError)
+    return f.value
+
+
+async def _all(calls: list[Deferred[Any]]) -> list[Any]:
+    """Every result, or the first failure itself (not wrapped in FirstError)."""
+    try:
+        return await gatherResults(calls, consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
+        raise  # not reached
 
 
 __all__ = [

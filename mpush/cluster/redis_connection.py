@@ -40,7 +40,7 @@ pool uses; tried with Twisted 26.10), which would give one connection model:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import txredisapi
@@ -58,6 +58,7 @@ __all__ = [
     "RedisUnavailable",
     "Resolver",
     "StateListener",
+    "encode_commands",
     "fmt_address",
 ]
 
@@ -73,6 +74,22 @@ class RedisAuthError(RedisUnavailable):
 def fmt_address(address: Address | None) -> str:
     """``host:port``, or "?" when not known yet."""
     return f"{address[0]}:{address[1]}" if address else "?"
+
+
+def encode_commands(commands: Iterable[Sequence[str | bytes | int]]) -> bytes:
+    """RESP arrays of bulk strings, one per command, in one buffer."""
+    out = bytearray()
+    for command in commands:
+        out += b"*%d\r\n" % len(command)
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode("utf-8")
+            out += b"$%d\r\n%s\r\n" % (len(data), data)
+    return bytes(out)
+
+
+def _is_auth_error(reply: object) -> bool:
+    return isinstance(reply, txredisapi.ResponseError) and str(reply).startswith(
+        ("NOAUTH", "WRONGPASS"))
 
 
 class _Protocol(txredisapi.RedisProtocol):
@@ -98,6 +115,51 @@ class _Protocol(txredisapi.RedisProtocol):
             super().connectionLost(why)
         finally:
             self.owner._lost(self)
+
+    def replies(self, payload: bytes, count: int) -> Deferred[list[Any]]:
+        """Write ``count`` encoded commands at once; fires with their ``count``
+        replies in order, an error reply as its ``ResponseError`` (a value, not
+        a failure). The connection failing fails it.
+
+        Cheaper than ``count`` calls of ``execute_command``: one write, one
+        Deferred per reply and one reply timer for all, where each call
+        builds its command, two Deferreds and a timer of its own.
+        """
+        # Cancelled, it stops its timer; the replies still due are dropped.
+        done: Deferred[list[Any]] = Deferred(lambda _: finish())
+        replies: list[Any] = [None] * count
+        left = [count]
+
+        def store(reply: Any, i: int) -> None:
+            if done.called:
+                return
+            if isinstance(reply, txredisapi.ConnectionError):  # lost, or timed out
+                finish()
+                done.errback(reply)
+                return
+            replies[i] = reply
+            left[0] -= 1
+            if not left[0]:
+                finish()
+                done.callback(replies)
+
+        def timed_out() -> None:
+            done.errback(txredisapi.TimeoutError(f"no reply within {self.replyTimeout:g}s"))
+            # As txredisapi does: the replies still due would land on the
+            # commands written next.
+            self.transport.abortConnection()
+
+        timer = self.callLater(self.replyTimeout, timed_out) if self.replyTimeout else None
+
+        def finish() -> None:
+            if timer is not None and timer.active():
+                timer.cancel()
+
+        self.transport.write(payload)
+        get = self.replyQueue.get
+        for i in range(count):
+            get().addCallback(store, i)
+        return done
 
 
 class _ProtocolFactory(Factory):
@@ -320,6 +382,26 @@ class RedisConnection:
         d.addCallbacks(self._replied, self._failed, errbackArgs=(args[0],))
         return d
 
+    def pipeline(self, commands: Sequence[Sequence[str | bytes | int]]) -> Deferred[list[Any]]:
+        """Send ``commands`` in one write; fires with their replies in order,
+        an error reply as its ``ResponseError`` (see ``_Protocol.replies``)."""
+        if not commands:
+            return succeed([])
+        payload = encode_commands(commands)
+        d = self._get_protocol()
+        d.addCallback(lambda proto: proto.replies(payload, len(commands)))
+        d.addCallback(self._refuse_auth_errors)
+        d.addCallbacks(self._replied, self._failed, errbackArgs=(str(commands[0][0]),))
+        return d
+
+    @staticmethod
+    def _refuse_auth_errors(replies: list[Any]) -> list[Any]:
+        # A password problem is the connection's, not a command's.
+        for reply in replies:
+            if _is_auth_error(reply):
+                raise reply
+        return replies
+
     @staticmethod
     def _send(proto: _Protocol, args: tuple[Any, ...], asking: bool) -> Deferred[Any]:
         if asking:
@@ -336,12 +418,11 @@ class RedisConnection:
         if f.check(defer.CancelledError, RedisUnavailable):
             return f  # the caller gave up / already reported by the connect
         if f.check(txredisapi.ResponseError):
-            message = str(f.value)
-            if not message.startswith(("NOAUTH", "WRONGPASS")):
+            if not _is_auth_error(f.value):
                 self._set_state(True, None)  # an error reply is still an answer
                 return f
             # The password was changed or required after we connected.
-            exc: RedisUnavailable = RedisAuthError(f"{self._who()}: {message}")
+            exc: RedisUnavailable = RedisAuthError(f"{self._who()}: {f.value}")
             self._hold_error = exc
             self._retry_at = self.reactor.seconds() + self.auth_retry
             self.reset()

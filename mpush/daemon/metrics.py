@@ -19,8 +19,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.internet.interfaces import IReactorTime
 
-from mpush.interfaces import Admission, HttpSite
+from mpush.daemon.server_series import SERVER_SERIES_LIMIT, ServerSeries
+from mpush.interfaces import Admission, HttpSite, LoadReporter
+from mpush.reactor import default_reactor
 from mpush.services.status import (
     AllocationStatus,
     GatewaysStatus,
@@ -73,9 +76,11 @@ class StateCollector:
         self.status = Status() if status is None else status
         self.site = site
         self.push = push
+        self._series = ServerSeries()
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.status.snapshot()
+        # No rows: the per-server series are written by server_series().
+        snap = self.status.snapshot(rows=False)
         # In the order of the exposition; a part that is None is not there.
         parts: tuple[tuple[Any, Callable[[Any], Iterator[Metric]]], ...] = (
             (self.site, self._site),
@@ -112,20 +117,16 @@ class StateCollector:
 
     def _allocation(self, allocation: AllocationStatus) -> Iterator[Metric]:
         yield _gauge("servers", "Connection servers in the allocation list", allocation.servers)
-        if not allocation.rows:
-            return  # no per-server load to show (none, or not the daemon's policy)
-        allocations = CounterMetricFamily(
-            PREFIX + "allocations",
-            "GET / answers that listed this server first, since it joined the list",
-            labels=["server"])
-        online = GaugeMetricFamily(PREFIX + "server_online",
-                                   "Online users of this server at the last refresh (its"
-                                   " share of its IP's count)", labels=["server"])
-        for s in allocation.rows:
-            allocations.add_metric([s.address], s.allocated)
-            online.add_metric([s.address], s.online)
-        yield allocations
-        yield online
+        yield _gauge("server_series_omitted", "Servers of the list without per-server series"
+                     f" (beyond the first {SERVER_SERIES_LIMIT:,} of the GET / order)",
+                     max(0, allocation.servers - SERVER_SERIES_LIMIT))
+
+    def server_series(self) -> bytes:
+        """The per-server families, as text (see :mod:`mpush.daemon.server_series`)."""
+        policy = self.status.policy
+        if not isinstance(policy, LoadReporter):
+            return b""  # no per-server load to show (none, or not the daemon's policy)
+        return self._series.render(policy.describe(SERVER_SERIES_LIMIT))
 
     def _refresh(self, refresh: RefreshStatus) -> Iterator[Metric]:
         yield _counter("refreshes", "Refreshes of the allocation list done", refresh.refreshes)
@@ -133,6 +134,9 @@ class StateCollector:
                        refresh.failures)
         yield _gauge("servers_stale", "1 while serving a list ZooKeeper no longer shows",
                      1 if refresh.stale else 0)
+        yield _gauge("unreadable_count_keys", "Online count keys (mp:oul:<ip>) the last refresh"
+                     " could not read (a wrong type); their servers keep their last count",
+                     refresh.unreadable_keys)
 
     def _push(self, push: Admission) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(PREFIX + "push_outcomes",
@@ -208,7 +212,17 @@ class Metrics:
     :class:`mpush.web.metrics.MetricsResource`.
     """
 
-    def __init__(self, collector: StateCollector | None = None) -> None:
+    #: A text at least this large (a list of some 500 servers or more) is
+    #: served again, for ``reuse_for`` seconds, to the scrapes that follow:
+    #: scrapers in a loop then cost one rendering per period, not one each.
+    #: Smaller texts are cheap and always made anew.
+    reuse_from = 64 * 1024
+    reuse_for = 0.1
+
+    def __init__(self, collector: StateCollector | None = None, *,
+                 clock: IReactorTime | None = None) -> None:
+        self._clock = clock  # for the reuse period; None: the global reactor, when needed
+        self._last: tuple[float, bytes] | None = None  # (made at, text) of a large text
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = collector or StateCollector()
         self.registry.register(self.collector)  # type: ignore[arg-type]
@@ -238,5 +252,13 @@ class Metrics:
             self.collector.status.refresher = refresher
 
     def exposition(self) -> bytes:
-        """The Prometheus text (format 0.0.4)."""
-        return generate_latest(self.registry)
+        """The Prometheus text (format 0.0.4); a large one is at most
+        ``reuse_for`` seconds old."""
+        self._clock = default_reactor(self._clock)
+        now = self._clock.seconds()
+        last = self._last
+        if last is not None and 0 <= now - last[0] < self.reuse_for:
+            return last[1]
+        text = generate_latest(self.registry) + self.collector.server_series()
+        self._last = (now, text) if len(text) >= self.reuse_from else None
+        return text

@@ -345,7 +345,7 @@ def make_metrics(settings: Settings, status: Status, web: Web, pusher: PushClien
     from mpush.web.site import AllocSite
 
     # Read at scrape time (the collector) or observed through hooks (histograms).
-    metrics = Metrics(StateCollector(status))
+    metrics = Metrics(StateCollector(status), clock=reactor)
     metrics.attach(site=web.site, push=pusher.admission, refresher=refresher)
     resource = MetricsResource(metrics)
     alloc = settings.alloc

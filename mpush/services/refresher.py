@@ -15,19 +15,20 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mpush.arguments import require_non_negative, require_positive
-from mpush.balance import AllocPolicy, Candidate, RefreshToken
+from mpush.balance import ONLINE_KEY_PREFIX, AllocPolicy, Candidate, RefreshToken
 from mpush.config.keys import default
-from mpush.interfaces import ClusterView, RedisClient, ServerNodeInfo
+from mpush.interfaces import ClusterView, OnlineCounts, RedisClient, ServerNodeInfo
 from mpush.reactor import default_reactor
 
 __all__ = [
+    "COUNT_BATCH",
     "DEFAULT_CHANGE_DELAY",
     "DEFAULT_REFRESH_INTERVAL",
     "RefreshSchedule",
@@ -43,6 +44,13 @@ DEFAULT_REFRESH_INTERVAL: float = default("mp.alloc.refresh-interval")
 #: so a burst of changes (a cluster restart, a ZK resync) costs one refresh:
 #: ``mp.alloc.change-delay``'s.
 DEFAULT_CHANGE_DELAY: float = default("mp.alloc.change-delay")
+#: Online counts read per Redis round trip. Between two, the reactor serves
+#: what waits, so a refresh never holds it for long whatever the servers;
+#: 500 ZCARDs cost about a millisecond to send and to read back.
+COUNT_BATCH = 500
+#: New unreadable count keys logged one by one per refresh; more are summed
+#: up in one line, so a Redis full of wrong keys cannot flood the log.
+UNREADABLE_LOGGED = 10
 
 
 # --------------------------------------------------------------------------
@@ -59,9 +67,10 @@ class RefreshSchedule:
     # Bound (s) on one count fetch, None: the interval. RedisService promises
     # to fail sooner, but a refresh that never ends would block every later one.
     timeout: float | None = None
+    batch: int = COUNT_BATCH  # online counts read per Redis round trip
 
     def __post_init__(self) -> None:
-        require_positive(interval=self.interval)
+        require_positive(interval=self.interval, batch=self.batch)
         require_non_negative(change_delay=self.change_delay)
         if self.timeout is not None:
             require_positive(timeout=self.timeout)
@@ -70,6 +79,11 @@ class RefreshSchedule:
     def fetch_timeout(self) -> float:
         """The bound on one count fetch, in seconds."""
         return self.interval if self.timeout is None else self.timeout
+
+
+def _same(a: list[Candidate], b: list[Candidate]) -> bool:
+    """The same candidates, in the same order (by identity: cheap)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _candidate(node: ServerNodeInfo) -> Candidate:
@@ -107,6 +121,9 @@ class Refresher(Service):
         self.stale = False  # serving a list the view no longer shows
         self.refreshes = 0  # completed refreshes
         self.failures = 0  # refreshes whose count fetch failed (or that raised)
+        # IP -> the error its mp:oul key answered at the last fetch (its
+        # servers keep their last count); bounded by the list's IPs.
+        self.unreadable: dict[str, str] = {}
         # Called with each refresh's duration in seconds (reactor time): metrics.
         self.on_refreshed: Callable[[float], None] | None = None
         self._started = 0.0
@@ -117,6 +134,10 @@ class Refresher(Service):
         self._again = False
         self._inflight: Deferred[Any] | None = None  # the count fetch, for cancelling
         self._waiters: list[Deferred[None]] = []
+        # Node name -> (the node, its candidate): a node object the view still
+        # holds is not read again, so an unchanged view costs no new objects.
+        self._made: dict[str, tuple[ServerNodeInfo, Candidate]] = {}
+        self._served: list[Candidate] = []  # the last list given to the policy
 
     # -- lifecycle ------------------------------------------------------
 
@@ -208,8 +229,7 @@ class Refresher(Service):
 
     def _refresh_once(self) -> Deferred[None] | None:
         nodes = self._view.connection_servers()
-        # Sorted by node name: a stable order for equal loads.
-        candidates = [_candidate(nodes[name]) for name in sorted(nodes)]
+        candidates = self._candidates(nodes)
         if candidates:
             if self.stale:
                 self.stale = False
@@ -217,7 +237,9 @@ class Refresher(Service):
                     "connection servers are back in ZooKeeper ({n}); list fresh again",
                     n=len(candidates),
                 )
-            self.policy.set_servers(candidates)
+            if not _same(candidates, self._served):
+                self.policy.set_servers(candidates)
+                self._served = candidates
         elif self.policy.servers:
             # The Java alloc never goes from servers to none: a client keeps
             # trying the last list, which is better than "no server".
@@ -235,19 +257,62 @@ class Refresher(Service):
         token = self.policy.begin_refresh()
         if not token.ips:
             return None
-        d = maybeDeferred(self._cache.online_counts, list(token.ips))
+        d = ensureDeferred(self._read_counts(token.ips))
         d.addTimeout(self.schedule.fetch_timeout, self._reactor)
         self._inflight = d
         d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token,))
         return d
 
-    def _counts_ok(self, counts: Mapping[str, int], token: RefreshToken) -> None:
+    def _candidates(self, nodes: Mapping[str, ServerNodeInfo]) -> list[Candidate]:
+        made, self._made = self._made, {}
+        out: list[Candidate] = []
+        for name in sorted(nodes):  # a stable order for equal loads
+            node = nodes[name]
+            entry = made.get(name)
+            if entry is None or entry[0] is not node:
+                entry = (node, _candidate(node))
+            self._made[name] = entry  # the same tuple again: nothing new to collect
+            out.append(entry[1])
+        return out
+
+    async def _read_counts(self, ips: tuple[str, ...]) -> OnlineCounts:
+        """The counts of ``ips``, one Redis round trip per batch, the
+        reactor free between two."""
+        read = OnlineCounts({}, {})
+        batch = self.schedule.batch
+        for start in range(0, len(ips), batch):
+            if start:
+                await deferLater(self._reactor, 0, lambda: None)
+            part = await self._cache.read_online_counts(ips[start:start + batch])
+            read.counts.update(part.counts)
+            read.unreadable.update(part.unreadable)
+        return read
+
+    def _counts_ok(self, read: OnlineCounts, token: RefreshToken) -> None:
         self._inflight = None
-        self.policy.apply_counts(token, counts)
+        self.policy.apply_counts(token, read.counts, read.unreadable)
+        self._note_unreadable(read.unreadable)
         self.last_success = self._reactor.seconds()
         if self.last_error is not None:
             self.log.info("online counts from Redis are back")
             self.last_error = None
+
+    def _note_unreadable(self, unreadable: dict[str, str]) -> None:
+        # Logged once per key while it stays unreadable: the key is the
+        # problem (written by something else), not Redis.
+        new = [ip for ip in unreadable if ip not in self.unreadable]
+        for ip in new[:UNREADABLE_LOGGED]:
+            self.log.warn(
+                "cannot read the online count of {ip}: Redis key {key} answers {error}; "
+                "its servers keep their last count",
+                ip=ip, key=ONLINE_KEY_PREFIX + ip, error=unreadable[ip])
+        if len(new) > UNREADABLE_LOGGED:
+            self.log.warn("... and {n} more online count keys that cannot be read",
+                          n=len(new) - UNREADABLE_LOGGED)
+        healed = sum(1 for ip in self.unreadable if ip not in unreadable)
+        if healed:
+            self.log.info("{n} online count key(s) readable again", n=healed)
+        self.unreadable = unreadable
 
     def _counts_failed(self, failure: Failure) -> None:
         self._inflight = None

@@ -189,6 +189,7 @@ class RefreshStatus:
     refreshes: int
     failures: int
     last_success: float | None = None  # reactor time of the last good refresh
+    unreadable_keys: int = 0  # online count keys the last fetch could not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +271,8 @@ class Status:
             self.clock = default_reactor(self.clock)
             age = max(0.0, self.clock.seconds() - ref.last_success)
         return RefreshStatus(bool(ref.stale), age, self._scrub(ref.last_error),
-                             ref.refreshes, ref.failures, ref.last_success)
+                             ref.refreshes, ref.failures, ref.last_success,
+                             len(ref.unreadable))
 
     def _scrub(self, text: str | None) -> str | None:
         # Defence in depth: RedisService's messages never carry the password,

@@ -24,6 +24,8 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self
 
+from mpush.cluster.redis_connection import encode_commands
+
 HOST = "127.0.0.1"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
@@ -74,7 +76,7 @@ class SyncRedisClient:
                 raise
 
     def execute(self, *args: Any) -> Any:
-        self._sock.sendall(encode_command(*args))
+        self._sock.sendall(encode_commands([args]))
         reply = self._read()
         if isinstance(reply, RedisReplyError):
             raise reply
@@ -82,7 +84,7 @@ class SyncRedisClient:
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send all commands in one write, then read all replies."""
-        self._sock.sendall(b"".join(encode_command(*c) for c in commands))
+        self._sock.sendall(encode_commands(commands))
         return [self._read() for _ in commands]
 
     def _read(self) -> Any:
@@ -119,19 +121,6 @@ class SyncRedisClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def encode_command(*args: Any) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode("utf-8")
-        else:
-            data = str(arg).encode("ascii")
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
 
 
 def parse_info(text: str) -> dict[str, str]:
