@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 import mpush
-from tests.harness.daemon import BIN, Daemon, free_port, held_port, write_config
+from tests.harness.daemon import (
+    BIN,
+    Daemon,
+    free_port,
+    held_port,
+    refused_ports,
+    write_config,
+)
 from tests.harness.redis import RedisServer
 from tests.harness.registry import NodeRegistrar
 from tests.harness.zookeeper import ZooKeeperServer
@@ -409,8 +416,8 @@ def test_many_unreachable_gateways_are_a_few_log_lines_and_a_count(
     # "unreachable" warning is the same message; the log keeps its first 20
     # (mpush.daemon.log_limits) and then says how many it left out.
     registrar.register("cs", "10.5.0.1", 3000)
-    for _ in range(60):
-        registrar.register("gs", "127.0.0.1", free_port())
+    for port in refused_ports(60):
+        registrar.register("gs", "127.0.0.1", port)
     daemon = start_daemon()
 
     seen: list[dict[str, Any]] = [{}]

@@ -28,6 +28,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def refused_ports(count: int) -> list[int]:
+    """``count`` ports on 127.0.0.1 where nothing listens, below the ephemeral range.
+
+    A client retrying a port inside that range may one day be given the very
+    same port as its own local one and connect to itself (TCP simultaneous
+    open): a "gateway" that answers. Below the range the kernel never picks
+    them, so a connection there is refused as long as nobody listens.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    found: list[int] = []
+    for port in range(max(1024, low - 8000), low):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError(f"fewer than {count} free ports below {low}")
+
+
 @contextlib.contextmanager
 def held_port() -> Iterator[int]:
     """A port on 127.0.0.1 that a listening socket holds until the block ends."""
