@@ -40,17 +40,25 @@ pool uses; tried with Twisted 26.10), which would give one connection model:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import txredisapi
 from twisted.internet import defer, error
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from mpush.cluster.redis_cluster import Address
+from mpush.cluster.redis_protocol import (
+    RedisAuthError,
+    RedisUnavailable,
+    ReplyProtocol,
+    ReplyProtocolFactory,
+    encode_commands,
+    fmt_address,
+    is_auth_error,
+)
 
 __all__ = [
     "RedisAuthError",
@@ -61,117 +69,6 @@ __all__ = [
     "encode_commands",
     "fmt_address",
 ]
-
-
-class RedisUnavailable(txredisapi.ConnectionError):
-    """Redis could not be reached, refused us, or did not answer in time."""
-
-
-class RedisAuthError(RedisUnavailable):
-    """Wrong or missing password (or the server refused AUTH)."""
-
-
-def fmt_address(address: Address | None) -> str:
-    """``host:port``, or "?" when not known yet."""
-    return f"{address[0]}:{address[1]}" if address else "?"
-
-
-def encode_commands(commands: Iterable[Sequence[str | bytes | int]]) -> bytes:
-    """RESP arrays of bulk strings, one per command, in one buffer."""
-    out = bytearray()
-    for command in commands:
-        out += b"*%d\r\n" % len(command)
-        for arg in command:
-            data = arg if isinstance(arg, bytes) else str(arg).encode("utf-8")
-            out += b"$%d\r\n%s\r\n" % (len(data), data)
-    return bytes(out)
-
-
-def _is_auth_error(reply: object) -> bool:
-    return isinstance(reply, txredisapi.ResponseError) and str(reply).startswith(
-        ("NOAUTH", "WRONGPASS"))
-
-
-class _Protocol(txredisapi.RedisProtocol):
-    """txredisapi's protocol, telling its owner when it is gone.
-
-    AUTH is done by the owner (not by txredisapi's connectionMade, which
-    would stop the factory for good on a wrong password).
-    """
-
-    def __init__(self, owner: RedisConnection) -> None:
-        super().__init__(
-            charset="utf-8",
-            replyTimeout=owner.reply_timeout or None,
-            password=None,
-            dbid=None,
-            convertNumbers=False,  # keep "1" a string (hash fields, values)
-        )
-        self.owner = owner
-        self.callLater = owner.reactor.callLater  # the injected clock, not the global one
-
-    def connectionLost(self, why: Failure) -> None:
-        try:
-            super().connectionLost(why)
-        finally:
-            self.owner._lost(self)
-
-    def replies(self, payload: bytes, count: int) -> Deferred[list[Any]]:
-        """Write ``count`` encoded commands at once; fires with their ``count``
-        replies in order, an error reply as its ``ResponseError`` (a value, not
-        a failure). The connection failing fails it.
-
-        Cheaper than ``count`` calls of ``execute_command``: one write, one
-        Deferred per reply and one reply timer for all, where each call
-        builds its command, two Deferreds and a timer of its own.
-        """
-        # Cancelled, it stops its timer; the replies still due are dropped.
-        done: Deferred[list[Any]] = Deferred(lambda _: finish())
-        replies: list[Any] = [None] * count
-        left = [count]
-
-        def store(reply: Any, i: int) -> None:
-            if done.called:
-                return
-            if isinstance(reply, txredisapi.ConnectionError):  # lost, or timed out
-                finish()
-                done.errback(reply)
-                return
-            replies[i] = reply
-            left[0] -= 1
-            if not left[0]:
-                finish()
-                done.callback(replies)
-
-        def timed_out() -> None:
-            done.errback(txredisapi.TimeoutError(f"no reply within {self.replyTimeout:g}s"))
-            # As txredisapi does: the replies still due would land on the
-            # commands written next.
-            self.transport.abortConnection()
-
-        timer = self.callLater(self.replyTimeout, timed_out) if self.replyTimeout else None
-
-        def finish() -> None:
-            if timer is not None and timer.active():
-                timer.cancel()
-
-        self.transport.write(payload)
-        get = self.replyQueue.get
-        for i in range(count):
-            get().addCallback(store, i)
-        return done
-
-
-class _ProtocolFactory(Factory):
-    noisy = False
-
-    def __init__(self, owner: RedisConnection) -> None:
-        self.owner = owner
-
-    def buildProtocol(self, addr: Any) -> _Protocol:
-        proto = _Protocol(self.owner)
-        proto.factory = self
-        return proto
 
 
 Resolver = Callable[[], "Deferred[Address]"]
@@ -218,13 +115,13 @@ class RedisConnection:
         self.reactor = reactor
         self.require_master = require_master
         self._on_state = on_state
-        self._factory = _ProtocolFactory(self)
+        self._factory = ReplyProtocolFactory(self)
         self.up: bool | None = None  # None: not tried yet
         self.error: str | None = None
         self.connects = 0  # successful connections made, for tests and metrics
-        self._proto: _Protocol | None = None
-        self._connecting: Deferred[_Protocol] | None = None
-        self._waiters: list[Deferred[_Protocol]] = []
+        self._proto: ReplyProtocol | None = None
+        self._connecting: Deferred[ReplyProtocol] | None = None
+        self._waiters: list[Deferred[ReplyProtocol]] = []
         self._failures = 0
         self._retry_at = 0.0
         self._hold_error: RedisUnavailable | None = None
@@ -253,7 +150,7 @@ class RedisConnection:
 
     # -- getting a connection
 
-    def _get_protocol(self) -> Deferred[_Protocol]:
+    def _get_protocol(self) -> Deferred[ReplyProtocol]:
         if self._closed:
             return fail(RedisUnavailable(f"{self._who()}: connection closed"))
         if self._proto is not None and self._proto.connected:
@@ -265,13 +162,13 @@ class RedisConnection:
                 return fail(type(held)(str(held)))
         # Registered before connecting: a connection attempt that fails
         # synchronously must still find its waiter.
-        waiter: Deferred[_Protocol] = Deferred(self._cancel_waiter)
+        waiter: Deferred[ReplyProtocol] = Deferred(self._cancel_waiter)
         self._waiters.append(waiter)
         if self._connecting is None:
             self._start_connecting()
         return waiter
 
-    def _cancel_waiter(self, d: Deferred[_Protocol]) -> None:
+    def _cancel_waiter(self, d: Deferred[ReplyProtocol]) -> None:
         if d in self._waiters:
             self._waiters.remove(d)
 
@@ -282,12 +179,12 @@ class RedisConnection:
         self._connecting = d
         d.addBoth(self._connect_done)
 
-    async def _connect(self) -> _Protocol:
+    async def _connect(self) -> ReplyProtocol:
         self.address = await self._resolve()
         host, port = self.address
         endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.connect_timeout)
         try:
-            proto: _Protocol = await endpoint.connect(self._factory)
+            proto: ReplyProtocol = await endpoint.connect(self._factory)
         except error.TimeoutError:
             raise RedisUnavailable(
                 f"{self._who()}: not connected within {self.connect_timeout:g}s"
@@ -301,7 +198,7 @@ class RedisConnection:
             raise
         return proto
 
-    async def _handshake(self, proto: _Protocol) -> None:
+    async def _handshake(self, proto: ReplyProtocol) -> None:
         # Every new connection gets one answer before it is used: a frozen
         # server or a password problem shows up here, as a connect failure.
         if self.password is not None:
@@ -325,7 +222,7 @@ class RedisConnection:
                     ) from None
                 raise
 
-    def _connect_done(self, result: _Protocol | Failure) -> None:
+    def _connect_done(self, result: ReplyProtocol | Failure) -> None:
         self._connecting = None
         waiters, self._waiters = self._waiters, []
         if self._closed:
@@ -368,7 +265,7 @@ class RedisConnection:
             )
         return RedisUnavailable(f"{self._who()}: cannot connect: {f.getErrorMessage()}")
 
-    def _lost(self, proto: _Protocol) -> None:
+    def protocol_lost(self, proto: ReplyProtocol) -> None:
         if self._proto is proto:
             self._proto = None
 
@@ -384,7 +281,7 @@ class RedisConnection:
 
     def pipeline(self, commands: Sequence[Sequence[str | bytes | int]]) -> Deferred[list[Any]]:
         """Send ``commands`` in one write; fires with their replies in order,
-        an error reply as its ``ResponseError`` (see ``_Protocol.replies``)."""
+        an error reply as its ``ResponseError`` (see ``ReplyProtocol.replies``)."""
         if not commands:
             return succeed([])
         payload = encode_commands(commands)
@@ -398,12 +295,12 @@ class RedisConnection:
     def _refuse_auth_errors(replies: list[Any]) -> list[Any]:
         # A password problem is the connection's, not a command's.
         for reply in replies:
-            if _is_auth_error(reply):
+            if is_auth_error(reply):
                 raise reply
         return replies
 
     @staticmethod
-    def _send(proto: _Protocol, args: tuple[Any, ...], asking: bool) -> Deferred[Any]:
+    def _send(proto: ReplyProtocol, args: tuple[Any, ...], asking: bool) -> Deferred[Any]:
         if asking:
             # Written before the command in the same turn: same connection,
             # right order. Its own answer is of no interest.
@@ -418,7 +315,7 @@ class RedisConnection:
         if f.check(defer.CancelledError, RedisUnavailable):
             return f  # the caller gave up / already reported by the connect
         if f.check(txredisapi.ResponseError):
-            if not _is_auth_error(f.value):
+            if not is_auth_error(f.value):
                 self._set_state(True, None)  # an error reply is still an answer
                 return f
             # The password was changed or required after we connected.
