@@ -7,4 +7,5 @@ each part of the stack keeps its fixtures next to its launcher.
 pytest_plugins = [
     "tests.fixtures_zk",
     "tests.fixtures_redis",
+    "tests.fixtures_stack",
 ]

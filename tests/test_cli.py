@@ -30,14 +30,6 @@ TOKEN = "cli-token-0123456789abcdef"
 
 
 @pytest_twisted.async_yield_fixture
-async def stack(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
-                redis_server: RedisServer) -> AsyncIterator[Stack]:
-    async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
-                             redis_server.port) as running:
-        yield running
-
-
-@pytest_twisted.async_yield_fixture
 async def token_stack(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
                       redis_server: RedisServer) -> AsyncIterator[Stack]:
     async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ from tests.harness.web import request, until
 from tests.harness.zookeeper import ZooKeeperServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest_twisted.async_yield_fixture
-async def stack(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
-                redis_server: RedisServer) -> AsyncIterator[Stack]:
-    async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
-                             redis_server.port) as running:
-        yield running
 
 
 def summary(answer: dict[str, Any]) -> dict[str, int]:
