@@ -80,7 +80,7 @@ def test_default_and_bounds_accessors() -> None:
 def test_defaults_other_modules_take_are_the_tables() -> None:
     """Modules keep their names for a default, but the value is the table's."""
     from mpush import wire as protocol
-    from mpush.cluster import gateways as gateway
+    from mpush.cluster import gateway_options as gateway
     from mpush.services import pusher as push
     from mpush.services import refresher as alloc
     from mpush.web import push_body
