@@ -22,6 +22,12 @@ ROUTE_KEY_PREFIX: Final = "mp:ur:"
 
 _INT_FIELD = re.compile(r"[+-]?[0-9]+")  # what Java's Integer.parseInt takes
 _DIGITS = re.compile(r"[0-9]{1,5}")
+_SHOWN = 40  # a reason quotes at most this much of a bad value: it reaches logs and answers
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def _optional_str(location: Mapping[str, Any], key: str) -> str | None:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # fastjson would coerce a number into a String field
-    raise ValueError(f"{key} is not a string: {value!r}")
+    raise ValueError(f"{key} is not a string: {_shown(value)}")
 
 
 def parse_route(field: str, value: str) -> Route:
@@ -78,7 +84,7 @@ def parse_route(field: str, value: str) -> Route:
     port_ok = isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536
     if conn_id is not None and not (host_ok and port_ok):
         # Online but nowhere to send to.
-        raise ValueError(f"bad gateway address host={host!r} port={port!r}")
+        raise ValueError(f"bad gateway address host={_shown(host)} port={_shown(port)}")
     return Route(
         field=field,
         client_type=client_type,

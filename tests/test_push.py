@@ -436,6 +436,18 @@ def test_parse_routes_keeps_one_route_per_client_type() -> None:
     assert [b[0] for b in bad] == ["x", "3"]
 
 
+def test_a_bad_route_value_is_quoted_short_in_the_reason() -> None:
+    huge = "h" * 100_000
+    _, bad = parse_routes({
+        "1": json.dumps({"osName": "android", "connId": "c", "host": huge, "port": 0}),
+        "2": json.dumps({"osName": ["x" * 100_000]}),
+    })
+    reasons = {field: why for field, _, why in bad}
+    assert reasons["1"].startswith("bad gateway address host='hhh")
+    assert reasons["2"].startswith("osName is not a string: [")
+    assert all(len(why) < 120 for why in reasons.values()), reasons
+
+
 # ------------------------------------------------------------------ validation
 
 
