@@ -16,8 +16,8 @@ mpush-alloc`` on the same ZooKeeper and Redis. Then:
 
 The UDP gateway of the Java server joins a multicast group on a site-local
 interface and refuses to start without one. ``--private-net`` re-runs this
-script in a new network namespace (root; ``unshare -n``) holding only ``lo``
-and a dummy interface with a 10.x address, so nothing leaves the machine and
+script in a new network namespace (root; ``unshare -n``) holding only ``lo``,
+given a 10.x address and multicast, so nothing can leave the machine and
 every datagram still goes to 127.0.0.1.
 
     .venv/bin/python benchmarks/java_side_by_side.py [--gateway tcp|udp] [--private-net]
@@ -45,8 +45,7 @@ KIT = Path(os.environ.get("MPUSH_JAVA_PEER", ROOT.parent / "shared" / "java-peer
 from benchmarks.push import WRK_LUA, wrk  # noqa: E402
 from tests.harness.daemon import Daemon, free_port, write_config  # noqa: E402
 
-PRIVATE_NET = ("ip link set lo up && ip link add mpb0 type dummy && "
-               "ip addr add 10.254.0.1/24 dev mpb0 && ip link set mpb0 up && exec ")
+PRIVATE_NET = ("ip link set lo up multicast on && ip addr add 10.254.0.1/32 dev lo && exec ")
 # The same body for both allocs; PREFIX users are the devices.
 PUSH_LUA = WRK_LUA.replace('"userId":"u\' ..', '"userId":"user-\' ..').replace(
     '"content":"hi"', '"hello":"hi"').replace(
@@ -107,11 +106,15 @@ def run(args: argparse.Namespace) -> int:
     java_net = f"mp.net.gateway-server-net={args.gateway}"
     work = Path(tempfile.mkdtemp(prefix="mpush-side-"))
     with Stack() as stack, JavaPeer(stack.zk_port, stack.redis_port, log_level="warn") as jp:
+        if udp:
+            # The kit waits for a gateway connection when the server runs first;
+            # over UDP there is none, so the alloc goes first.
+            jp.start_alloc(extra_conf=f"{java_net}\nmp.net.gateway-client-port={free_port()}")
         jp.start_server(extra_conf=java_net)
+        if not udp:
+            jp.start_alloc(extra_conf=java_net)
         print(f"Java mpush server: connection {jp.conn_port}, gateway {jp.gateway_port} "
               f"({args.gateway})", flush=True)
-        jp.start_alloc(extra_conf=java_net + ("\nmp.net.gateway-client-port="
-                                               f"{free_port()}" if udp else ""))
         devices = [jp.start_client(f"user-{i}") for i in range(args.devices)]
         ours_port = free_port()
         net = (f"net {{ gateway-server-net = udp, gateway-client-port = {free_port()} }}"
@@ -124,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             deadline = time.monotonic() + 30
             while f":{jp.conn_port}" not in get(ours + "/") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            while f":{jp.conn_port}" not in get(java + "/") and time.monotonic() < deadline:
                 time.sleep(0.2)
             print(f"GET / ours: {get(ours + '/')!r}  Java: {get(java + '/')!r}", flush=True)
             status, body = post(ours + "/push", {"userId": "user-0", "content": "from ours"})
