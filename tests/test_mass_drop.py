@@ -23,6 +23,7 @@ from mpush.services.status import Status
 from mpush.web.health import health_document
 from tests.fakes import Cache, FakeGateways, FakeStatusCache, FakeZk, Node, View
 from tests.harness.registry import NodeRegistrar
+from tests.harness.zkfaults import CuttableProxy, expire_session
 from tests.harness.zookeeper import ZooKeeperServer
 from tests.metrics_samples import scrape
 
@@ -181,31 +182,40 @@ def test_six_of_ten_sessions_expired_at_once_are_held_until_back_or_the_hold_end
         make_registrar: Callable[..., NodeRegistrar],
         make_zk_watcher: Callable[..., ZkWatcher]) -> Any:
     connect = zk_server.connect_string
-    # One session per server, as in a real cluster.
-    regs = [make_registrar(connect, namespace=zk_namespace) for _ in range(10)]
-    paths = [reg.register("cs", f"127.0.0.{n}", 3000) for n, reg in enumerate(regs, 1)]
+    # One session per server, as in a real cluster; the six to expire reach
+    # ZooKeeper through a proxy each, so a glitch can cut them off.
+    proxies = [CuttableProxy(int(connect.rsplit(":", 1)[1])) for _ in range(6)]
+    for proxy in proxies:
+        proxy.open()
+    # Blocking kazoo calls go to threads: the proxies run in the reactor.
+    regs = []
+    for address in [p.connect_string for p in proxies] + [connect] * 4:
+        regs.append((yield deferToThread(make_registrar, address, namespace=zk_namespace)))
+    paths = []
+    for n, reg in enumerate(regs, 1):
+        paths.append((yield deferToThread(reg.register, "cs", f"127.0.0.{n}", 3000)))
     watcher = make_zk_watcher(connect, zk_namespace)
     yield wait_for(lambda: len(watcher.connection_servers()) == 10, 10, "ten nodes")
     # A change delay that covers the six expiries (each a takeover connection of its own).
-    schedule = RefreshSchedule(interval=60.0, change_delay=1.0, mass_drop_hold=3.0)
+    schedule = RefreshSchedule(interval=60.0, change_delay=1.0, mass_drop_hold=5.0)
     r = Refresher(BalancePolicy(), watcher, Cache(), schedule=schedule)
     r.startService()
     try:
         everyone = {f"127.0.0.{n}:3000" for n in range(1, 11)}
         yield wait_for(lambda: served(r) == everyone, 10, "ten served")
 
-        # Sessions for the two that come back, made before the hold: it is short.
-        back = [make_registrar(connect, namespace=zk_namespace) for _ in range(2)]
-        # Six sessions end at once (closed, each in a thread of its own): ZooKeeper
-        # deletes their ephemeral nodes, as when it expires them after a glitch.
-        yield DeferredList([deferToThread(reg.close) for reg in regs[:6]],
+        # The glitch: six servers cut off, their sessions expired at once
+        # (ZooKeeper deletes their ephemeral nodes); the servers live on.
+        sessions = [reg.client.client_id for reg in regs[:6]]
+        yield DeferredList([p.cut() for p in proxies])
+        yield DeferredList([deferToThread(expire_session, connect, s) for s in sessions],
                            fireOnOneErrback=True, consumeErrors=True)
         yield wait_for(lambda: len(watcher.connection_servers()) == 4, 10, "six nodes gone")
         yield wait_for(lambda: len(r.held) == 6, 10, "six held")
         assert served(r) == everyone
-        # Two come back (a new session, a new node name: the same address).
-        for n, reg in enumerate(back, 1):
-            reg.register("cs", f"127.0.0.{n}", 3000)
+        # Two reach ZooKeeper again: a new session each, and they register again.
+        proxies[0].open()
+        proxies[1].open()
         yield wait_for(lambda: len(r.held) == 4, 10, "two back")
         assert served(r) == everyone
         yield wait_for(lambda: r.held == {}, 10, "the hold's end")
@@ -223,3 +233,6 @@ def test_six_of_ten_sessions_expired_at_once_are_held_until_back_or_the_hold_end
         assert r.held == {} and r.holds_started == 1
     finally:
         r.stopService()
+        for reg in regs[2:6]:  # still cut off: closed before their proxies go
+            yield deferToThread(reg.close)
+        yield DeferredList([p.cut() for p in proxies])
