@@ -13,13 +13,14 @@ The rules (time is passed in; pure, no Twisted):
   a burst of ZooKeeper events costs a refresh per change delay). It compares
   the live servers before its first removal (held ones not counted) with the
   live ones now: a server that came and went within the burst does not count.
-* When a burst has removed more than half of its base, and more than one
-  server (one server leaving is a normal removal, whatever the cluster's
-  size), every server it removed is held: kept in the answer until ``hold`` seconds after the
-  refresh that saw the mass drop. A smaller removal is applied at once.
+* When a burst has removed more than half of the servers live before it,
+  and more than one (one server leaving is a normal removal, whatever the
+  cluster's size), every server it removed is held: kept in the answer
+  until ``hold`` seconds after the refresh that saw the mass drop. A
+  smaller removal is applied at once.
 * A held server is released as soon as a live server serves the same
   address again (a re-registration, maybe under a new node name), or when
-  its time is up. Release never extends a hold; a second mass drop during a
+  its time is up. Nothing extends a hold; a second mass drop during a
   hold holds its own servers for their own ``hold`` seconds, so no server is
   held longer than ``hold`` (plus one burst) after it left.
 * ``hold == 0`` disables it all: the view is served as it is.
