@@ -218,6 +218,8 @@ class RefreshReport(Protocol):
     refreshes: int
     failures: int
     unreadable: Mapping[str, str]  # IP -> the error its online count key answered
+    held: Mapping[str, float]  # kept after a mass drop: address -> when its hold ends
+    holds_started: int  # mass drops that held servers
 
 
 # -- serving and stopping -----------------------------------------------------

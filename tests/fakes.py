@@ -466,6 +466,8 @@ class FakeRefresher:
     refreshes: int = 7
     failures: int = 0
     unreadable: dict[str, str] = field(default_factory=dict)
+    held: dict[str, float] = field(default_factory=dict)
+    holds_started: int = 0
 
 
 @dataclass

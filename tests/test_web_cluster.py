@@ -67,6 +67,8 @@ def test_the_document_renders_the_snapshot_in_full() -> None:
     fakes = balanced_fakes()
     fakes.zk.last_error = None
     fakes.gateways.servers["10.0.0.6:3001"]["last_error"] = "connection lost: reset"
+    # Held after a mass drop, its hold ending at 112.5 (the status clock reads 100).
+    fakes.refresher.held = {"10.0.0.5:3000": 112.5}
     site = cluster_site(fakes)
     assert get(site, b"/")[1]["content-type"] == "text/plain; charset=utf-8"  # one handout
     status, headers, doc = get(site)
@@ -79,11 +81,11 @@ def test_the_document_renders_the_snapshot_in_full() -> None:
             {"position": 1, "address": "10.0.0.6:3000", "publicIp": "10.0.0.6", "weight": 1.0,
              "online": 2.0, "handedOut": 1, "load": 3.0, "allocated": 1,
              "registeredAddress": "10.0.0.6:3000", "zkNodes": ["cs2"],
-             "knownSince": "1970-01-01T00:01:00.250Z"},
+             "knownSince": "1970-01-01T00:01:00.250Z", "held": False, "heldSecondsLeft": None},
             {"position": 2, "address": "10.0.0.5:3000", "publicIp": "10.0.0.5", "weight": 2.0,
              "online": 10.0, "handedOut": 0, "load": 5.0, "allocated": 0,
              "registeredAddress": "10.0.0.5:3000", "zkNodes": ["cs1"],
-             "knownSince": "1970-01-01T00:00:50.000Z"},
+             "knownSince": "1970-01-01T00:00:50.000Z", "held": True, "heldSecondsLeft": 12.5},
         ],
         "gatewayServers": [
             {"address": "10.0.0.5:3001", "connections": 2, "configuredConnections": 2,

@@ -56,7 +56,7 @@ def test_all_fine_is_200_ok_with_every_dependency() -> None:
         "reasons": [],
         "draining": False,
         "allocation": {"servers": 2, "stale": False, "lastRefreshAgeSeconds": 10.0,
-                       "lastRefreshError": None, "refreshes": 7},
+                       "lastRefreshError": None, "refreshes": 7, "held": 0},
         "zookeeper": {"state": "connected", "sessionId": "0x1000abc", "initialized": True,
                       "connectionServers": 2, "gatewayServers": 1, "lastError": None},
         "redis": {"mode": "single", "reachable": True, "lastError": None},
@@ -114,6 +114,11 @@ def _break_stale(f: Fakes) -> None:
     f.zk.cs = {}
 
 
+def _break_mass_drop(f: Fakes) -> None:
+    # Two of three left ZooKeeper at once: kept in the answer for a while.
+    f.refresher.held = {"10.0.0.7:3000": 120.0, "10.0.0.8:3000": 120.0}
+
+
 def _break_gateway_down(f: Fakes) -> None:
     f.gateways.servers["10.0.0.6:3001"]["connected"] = 0
 
@@ -140,6 +145,7 @@ def _break_no_gateway(f: Fakes) -> None:
     (_break_redis, "redis unreachable"),
     (_break_refresh, "online counts not refreshed"),
     (_break_stale, "connection server list stale"),
+    (_break_mass_drop, "connection servers held after a mass drop: 2"),
     (_break_gateway_down, "gateway servers not connected: 1 of 2"),
     (_break_gateway_partial, "gateway servers partly connected: 1 of 2"),
     (_break_gateway_silent, "gateway servers not answering: 1 of 2"),

@@ -134,6 +134,11 @@ class StateCollector:
                        refresh.failures)
         yield _gauge("servers_stale", "1 while serving a list ZooKeeper no longer shows",
                      1 if refresh.stale else 0)
+        yield _gauge("servers_held", "Connection servers kept in the list after a mass drop"
+                     " (they left ZooKeeper; each until it registers again or its hold ends)",
+                     refresh.held)
+        yield _counter("mass_drop_holds", "Mass drops of connection servers that started a hold",
+                       refresh.holds_started)
         yield _gauge("unreadable_count_keys", "Online count keys (mp:oul:<ip>) the last refresh"
                      " could not read (a wrong type); their servers keep their last count",
                      refresh.unreadable_keys)

@@ -263,7 +263,8 @@ def make_refresher(settings: Settings, policy: BalancePolicy, zk: ZkWatcher,
     from mpush.services.refresher import Refresher, RefreshSchedule
 
     schedule = RefreshSchedule(interval=settings.alloc.refresh_interval,
-                               change_delay=settings.alloc.change_delay)
+                               change_delay=settings.alloc.change_delay,
+                               mass_drop_hold=settings.alloc.mass_drop_hold)
     refresher = Refresher(policy, zk, cache, schedule=schedule, reactor=reactor)
     refresher.setName("refresher")
     return refresher

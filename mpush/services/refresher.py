@@ -4,7 +4,8 @@ It reads the connection servers from the ZooKeeper view and their online
 counts from Redis, every ``refresh_interval`` and shortly after any change
 under ``/cluster/cs``, and hands the result to a policy of
 :mod:`mpush.balance`. It keeps the last list when the view has no servable
-node (never from servers to none) and flags itself ``stale``.
+node (never from servers to none) and flags itself ``stale``, and keeps the
+servers of a mass drop a while (:mod:`mpush.services.mass_drop`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mpush.balance import ONLINE_KEY_PREFIX, AllocPolicy, Candidate, RefreshToke
 from mpush.config.keys import default
 from mpush.interfaces import ClusterView, OnlineCounts, RedisClient, ServerNodeInfo
 from mpush.reactor import default_reactor
+from mpush.services.mass_drop import HoldKeeper
 
 __all__ = [
     "COUNT_BATCH",
@@ -44,6 +46,8 @@ DEFAULT_REFRESH_INTERVAL: float = default("mp.alloc.refresh-interval")
 #: so a burst of changes (a cluster restart, a ZK resync) costs one refresh:
 #: ``mp.alloc.change-delay``'s.
 DEFAULT_CHANGE_DELAY: float = default("mp.alloc.change-delay")
+#: Default bound (s) on keeping the servers of a mass drop: ``mp.alloc.mass-drop-hold``'s.
+DEFAULT_MASS_DROP_HOLD: float = default("mp.alloc.mass-drop-hold")
 #: Online counts read per Redis round trip. Between two, the reactor serves
 #: what waits, so a refresh never holds it for long whatever the servers;
 #: 500 ZCARDs cost about a millisecond to send and to read back.
@@ -68,10 +72,12 @@ class RefreshSchedule:
     # to fail sooner, but a refresh that never ends would block every later one.
     timeout: float | None = None
     batch: int = COUNT_BATCH  # online counts read per Redis round trip
+    mass_drop_hold: float = DEFAULT_MASS_DROP_HOLD  # s a mass drop's servers stay; 0: off
 
     def __post_init__(self) -> None:
         require_positive(interval=self.interval, batch=self.batch)
-        require_non_negative(change_delay=self.change_delay)
+        require_non_negative(change_delay=self.change_delay,
+                             mass_drop_hold=self.mass_drop_hold)
         if self.timeout is not None:
             require_positive(timeout=self.timeout)
 
@@ -138,6 +144,19 @@ class Refresher(Service):
         # holds is not read again, so an unchanged view costs no new objects.
         self._made: dict[str, tuple[ServerNodeInfo, Candidate]] = {}
         self._served: list[Candidate] = []  # the last list given to the policy
+        # Refreshes of one burst of changes come a change delay apart, and
+        # may slip by one more while a refresh is in flight.
+        self.hold = HoldKeeper(self.schedule.mass_drop_hold, 2 * self.schedule.change_delay,
+                               self._reactor, self.refresh)
+
+    @property
+    def held(self) -> Mapping[str, float]:
+        """Servers kept after a mass drop: served address -> reactor time their hold ends."""
+        return self.hold.held
+
+    @property
+    def holds_started(self) -> int:
+        return self.hold.holds_started
 
     # -- lifecycle ------------------------------------------------------
 
@@ -163,6 +182,7 @@ class Refresher(Service):
             self._pending_change.cancel()
         self._pending_change = None
         self._again = False
+        self.hold.stop()
         if self._inflight is not None:
             self._inflight.cancel()  # fires the chain now, with CancelledError
 
@@ -229,7 +249,7 @@ class Refresher(Service):
 
     def _refresh_once(self) -> Deferred[None] | None:
         nodes = self._view.connection_servers()
-        candidates = self._candidates(nodes)
+        candidates = self.hold.serve(self._candidates(nodes))
         if candidates:
             if self.stale:
                 self.stale = False
@@ -255,12 +275,16 @@ class Refresher(Service):
         else:
             return None  # nothing known yet: GET / answers 503
         token = self.policy.begin_refresh()
-        if not token.ips:
+        # Held servers keep their last count: a server that is really gone may
+        # have had its key cleared, and would then look empty and draw everyone.
+        frozen = self.hold.frozen_ips()
+        ips = tuple(ip for ip in token.ips if ip not in frozen) if frozen else token.ips
+        if not ips:
             return None
-        d = ensureDeferred(self._read_counts(token.ips))
+        d = ensureDeferred(self._read_counts(ips))
         d.addTimeout(self.schedule.fetch_timeout, self._reactor)
         self._inflight = d
-        d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token,))
+        d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token, frozen))
         return d
 
     def _candidates(self, nodes: Mapping[str, ServerNodeInfo]) -> list[Candidate]:
@@ -288,9 +312,12 @@ class Refresher(Service):
             read.unreadable.update(part.unreadable)
         return read
 
-    def _counts_ok(self, read: OnlineCounts, token: RefreshToken) -> None:
+    def _counts_ok(self, read: OnlineCounts, token: RefreshToken,
+                   frozen: frozenset[str]) -> None:
         self._inflight = None
-        self.policy.apply_counts(token, read.counts, read.unreadable)
+        # A frozen IP is passed as unreadable: the policy keeps its count and handouts.
+        self.policy.apply_counts(token, read.counts,
+                                 read.unreadable.keys() | frozen if frozen else read.unreadable)
         self._note_unreadable(read.unreadable)
         self.last_success = self._reactor.seconds()
         if self.last_error is not None:

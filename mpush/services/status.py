@@ -137,17 +137,21 @@ class ServerRow(NamedTuple):
     nodes: tuple[str, ...]  # its ZooKeeper node names (two while a restart's old one lives)
     registered: str | None  # the node's own host:port (None: no node in the view)
     since: float | None  # reactor time its node entered the ZooKeeper view
+    held_left: float | None = None  # s its mass-drop hold has left (None: not held)
 
     @classmethod
-    def rows(cls, policy: LoadReporter,
-             nodes: Mapping[str, ServerNodeInfo]) -> tuple[ServerRow, ...]:
-        """The policy's servers in ``GET /`` order, with the view's nodes of each."""
+    def rows(cls, policy: LoadReporter, nodes: Mapping[str, ServerNodeInfo],
+             held: Mapping[str, float] | None = None, now: float = 0.0,
+             ) -> tuple[ServerRow, ...]:
+        """The policy's servers in ``GET /`` order, with the view's nodes of each
+        and the time left of those ``held`` (address -> when its hold ends)."""
         found = _nodes_by_address(nodes)
         missing: tuple[tuple[str, ...], str | None, float | None] = ((), None, None)
+        left = {a: max(0.0, end - now) for a, end in held.items()} if held else {}
         # ServerStatus has the fields of a row from ``address`` to ``allocated``, in
         # order; tuple.__new__ skips the named tuple's argument handling (per row).
         make = tuple.__new__
-        return tuple([make(cls, (i, *s, *found.get(s.address, missing)))
+        return tuple([make(cls, (i, *s, *found.get(s.address, missing), left.get(s.address)))
                       for i, s in enumerate(policy.describe(), 1)])
 
 
@@ -190,6 +194,8 @@ class RefreshStatus:
     failures: int
     last_success: float | None = None  # reactor time of the last good refresh
     unreadable_keys: int = 0  # online count keys the last fetch could not read
+    held: int = 0  # servers kept in the list after a mass drop
+    holds_started: int = 0  # mass drops that held servers
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +264,8 @@ class Status:
             return None
         rows: tuple[ServerRow, ...] = ()
         if cs_nodes is not None and isinstance(policy, LoadReporter):
-            rows = ServerRow.rows(policy, cs_nodes)
+            held = None if self.refresher is None else self.refresher.held
+            rows = ServerRow.rows(policy, cs_nodes, held, self._now() if held else 0.0)
         return AllocationStatus(len(policy.servers), policy.body is not None, rows)
 
     def _refresh(self) -> RefreshStatus | None:
@@ -268,11 +275,14 @@ class Status:
         age = None
         if ref.last_success is not None:
             # Clamped: a clock stepped back must not show a negative age.
-            self.clock = default_reactor(self.clock)
-            age = max(0.0, self.clock.seconds() - ref.last_success)
+            age = max(0.0, self._now() - ref.last_success)
         return RefreshStatus(bool(ref.stale), age, self._scrub(ref.last_error),
                              ref.refreshes, ref.failures, ref.last_success,
-                             len(ref.unreadable))
+                             len(ref.unreadable), len(ref.held), ref.holds_started)
+
+    def _now(self) -> float:
+        self.clock = default_reactor(self.clock)
+        return self.clock.seconds()
 
     def _scrub(self, text: str | None) -> str | None:
         # Defence in depth: RedisService's messages never carry the password,

@@ -92,6 +92,7 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
                                       else round(refresh.last_success_age, 3)),
             "lastRefreshError": refresh.last_error,
             "refreshes": refresh.refreshes,
+            "held": refresh.held,
         },
         "zookeeper": zookeeper_section(zk),
         "redis": redis_section(redis),
@@ -153,6 +154,8 @@ def _refresh_reasons(refresh: RefreshStatus) -> list[str]:
     reasons = []
     if refresh.stale:
         reasons.append("connection server list stale")
+    if refresh.held:
+        reasons.append(f"connection servers held after a mass drop: {refresh.held}")
     if refresh.last_error is not None:
         reasons.append("online counts not refreshed")
     return reasons

@@ -229,6 +229,8 @@ def _health_allocation() -> Json:
         "lastRefreshAgeSeconds": {"type": ["number", "null"], "minimum": 0},
         "lastRefreshError": _text_or_null(),
         "refreshes": _count(),
+        "held": {**_count(), "description": "connection servers kept in the list after a"
+                                            " mass drop (`mp.alloc.mass-drop-hold`)"},
     })
 
 
@@ -298,6 +300,10 @@ def _cluster_server() -> Json:
         "zkNodes": {**_strings(), "description": "its node names under `/cluster/cs`"},
         "knownSince": {**_text_or_null(), "description": "when its node appeared in the"
                                                          " ZooKeeper view (ISO 8601 UTC)"},
+        "held": {"type": "boolean", "description": "kept after a mass drop: it left ZooKeeper"
+                                                  " and is served until it registers again"},
+        "heldSecondsLeft": {"type": ["number", "null"], "minimum": 0,
+                            "description": "when held: seconds before its hold ends"},
     })
 
 
