@@ -56,7 +56,7 @@ def test_all_fine_is_200_ok_with_every_dependency() -> None:
         "reasons": [],
         "draining": False,
         "allocation": {"servers": 2, "stale": False, "lastRefreshAgeSeconds": 10.0,
-                       "lastRefreshError": None, "refreshes": 7},
+                       "lastRefreshError": None, "refreshes": 7, "handoutSharing": None},
         "zookeeper": {"state": "connected", "sessionId": "0x1000abc", "initialized": True,
                       "connectionServers": 2, "gatewayServers": 1, "lastError": None},
         "redis": {"mode": "single", "reachable": True, "lastError": None},

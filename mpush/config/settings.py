@@ -58,6 +58,8 @@ class AllocSettings:
     interface: str = default("mp.alloc.interface")
     refresh_interval: float = default("mp.alloc.refresh-interval")  # s
     change_delay: float = default("mp.alloc.change-delay")  # s
+    # s between two exchanges of handout counts with other instances; 0: off
+    share_handouts_interval: float = default("mp.alloc.share-handouts-interval")
     tls_cert: str | None = default("mp.alloc.tls-cert")  # absolute path once loaded
     tls_key: str | None = default("mp.alloc.tls-key")
     data_dir: str = default("mp.alloc.data-dir")  # made absolute (against the CWD) once loaded

@@ -99,7 +99,7 @@ def _server_json(row: ServerRow) -> str:
     # counts over a weight that is a finite number > 0.
     return (f'{{"position":{row.position:d},{head},"online":{_figure(row.online)!r},'
             f'"handedOut":{row.handed:d},"load":{_figure(row.load)!r},'
-            f'"allocated":{row.allocated:d},{tail}}}')
+            f'"allocated":{row.allocated:d},"sharedHandedOut":{row.shared:d},{tail}}}')
 
 
 @lru_cache(maxsize=4096)
