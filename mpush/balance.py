@@ -17,7 +17,8 @@ Our policy counts its own handouts between refreshes, so the head moves on as
 soon as it is no longer the least loaded (load = (online + handed out) /
 weight), and reconciles them exactly against fresh counts: the handed-out
 counts are snapshot when a refresh starts and that snapshot is subtracted
-when the fresh counts arrive.
+when the fresh counts arrive. Other alloc instances' handouts (shared
+through Redis, :mod:`mpush.shared_handouts`) weigh the same way.
 
 The policies are literal (``set_servers([])`` empties them); the rule "never
 go from servers to none" lives in the Refresher.
