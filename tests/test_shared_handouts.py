@@ -186,3 +186,48 @@ def test_a_hung_exchange_times_out_and_none_overlaps() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="interval"):
         HandoutSharer(BalancePolicy(), MemorySums(), interval=0)
+
+
+def test_an_unreadable_count_keeps_the_others_handouts() -> None:
+    policy = policy_of({A: 0, B: 0})
+    policy.set_shared({A: 0, B: 0})
+    policy.set_shared({A: 4, B: 4})
+    token = policy.begin_refresh()
+    # A's key could not be read: its count is old, so the 4 are not in it.
+    assert policy.apply_counts(token, {"10.0.0.2": 4}, unreadable={"10.0.0.1": "WRONGTYPE"})
+    described = {s.address: s for s in policy.describe()}
+    assert (described[A].online, described[A].shared) == (0, 4)
+    assert (described[B].online, described[B].shared) == (4, 0)
+
+
+def test_refreshing_instances_sharing_through_a_burst_stay_balanced() -> None:
+    # The benchmark's burst, small: four instances with their refreshers at
+    # different phases; A restarts empty (the others at 200); 400 clients in 4 s.
+    from dataclasses import replace
+
+    from mpush.services.refresher import Refresher, RefreshSchedule
+    from tests.fakes import Cache, Node, View
+
+    nodes = [Node(f"cs{i}", f"10.0.0.{i + 1}") for i in range(3)]
+    view = View(*nodes)
+    redis = Cache({"10.0.0.1": 200, "10.0.0.2": 200, "10.0.0.3": 200}, missing=0)
+    clock, sums = Clock(), MemorySums()
+    policies = [BalancePolicy() for _ in range(4)]
+    services: list[Refresher | HandoutSharer] = []
+    for j, policy in enumerate(policies):
+        services.append(Refresher(policy, view, redis, reactor=clock,
+                                  schedule=RefreshSchedule(interval=2.0, change_delay=0.1)))
+        services.append(HandoutSharer(policy, sums, interval=0.05, reactor=clock))
+        clock.callLater(j * 0.5, services[-2].startService)
+        clock.callLater(j * 0.0125, services[-1].startService)
+    clock.advance(2.0)
+    redis.counts["10.0.0.1"] = 0
+    view.set(replace(nodes[0]), *nodes[1:])
+    clock.advance(0.2)
+    for i in range(400):
+        clock.advance(0.01)
+        redis.counts[heads(policies[i % 4], 1)[0].split(":")[0]] += 1
+    final = list(redis.counts.values())
+    assert max(final) / (sum(final) / 3) <= 1.05, final  # alone: 300 on A, 1.125
+    for service in services:
+        service.stopService()
