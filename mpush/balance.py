@@ -17,7 +17,8 @@ Our policy counts its own handouts between refreshes, so the head moves on as
 soon as it is no longer the least loaded (load = (online + handed out) /
 weight), and reconciles them exactly against fresh counts: the handed-out
 counts are snapshot when a refresh starts and that snapshot is subtracted
-when the fresh counts arrive.
+when the fresh counts arrive. Other alloc instances' handouts (shared
+through Redis, :mod:`mpush.shared_handouts`) weigh the same way.
 
 The policies are literal (``set_servers([])`` empties them); the rule "never
 go from servers to none" lives in the Refresher.
@@ -28,8 +29,10 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
+
+from mpush.shared_handouts import RemoteBaseline
 
 __all__ = [
     "JAVA_REFRESH_INTERVAL",
@@ -72,6 +75,8 @@ class RefreshToken:
     seq: int
     ips: tuple[str, ...]
     handouts: Mapping[str, int]  # address -> handed out before the snapshot
+    # address -> the other instances' handout counter at the snapshot (sharing)
+    shared: Mapping[str, int] = field(default_factory=dict)
 
 
 class ServerStatus(NamedTuple):
@@ -86,8 +91,9 @@ class ServerStatus(NamedTuple):
     weight: float
     online: float  # this server's share of its IP's last known count
     handed: int  # handed out since the last applied count
-    load: float  # (online + handed) / weight
+    load: float  # (online + handed + shared) / weight
     allocated: int = 0  # handed out since it joined the list (only grows; metrics)
+    shared: int = 0  # handed out by other instances since the last applied count
 
 
 class AllocPolicy(Protocol):
@@ -124,7 +130,8 @@ def _count(value: Any) -> int:
 
 
 class _Server:
-    __slots__ = ("address", "candidate", "encoded", "given", "handed", "ip", "online", "weight")
+    __slots__ = ("address", "candidate", "encoded", "given", "handed", "ip", "online", "shared",
+                 "weight")
 
     def __init__(self, candidate: Candidate) -> None:
         self.candidate = candidate
@@ -135,11 +142,12 @@ class _Server:
         self.online = 0.0
         self.handed = 0
         self.given = 0  # handouts already inside an applied count (handed moves here)
+        self.shared = 0  # other instances' handouts not inside the count yet
 
     def key(self) -> tuple[float, str]:
         # The one place the load is computed, so every comparison sees the
         # same float for the same state.
-        return ((self.online + self.handed) / self.weight, self.address)
+        return ((self.online + self.handed + self.shared) / self.weight, self.address)
 
 
 class BalancePolicy:
@@ -159,6 +167,7 @@ class BalancePolicy:
         self._ip_counts: dict[str, int] = {}  # last known ZCARD per IP
         self._body: bytes | None = None
         self._seq = 0  # seq of the latest begin_refresh; only that token applies
+        self._remote = RemoteBaseline()  # other instances' handouts (sharing)
 
     # -- feeding --------------------------------------------------------
 
@@ -191,7 +200,7 @@ class BalancePolicy:
     def begin_refresh(self) -> RefreshToken:
         self._seq += 1
         handouts = {s.address: s.handed for s in self._order if s.handed}
-        return RefreshToken(self._seq, self._ips, handouts)
+        return RefreshToken(self._seq, self._ips, handouts, self._remote.snapshot())
 
     def apply_counts(self, token: RefreshToken, counts: Mapping[str, int],
                      unreadable: Collection[str] = ()) -> bool:
@@ -227,8 +236,33 @@ class BalancePolicy:
             for ip in [ip for ip in ip_counts if ip not in self._groups]:
                 del ip_counts[ip]
         self._split_counts(fresh, moved)
+        if token.shared:
+            keep = [s.address for ip in unreadable for s in self._groups.get(ip, ())]
+            self._remote.rebase(token.shared, keep)
+            self._update_shared(moved)
         self._reorder(moved)
         return True
+
+    def handout_totals(self) -> dict[str, int]:
+        """Our handouts per server since it joined the list (for sharing)."""
+        return {s.address: s.given + s.handed for s in self._order}
+
+    def set_shared(self, counter: Mapping[str, int]) -> None:
+        """The other instances' handout counter per server (only grows),
+        as the sharing timer read it; what they handed out since the last
+        refresh started weighs like our own handouts."""
+        self._remote.observe(counter)
+        moved: dict[_Server, tuple[float, str]] = {}
+        self._update_shared(moved)
+        self._reorder(moved)
+
+    def _update_shared(self, moved: dict[_Server, tuple[float, str]]) -> None:
+        extra = self._remote.extra
+        for s in self._order:
+            n = extra(s.address)
+            if n != s.shared:
+                moved.setdefault(s, s.key())
+                s.shared = n
 
     def _split_counts(self, ips: Iterable[str],
                       moved: dict[_Server, tuple[float, str]] | None = None) -> None:
@@ -288,7 +322,7 @@ class BalancePolicy:
             body = self._body = b",".join([s.encoded for s in order])
         head = order[0]
         head.handed += 1
-        key = ((head.online + head.handed) / head.weight, head.address)
+        key = ((head.online + head.handed + head.shared) / head.weight, head.address)
         keys = self._keys
         if len(keys) > 1 and key > keys[1]:
             del keys[0], order[0]
@@ -321,7 +355,7 @@ class BalancePolicy:
         make = tuple.__new__  # skips the named tuple's argument handling (per row)
         return [
             make(ServerStatus, (s.address, s.ip, s.weight, s.online, s.handed, k[0],
-                                s.given + s.handed))
+                                s.given + s.handed, s.shared))
             for s, k in zip(order, keys, strict=True)
         ]
 

@@ -222,6 +222,16 @@ class RefreshReport(Protocol):
     holds_started: int  # mass drops that held servers
 
 
+class SharingReport(Protocol):
+    """The handout sharer's record; is ``services.handout_sharing.HandoutSharer``."""
+
+    interval: float  # s between exchanges
+    exchanges: int  # that worked
+    failures: int
+    last_ok: float | None  # reactor time of the last exchange that worked
+    last_error: str | None  # None while it works
+
+
 # -- serving and stopping -----------------------------------------------------
 
 

@@ -27,7 +27,8 @@ PACKAGE = ROOT / "mpush"
 
 #: Module-name prefixes of the pure core.
 PURE = ("mpush.wire", "mpush.balance", "mpush.routes", "mpush.outcomes", "mpush.config",
-        "mpush.arguments", "mpush.hosts", "mpush.hold")
+        "mpush.arguments", "mpush.hosts", "mpush.hold",
+        "mpush.shared_handouts")
 #: What the pure core may import from mpush: itself only.
 PURE_MAY_IMPORT = PURE
 #: Third-party packages that bring an event loop or I/O with them.

@@ -84,13 +84,13 @@ def test_allocation_rows_are_the_policys_servers_in_get_order_with_their_nodes()
     assert allocation is not None and allocation.servers == 4
     assert ",".join(r.address for r in allocation.rows).encode() == policy.body
     assert allocation.rows == (
-        ServerRow(1, "10.0.0.6:3000", "10.0.0.6", 1.0, 2.0, 1, 3.0, 1, ("cs0", "cs2"),
+        ServerRow(1, "10.0.0.6:3000", "10.0.0.6", 1.0, 2.0, 1, 3.0, 1, 0, ("cs0", "cs2"),
                   "10.0.0.6:3000", 40.0),
-        ServerRow(2, "10.0.0.5:3000", "10.0.0.5", 2.0, 10.0, 0, 5.0, 0, ("cs1",),
+        ServerRow(2, "10.0.0.5:3000", "10.0.0.5", 2.0, 10.0, 0, 5.0, 0, 0, ("cs1",),
                   "10.0.0.5:3000", 50.0),
-        ServerRow(3, "1.2.3.4:3000", "1.2.3.4", 1.0, 7.0, 0, 7.0, 0, ("nat",),
+        ServerRow(3, "1.2.3.4:3000", "1.2.3.4", 1.0, 7.0, 0, 7.0, 0, 0, ("nat",),
                   "192.168.0.7:3000", 70.0),
-        ServerRow(4, "10.0.0.9:3000", "10.0.0.9", 1.0, 9.0, 0, 9.0, 0, (), None, None),
+        ServerRow(4, "10.0.0.9:3000", "10.0.0.9", 1.0, 9.0, 0, 9.0, 0, 0, (), None, None),
     )
     # Without rows (what /health asks): the same figures, no per-server work.
     lean = status_of(fakes).snapshot(rows=False).allocation
@@ -111,4 +111,4 @@ def test_a_policy_without_loads_has_no_rows_and_the_other_new_fields() -> None:
 
 def test_a_row_takes_the_policys_figures_field_for_field() -> None:
     # ServerRow.rows copies a ServerStatus into each row by position.
-    assert ServerRow._fields[1:8] == ServerStatus._fields
+    assert ServerRow._fields[1:9] == ServerStatus._fields

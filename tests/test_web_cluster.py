@@ -79,11 +79,11 @@ def test_the_document_renders_the_snapshot_in_full() -> None:
         "serving": True,
         "connectionServers": [
             {"position": 1, "address": "10.0.0.6:3000", "publicIp": "10.0.0.6", "weight": 1.0,
-             "online": 2.0, "handedOut": 1, "load": 3.0, "allocated": 1,
+             "online": 2.0, "handedOut": 1, "load": 3.0, "allocated": 1, "sharedHandedOut": 0,
              "registeredAddress": "10.0.0.6:3000", "zkNodes": ["cs2"],
              "knownSince": "1970-01-01T00:01:00.250Z", "held": False, "heldSecondsLeft": None},
             {"position": 2, "address": "10.0.0.5:3000", "publicIp": "10.0.0.5", "weight": 2.0,
-             "online": 10.0, "handedOut": 0, "load": 5.0, "allocated": 0,
+             "online": 10.0, "handedOut": 0, "load": 5.0, "allocated": 0, "sharedHandedOut": 0,
              "registeredAddress": "10.0.0.5:3000", "zkNodes": ["cs1"],
              "knownSince": "1970-01-01T00:00:50.000Z", "held": True, "heldSecondsLeft": 12.5},
         ],

@@ -29,6 +29,7 @@ from mpush.services.status import (
     GatewaysStatus,
     RedisStatus,
     RefreshStatus,
+    SharingStatus,
     Status,
     ZooKeeperStatus,
 )
@@ -91,6 +92,7 @@ class StateCollector:
             (snap.zookeeper, self._zk),
             (snap.redis, self._redis),
             (snap.draining, self._draining),
+            (snap.sharing, self._sharing),
         )
         for part, render in parts:
             if part is not None:
@@ -182,6 +184,14 @@ class StateCollector:
     def _redis(self, redis: RedisStatus) -> Iterator[Metric]:
         yield _gauge("redis_up", "1 while Redis answers (the last probe or call worked)",
                      1 if redis.reachable else 0)
+
+    def _sharing(self, sharing: SharingStatus) -> Iterator[Metric]:
+        yield _counter("handout_exchanges", "Exchanges of handout counts with the other alloc"
+                       " instances (through Redis) that worked", sharing.exchanges)
+        yield _counter("handout_exchange_failures", "Exchanges of handout counts that failed",
+                       sharing.failures)
+        yield _gauge("handout_sharing_ok", "1 while the last exchange of handout counts worked",
+                     1 if sharing.last_error is None else 0)
 
     def _draining(self, draining: bool) -> Iterator[Metric]:
         yield _gauge("draining", "1 once the daemon is stopping", 1 if draining else 0)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from mpush.daemon.listener import WebService
     from mpush.daemon.logs import LogLimits
     from mpush.services.drain import Drain
+    from mpush.services.handout_sharing import HandoutSharer
     from mpush.services.pusher import PushClient
     from mpush.services.refresher import Refresher
     from mpush.services.status import Status
@@ -270,6 +271,24 @@ def make_refresher(settings: Settings, policy: BalancePolicy, zk: ZkWatcher,
     return refresher
 
 
+def make_sharer(settings: Settings, policy: BalancePolicy, cache: RedisService,
+                reactor: Any = None) -> HandoutSharer | None:
+    """The timer that shares handout counts with the other alloc instances
+    through Redis; None when ``mp.alloc.share-handouts-interval`` is 0."""
+    interval = settings.alloc.share_handouts_interval
+    if interval <= 0:
+        return None
+    from mpush.cluster.handout_store import RedisHandoutStore
+    from mpush.services.handout_sharing import HandoutSharer
+
+    # A hung exchange gives up when a Redis call would have failed anyway.
+    timeout = settings.redis.connect_timeout + settings.redis.reply_timeout
+    sharer = HandoutSharer(policy, RedisHandoutStore(cache), interval=interval,
+                           timeout=timeout, reactor=reactor)
+    sharer.setName("handout-sharer")
+    return sharer
+
+
 @dataclass
 class Web:
     """The main port: its resource tree, its site and its listener."""
@@ -414,7 +433,10 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     refresher = make_refresher(settings, policy, zk, cache, reactor)
     refresher.setServiceParent(root)
     # The refresher stamps last_success with this reactor's clock.
-    status = Status(zk, cache, gateways, refresher, policy, clock=reactor)
+    sharer = make_sharer(settings, policy, cache, reactor)
+    if sharer is not None:
+        sharer.setServiceParent(root)
+    status = Status(zk, cache, gateways, refresher, policy, clock=reactor, sharer=sharer)
     web = make_web(settings, policy, pusher, status, reactor, max_connections=fds.http)
     web.listener.setServiceParent(root)
     admin = make_metrics(settings, status, web, pusher, refresher, reactor)

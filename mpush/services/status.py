@@ -35,6 +35,7 @@ from mpush.interfaces import (
     RedisClient,
     RefreshReport,
     ServerNodeInfo,
+    SharingReport,
 )
 from mpush.reactor import default_reactor
 
@@ -45,6 +46,7 @@ __all__ = [
     "RedisStatus",
     "RefreshStatus",
     "ServerRow",
+    "SharingStatus",
     "Status",
     "StatusSnapshot",
     "ZooKeeperStatus",
@@ -132,8 +134,9 @@ class ServerRow(NamedTuple):
     weight: float
     online: float  # its share of its IP's count at the last refresh
     handed: int  # handed out since the last applied count
-    load: float  # (online + handed) / weight: the order's key
+    load: float  # (online + handed + shared) / weight: the order's key
     allocated: int  # handed out since it joined the list
+    shared: int  # handed out by other alloc instances since the last refresh started
     nodes: tuple[str, ...]  # its ZooKeeper node names (two while a restart's old one lives)
     registered: str | None  # the node's own host:port (None: no node in the view)
     since: float | None  # reactor time its node entered the ZooKeeper view
@@ -199,6 +202,17 @@ class RefreshStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SharingStatus:
+    """Handout counts shared with the other alloc instances through Redis."""
+
+    interval: float  # s between exchanges
+    last_ok_age: float | None  # seconds since the last exchange that worked, >= 0
+    last_error: str | None  # None while it works
+    exchanges: int
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     """Everything ``/health`` and ``/metrics`` show of the daemon's state."""
 
@@ -208,6 +222,7 @@ class StatusSnapshot:
     zookeeper: ZooKeeperStatus | None
     redis: RedisStatus | None
     gateways: GatewaysStatus | None
+    sharing: SharingStatus | None = None  # None: sharing is off
 
 
 # -- the reader ---------------------------------------------------------------
@@ -229,6 +244,7 @@ class Status:
     refresher: RefreshReport | None = None
     policy: Policy | None = None
     drain: Draining | None = field(default=None, kw_only=True)
+    sharer: SharingReport | None = field(default=None, kw_only=True)
     clock: IReactorTime | None = field(default=None, kw_only=True)
 
     @property
@@ -254,7 +270,21 @@ class Status:
             redis=None if redis is None else RedisStatus(
                 redis.mode, bool(redis.healthy), self._scrub(redis.last_error)),
             gateways=None if gateways is None else GatewaysStatus.of(gateways.status()),
+            sharing=self._sharing(),
         )
+
+    def _age(self, moment: float | None) -> float | None:
+        if moment is None:
+            return None
+        # Clamped: a clock stepped back must not show a negative age.
+        return max(0.0, self._now() - moment)
+
+    def _sharing(self) -> SharingStatus | None:
+        sharer = self.sharer
+        if sharer is None:
+            return None
+        return SharingStatus(sharer.interval, self._age(sharer.last_ok),
+                             self._scrub(sharer.last_error), sharer.exchanges, sharer.failures)
 
     def _allocation(self, cs_nodes: Mapping[str, ServerNodeInfo] | None,
                     ) -> AllocationStatus | None:
@@ -272,11 +302,8 @@ class Status:
         ref = self.refresher
         if ref is None:
             return None
-        age = None
-        if ref.last_success is not None:
-            # Clamped: a clock stepped back must not show a negative age.
-            age = max(0.0, self._now() - ref.last_success)
-        return RefreshStatus(bool(ref.stale), age, self._scrub(ref.last_error),
+        return RefreshStatus(bool(ref.stale), self._age(ref.last_success),
+                             self._scrub(ref.last_error),
                              ref.refreshes, ref.failures, ref.last_success,
                              len(ref.unreadable), len(ref.held), ref.holds_started)
 

@@ -99,7 +99,8 @@ def _server_json(row: ServerRow) -> str:
     # counts over a weight that is a finite number > 0.
     return (f'{{"position":{row.position:d},{head},"online":{_figure(row.online)!r},'
             f'"handedOut":{row.handed:d},"load":{_figure(row.load)!r},'
-            f'"allocated":{row.allocated:d},{tail},{_held(row.held_left)}}}')
+            f'"allocated":{row.allocated:d},"sharedHandedOut":{row.shared:d},{tail},'
+            f'{_held(row.held_left)}}}')
 
 
 def _held(left: float | None) -> str:

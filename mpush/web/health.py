@@ -73,6 +73,9 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
     if not redis.reachable:
         degraded.append("redis unreachable")
     degraded += _gateway_reasons(gateways) + _refresh_reasons(refresh)
+    sharing = snap.sharing
+    if sharing is not None and sharing.last_error is not None:
+        degraded.append("handout counts not shared")
 
     if unavailable:
         status = UNAVAILABLE
@@ -93,6 +96,14 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
             "lastRefreshError": refresh.last_error,
             "refreshes": refresh.refreshes,
             "held": refresh.held,
+            # null: sharing with other instances is off (mp.alloc.share-handouts-interval 0)
+            "handoutSharing": None if sharing is None else {
+                "lastExchangeAgeSeconds": (None if sharing.last_ok_age is None
+                                           else round(sharing.last_ok_age, 3)),
+                "lastError": sharing.last_error,
+                "exchanges": sharing.exchanges,
+                "failures": sharing.failures,
+            },
         },
         "zookeeper": zookeeper_section(zk),
         "redis": redis_section(redis),

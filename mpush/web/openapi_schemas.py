@@ -231,6 +231,13 @@ def _health_allocation() -> Json:
         "refreshes": _count(),
         "held": {**_count(), "description": "connection servers kept in the list after a"
                                             " mass drop (`mp.alloc.mass-drop-hold`)"},
+        "handoutSharing": _nullable(_record({
+            "lastExchangeAgeSeconds": {"type": ["number", "null"], "minimum": 0},
+            "lastError": _text_or_null(),
+            "exchanges": _count(),
+            "failures": _count(),
+        }, description="Handout counts shared with the other alloc instances through Redis;"
+                       " null when mp.alloc.share-handouts-interval is 0.")),
     })
 
 
@@ -293,8 +300,11 @@ def _cluster_server() -> Json:
                                             " refresh"},
         "handedOut": {**_count(), "description": "handed out (listed first) since the last"
                                                  " refresh"},
-        "load": {**number, "description": "(online + handedOut) / weight: the order's key"},
+        "load": {**number, "description": "(online + handedOut + sharedHandedOut) / weight:"
+                                          " the order's key"},
         "allocated": {**_count(), "description": "handed out since it joined the list"},
+        "sharedHandedOut": {**_count(), "description": "handed out by the other alloc"
+                                                       " instances since the last refresh"},
         "registeredAddress": {**_text_or_null(), "description": "`host:port` of its node"
                                                                 " (null: not in the view)"},
         "zkNodes": {**_strings(), "description": "its node names under `/cluster/cs`"},
