@@ -1,8 +1,9 @@
 """The Refresher: feeds the balance policy from ZooKeeper and Redis.
 
-It reads the connection servers from the ZooKeeper view and their online
-counts from Redis, every ``refresh_interval`` and shortly after any change
-under ``/cluster/cs``, and hands the result to a policy of
+It reads one kind of served node from the ZooKeeper view (the connection
+servers of ``GET /``, or the websocket servers of ``GET /ws``: ``kind``) and
+their online counts from Redis, every ``refresh_interval`` and shortly after
+any change under that kind's path, and hands the result to a policy of
 :mod:`mpush.balance`. It keeps the last list when the view has no servable
 node (never from servers to none) and flags itself ``stale``.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "COUNT_BATCH",
     "DEFAULT_CHANGE_DELAY",
     "DEFAULT_REFRESH_INTERVAL",
+    "SERVED_KINDS",
     "RefreshSchedule",
     "Refresher",
 ]
@@ -51,6 +53,10 @@ COUNT_BATCH = 500
 #: New unreadable count keys logged one by one per refresh; more are summed
 #: up in one line, so a Redis full of wrong keys cannot flood the log.
 UNREADABLE_LOGGED = 10
+#: The kinds of node a Refresher can serve: the view's method listing them,
+#: and their name in logs. Both count their users in ``mp:oul:<ip>``.
+SERVED_KINDS = {"cs": ("connection_servers", "connection server"),
+                "ws": ("websocket_servers", "websocket server")}
 
 
 # --------------------------------------------------------------------------
@@ -98,18 +104,23 @@ class Refresher(Service):
 
     A refresh reads the view, sets the servers, then asks Redis for the
     online counts. It runs every ``interval`` seconds and ``change_delay``
-    seconds after a change under /cluster/cs (a burst of changes gives one
-    refresh), as its :class:`RefreshSchedule` says; it listens to the view
-    only while running. Refreshes never overlap: one asked for while another
-    is in flight runs once right after it. Failures are logged on state
-    changes, never raised: the loop keeps running and the last order keeps
-    serving.
+    seconds after a change of its ``kind`` (``/cluster/cs`` or
+    ``/cluster/ws``; a burst of changes gives one refresh), as its
+    :class:`RefreshSchedule` says; it listens to the view only while
+    running. Refreshes never overlap: one asked for while another is in
+    flight runs once right after it. Failures are logged on state changes,
+    never raised: the loop keeps running and the last order keeps serving.
     """
 
     log = Logger()
 
     def __init__(self, policy: AllocPolicy, view: ClusterView, cache: RedisClient, *,
-                 schedule: RefreshSchedule | None = None, reactor: Any = None) -> None:
+                 schedule: RefreshSchedule | None = None, reactor: Any = None,
+                 kind: str = "cs") -> None:
+        if kind not in SERVED_KINDS:
+            raise ValueError(f"kind must be one of {sorted(SERVED_KINDS)}, not {kind!r}")
+        self.kind = kind  # the view's kind of node served: "cs" (GET /) or "ws" (GET /ws)
+        self._list_nodes, self._words = SERVED_KINDS[kind]
         self.policy = policy
         self._view = view
         self._cache = cache
@@ -174,7 +185,7 @@ class Refresher(Service):
         self.refresh()
 
     def _on_view_event(self, kind: str, event: str, node: Any) -> None:
-        if kind != "cs" or not self.running:
+        if kind != self.kind or not self.running:
             return
         if self._pending_change is not None and self._pending_change.active():
             return  # the scheduled refresh will read the view as it is then
@@ -228,14 +239,14 @@ class Refresher(Service):
     # -- one refresh ----------------------------------------------------
 
     def _refresh_once(self) -> Deferred[None] | None:
-        nodes = self._view.connection_servers()
+        nodes = self._nodes()
         candidates = self._candidates(nodes)
         if candidates:
             if self.stale:
                 self.stale = False
                 self.log.info(
-                    "connection servers are back in ZooKeeper ({n}); list fresh again",
-                    n=len(candidates),
+                    "{what}s are back in ZooKeeper ({n}); list fresh again",
+                    what=self._words, n=len(candidates),
                 )
             if not _same(candidates, self._served):
                 self.policy.set_servers(candidates)
@@ -246,14 +257,14 @@ class Refresher(Service):
             if not self.stale:
                 self.stale = True
                 self.log.warn(
-                    "no servable connection server in ZooKeeper ({n} nodes, view "
+                    "no servable {what} in ZooKeeper ({n} nodes, view "
                     "{state}); keeping the last list of {m} (stale)",
-                    n=len(nodes),
+                    what=self._words, n=len(nodes),
                     state=getattr(self._view, "state", "?"),
                     m=len(self.policy.servers),
                 )
         else:
-            return None  # nothing known yet: GET / answers 503
+            return None  # nothing known yet: GET / (GET /ws) answers 503
         token = self.policy.begin_refresh()
         if not token.ips:
             return None
@@ -262,6 +273,12 @@ class Refresher(Service):
         self._inflight = d
         d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token,))
         return d
+
+    def _nodes(self) -> Mapping[str, ServerNodeInfo]:
+        """The view's nodes of this refresher's kind."""
+        list_nodes: Callable[[], Mapping[str, ServerNodeInfo]] = getattr(self._view,
+                                                                         self._list_nodes)
+        return list_nodes()
 
     def _candidates(self, nodes: Mapping[str, ServerNodeInfo]) -> list[Candidate]:
         made, self._made = self._made, {}
