@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mpush.balance import BalancePolicy
 from mpush.daemon.metrics import Metrics, StateCollector
@@ -129,6 +130,29 @@ def test_a_ws_refresher_follows_ws_changes_only() -> None:
     view.set_ws()  # all gone: the last list stays (as GET /), flagged stale
     clock.advance(1.0)
     assert policy.body == b"10.0.0.1:8080" and refresher.stale
+
+
+def test_a_ws_refreshers_redis_lines_say_which_list() -> None:
+    lines: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        if event.get("log_namespace", "").startswith("mpush.services.refresher"):
+            lines.append(formatEvent(event))
+
+    view = View()
+    view.ws_nodes = {"ws1": Node("ws1", "10.0.0.1", 8080)}
+    cache = Cache()
+    cache.error = RuntimeError("connection refused")
+    globalLogPublisher.addObserver(observe)
+    try:
+        refresher, _, _ = ws_refresher(view, cache)
+        cache.error = None
+        refresher.refresh()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert lines == ["cannot read online counts from Redis for GET /ws (connection refused);"
+                     " keeping the last known order and counting handouts",
+                     "online counts from Redis are back for GET /ws"]
 
 
 def test_a_refresher_refuses_a_kind_it_cannot_serve() -> None:

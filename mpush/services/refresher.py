@@ -121,6 +121,8 @@ class Refresher(Service):
             raise ValueError(f"kind must be one of {sorted(SERVED_KINDS)}, not {kind!r}")
         self.kind = kind  # the view's kind of node served: "cs" (GET /) or "ws" (GET /ws)
         self._list_nodes, self._words = SERVED_KINDS[kind]
+        # Told apart in the lines both refreshers write about Redis.
+        self._of = "" if kind == "cs" else " for GET /ws"
         self.policy = policy
         self._view = view
         self._cache = cache
@@ -311,7 +313,7 @@ class Refresher(Service):
         self._note_unreadable(read.unreadable)
         self.last_success = self._reactor.seconds()
         if self.last_error is not None:
-            self.log.info("online counts from Redis are back")
+            self.log.info("online counts from Redis are back{of}", of=self._of)
             self.last_error = None
 
     def _note_unreadable(self, unreadable: dict[str, str]) -> None:
@@ -321,8 +323,8 @@ class Refresher(Service):
         for ip in new[:UNREADABLE_LOGGED]:
             self.log.warn(
                 "cannot read the online count of {ip}: Redis key {key} answers {error}; "
-                "its servers keep their last count",
-                ip=ip, key=ONLINE_KEY_PREFIX + ip, error=unreadable[ip])
+                "its {what}s keep their last count",
+                ip=ip, key=ONLINE_KEY_PREFIX + ip, error=unreadable[ip], what=self._words)
         if len(new) > UNREADABLE_LOGGED:
             self.log.warn("... and {n} more online count keys that cannot be read",
                           n=len(new) - UNREADABLE_LOGGED)
@@ -343,8 +345,8 @@ class Refresher(Service):
             message = failure.getErrorMessage() or failure.type.__name__
         if self.last_error is None:
             self.log.warn(
-                "cannot read online counts from Redis ({error}); keeping the last "
+                "cannot read online counts from Redis{of} ({error}); keeping the last "
                 "known order and counting handouts",
-                error=message,
+                error=message, of=self._of,
             )
         self.last_error = message
