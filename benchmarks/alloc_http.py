@@ -1,11 +1,13 @@
-"""Measure ``GET /`` of the real daemon against a bare twisted.web Site.
+"""Measure ``GET /`` and ``GET /ws`` of the real daemon against a bare twisted.web Site.
 
-Starts ZooKeeper and Redis on loopback, registers 50 connection servers the
-Java way with online counts, runs ``twistd -n mpush-alloc`` (file log,
-access log off: the default), and a bare Site answering the same body. Then
-wrk (Debian's) alternates between them, ``-t2 -c50`` each, and measures ours
-and the bare Site on one connection (``-t1 -c1``). Prints req/s and latency
-percentiles, and our share of the bare Site's req/s.
+Starts ZooKeeper and Redis on loopback, registers 50 connection servers and
+50 websocket servers (one of each per IP, as a Java server with
+``ws-server-port`` set) the Java way with online counts, runs ``twistd -n
+mpush-alloc`` (file log, access log off: the default), and a bare Site
+answering a body of the same size. Then wrk (Debian's) alternates between
+``/``, ``/ws`` and the bare Site, ``-t2 -c50`` each, and measures the three
+on one connection (``-t1 -c1``). Prints req/s and latency percentiles, and
+the share of the bare Site's req/s of ``/`` and of ``/ws``.
 
     .venv/bin/python benchmarks/alloc_http.py [--duration 10] [--rounds 2]
 """
@@ -25,6 +27,7 @@ from tests.harness.local import local_services, time_in_process
 from tests.harness.registry import NodeRegistrar
 
 SERVERS = 50
+WS_PORT = 8080  # as many digits as 3000: both bodies have the bare Site's size
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
@@ -62,19 +65,28 @@ def server_side_latency(requests: int = 50_000) -> None:
     resource, the policy and twisted.web cost per request, without the
     network and the scheduler (which dominate the -c1 tail on 2 cores)."""
     from mpush.balance import BalancePolicy, Candidate
-    from mpush.web.root import RootResource
+    from mpush.web.root import RootResource, WebsocketResource
     from mpush.web.site import AllocSite
 
-    policy = BalancePolicy()
-    policy.set_servers([Candidate(f"10.9.0.{i}:3000", f"10.9.0.{i}") for i in range(1, 51)])
-    token = policy.begin_refresh()
-    policy.apply_counts(token, {f"10.9.0.{i}": i * 7 for i in range(1, 51)})
-    site = AllocSite(RootResource(policy))
-    took = time_in_process(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", requests)
-    took.sort()
-    us = [1e6 * took[int(q * (len(took) - 1))] for q in (0.5, 0.99, 0.999)]
-    print(f"server side only (in-process Site, 50 servers, {requests} GETs): "
-          f"p50 {us[0]:.0f} µs, p99 {us[1]:.0f} µs, p99.9 {us[2]:.0f} µs")
+    def policy(port: int) -> BalancePolicy:
+        made = BalancePolicy()
+        made.set_servers([Candidate(f"10.9.0.{i}:{port}", f"10.9.0.{i}")
+                          for i in range(1, SERVERS + 1)])
+        token = made.begin_refresh()
+        made.apply_counts(token, {f"10.9.0.{i}": i * 7 for i in range(1, SERVERS + 1)})
+        return made
+
+    root = RootResource(policy(3000))
+    root.putChild(b"ws", WebsocketResource(policy(WS_PORT)))
+    site = AllocSite(root)
+    for path in (b"/", b"/ws"):
+        took = time_in_process(site, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                               requests)
+        took.sort()
+        us = [1e6 * took[int(q * (len(took) - 1))] for q in (0.5, 0.99, 0.999)]
+        print(f"server side only, GET {path.decode()} (in-process Site, {SERVERS} servers,"
+              f" {requests} GETs): p50 {us[0]:.0f} µs, p99 {us[1]:.0f} µs,"
+              f" p99.9 {us[2]:.0f} µs")
 
 
 def main() -> int:
@@ -97,6 +109,7 @@ def main() -> int:
         for i in range(1, SERVERS + 1):
             ip = f"10.9.0.{i}"
             registrar.register("cs", ip, 3000)
+            registrar.register("ws", ip, WS_PORT)  # the same process's mp:oul set
             # Uneven counts: the policy's handout accounting then reorders
             # the list during the run, as it would under real load.
             members = [x for j in range(i * 7) for x in (str(j), f"u{i}-{j}")]
@@ -108,35 +121,41 @@ def main() -> int:
         daemon = Daemon(local.work, config, port=port).start()
         local.later.callback(daemon.terminate)
         body = daemon.wait_for_body(lambda b: b.count(b",") == SERVERS - 1, wait=30)
+        ws_body = daemon.wait_for_body(lambda b: b.count(b",") == SERVERS - 1, wait=30,
+                                       path="/ws")
+        assert len(ws_body) == len(body), (ws_body, body)
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_site.py")),
                                  str(bare_port), body.decode()])
         local.later.callback(lambda: (bare.terminate(), bare.wait(timeout=10)))
         time.sleep(1.0)
-        ours_url, bare_url = f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{bare_port}/"
-        print(f"{SERVERS} connection servers; body {len(body)} bytes; "
-              f"wrk {args.duration}s per run, {args.rounds} rounds alternating")
-        for url in (ours_url, bare_url):  # warm-up
+        urls = {"ours /": f"http://127.0.0.1:{port}/",
+                "ours /ws": f"http://127.0.0.1:{port}/ws",
+                "bare": f"http://127.0.0.1:{bare_port}/"}
+        print(f"{SERVERS} connection and {SERVERS} websocket servers; body {len(body)} bytes;"
+              f" wrk {args.duration}s per run, {args.rounds} rounds alternating")
+        for url in urls.values():  # warm-up
             wrk(url, 2, 50, 2)
-        ours_runs, bare_runs = [], []
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
         for n in range(args.rounds):
-            ours_runs.append(wrk(ours_url, 2, 50, args.duration))
-            print(row(f"ours  -t2 -c50 (round {n + 1})", ours_runs[-1]), flush=True)
-            bare_runs.append(wrk(bare_url, 2, 50, args.duration))
-            print(row(f"bare  -t2 -c50 (round {n + 1})", bare_runs[-1]), flush=True)
-        ours_one = wrk(ours_url, 1, 1, args.duration)
-        print(row("ours  -t1 -c1", ours_one))
-        bare_one = wrk(bare_url, 1, 1, args.duration)
-        print(row("bare  -t1 -c1", bare_one))
-        ours_rps = sum(r["rps"] for r in ours_runs) / len(ours_runs)
-        bare_rps = sum(r["rps"] for r in bare_runs) / len(bare_runs)
-        print(f"-c50 mean: ours {ours_rps:.0f} req/s, bare {bare_rps:.0f} req/s "
-              f"-> ours = {100 * ours_rps / bare_rps:.1f} % of bare (target >= 90 %)")
-        print(f"-c1: ours p99 {ours_one['p99']:.3f} ms (target < 1 ms), "
-              f"{ours_one['rps']:.0f} req/s")
+            for name, url in urls.items():
+                runs[name].append(wrk(url, 2, 50, args.duration))
+                print(row(f"{name:<8} -t2 -c50 (round {n + 1})", runs[name][-1]), flush=True)
+        one = {}
+        for name, url in urls.items():
+            one[name] = wrk(url, 1, 1, args.duration)
+            print(row(f"{name:<8} -t1 -c1", one[name]))
+        rps = {name: sum(r["rps"] for r in made) / len(made) for name, made in runs.items()}
+        for name in ("ours /", "ours /ws"):
+            print(f"-c50 mean: {name} {rps[name]:.0f} req/s, bare {rps['bare']:.0f} req/s "
+                  f"-> {100 * rps[name] / rps['bare']:.1f} % of bare (target >= 90 %)")
+            print(f"-c1: {name} p99 {one[name]['p99']:.3f} ms (target < 1 ms), "
+                  f"{one[name]['rps']:.0f} req/s")
         server_side_latency()
         status, _, final = daemon.get("/")
         print(f"daemon still serving: {status}, {final.count(b',') + 1} servers listed")
+        status, _, final = daemon.get("/ws")
+        print(f"GET /ws still serving: {status}, {final.count(b',') + 1} servers listed")
         return 0
 
 

@@ -65,6 +65,7 @@ class View:
 
     def __init__(self, *nodes: Node) -> None:
         self.nodes = {n.name: n for n in nodes}
+        self.ws_nodes: dict[str, Node] = {}  # /cluster/ws, set by set_ws()
         self.listeners: list[Callable[[str, str, Any], None]] = []
         self.initialized = True
         self.state = "connected"
@@ -73,6 +74,10 @@ class View:
     def connection_servers(self) -> dict[str, Node]:
         self.reads += 1
         return dict(self.nodes)
+
+    def websocket_servers(self) -> dict[str, Node]:
+        self.reads += 1
+        return dict(self.ws_nodes)
 
     def add_listener(self, cb: Callable[[str, str, Any], None]) -> None:
         self.listeners.append(cb)
@@ -83,6 +88,10 @@ class View:
     def set(self, *nodes: Node) -> None:
         self.nodes = {n.name: n for n in nodes}
         self.notify("cs")
+
+    def set_ws(self, *nodes: Node) -> None:
+        self.ws_nodes = {n.name: n for n in nodes}
+        self.notify("ws")
 
     def notify(self, kind: str) -> None:
         for cb in self.listeners:
@@ -416,6 +425,8 @@ class FakeZk:
     cs: dict[str, Node] = field(default_factory=lambda: {
         "cs1": Node("cs1", "10.0.0.5", since=50.0), "cs2": Node("cs2", "10.0.0.6", since=60.0)})
     gs: dict[str, Node] = field(default_factory=lambda: {"gs1": Node("gs1", "10.0.0.5", 3001)})
+    ws: dict[str, Node] = field(default_factory=lambda: {
+        "ws1": Node("ws1", "10.0.0.5", 8080, since=70.0)})
     rejected: dict[str, int] = field(default_factory=dict)  # by kind
 
     def connection_servers(self) -> Mapping[str, Any]:
@@ -423,6 +434,9 @@ class FakeZk:
 
     def gateway_servers(self) -> Mapping[str, Any]:
         return dict(self.gs)
+
+    def websocket_servers(self) -> Mapping[str, Any]:
+        return dict(self.ws)
 
     def rejected_nodes(self) -> Mapping[str, int]:
         return dict(self.rejected)
@@ -495,6 +509,8 @@ class Fakes:
     gateways: FakeGateways = field(default_factory=FakeGateways)
     refresher: FakeRefresher = field(default_factory=FakeRefresher)
     policy: FakePolicy = field(default_factory=FakePolicy)
+    ws_refresher: FakeRefresher = field(default_factory=FakeRefresher)
+    ws_policy: FakePolicy = field(default_factory=lambda: FakePolicy(("10.0.0.5:8080",)))
     drain: FakeDrain | None = field(default_factory=FakeDrain)
     clock: Clock = field(default_factory=Clock)
 
@@ -504,6 +520,7 @@ class Fakes:
     def status(self) -> Status:
         """A Status of every fake (on the fake clock)."""
         return Status(self.zk, self.cache, self.gateways, self.refresher, self.policy,
+                      ws_policy=self.ws_policy, ws_refresher=self.ws_refresher,
                       drain=self.drain, clock=self.clock)
 
     def site(self) -> tuple[AllocSite, HealthResource]:

@@ -131,7 +131,8 @@ class Tally:
 def live(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
          redis_server: RedisServer) -> Iterator[tuple[Daemon, FakeNodeProcess]]:
     node = FakeNodeProcess(zk_server.connect_string, redis_server.address,
-                           namespace=zk_namespace, users=USERS, user_prefix="u")
+                           namespace=zk_namespace, users=USERS, user_prefix="u",
+                           args=["--ws-port", "8080"])
     port = free_port()
     config = write_config(tmp_path / "mpush.conf", port=port, zk=zk_server.connect_string,
                           namespace=zk_namespace,
@@ -141,6 +142,7 @@ def live(tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
         try:
             daemon.start()
             daemon.wait_for_body(lambda body: b":" in body, wait=20)
+            daemon.wait_for_body(lambda body: b":8080" in body, wait=20, path="/ws")
             _wait_push_ready(daemon)
             yield daemon, node
         finally:
@@ -171,7 +173,7 @@ def test_live_daemon_answers_only_what_the_document_declares(
     schema = schemathesis.openapi.from_dict(served)
     declared = {(path, method.upper()): set(op["responses"])
                 for path, item in served["paths"].items() for method, op in item.items()}
-    assert len(declared) == 72  # 9 paths x 8 methods
+    assert len(declared) == 80  # 10 paths x 8 methods
 
     tally = Tally()
     session = requests.Session()

@@ -73,7 +73,9 @@ def test_a_mass_drop_is_held_logged_shown_and_ends_on_time(logged: list[str]) ->
     metrics = Metrics()
     metrics.attach(refresher=r)
     zk = FakeZk()
-    status = Status(zk, FakeStatusCache(), FakeGateways(), r, r.policy, clock=clock)
+    # /health shows GET /ws too: the same refresher stands in for it.
+    status = Status(zk, FakeStatusCache(), FakeGateways(), r, r.policy, clock=clock,
+                    ws_policy=r.policy, ws_refresher=r)
     try:
         view.set(*nodes(7, 8, 9, 10))
         clock.advance(0.5)
@@ -89,7 +91,10 @@ def test_a_mass_drop_is_held_logged_shown_and_ends_on_time(logged: list[str]) ->
         assert found[("mpush_alloc_mass_drop_holds_total", ())] == 1
         zk.cs = view.connection_servers()
         snap = status.snapshot()
-        assert "connection servers held after a mass drop: 6" in health_document(snap)["reasons"]
+        reasons = health_document(snap)["reasons"]
+        assert "connection servers held after a mass drop: 6" in reasons
+        # The same refresher stands in for GET /ws's.
+        assert "websocket servers held after a mass drop: 6" in reasons
         rows = {row.address: row.held_left for row in snap.allocation.rows}  # type: ignore[union-attr]
         assert rows["10.0.0.1:3000"] == 30.0 and rows["10.0.0.7:3000"] is None
 

@@ -32,6 +32,7 @@ from twisted.web.http_headers import Headers
 from mpush.outcomes import PushReason
 from mpush.web.openapi import METHODS, OPENAPI_VERSION, build_document
 from tests.harness.redis import RedisServer
+from tests.harness.registry import NodeRegistrar
 from tests.harness.stack import Stack, running_stack
 from tests.harness.web import request, sleep, until
 from tests.harness.zookeeper import ZooKeeperServer
@@ -39,7 +40,7 @@ from tests.harness.zookeeper import ZooKeeperServer
 Json = dict[str, Any]
 
 DOC = build_document()
-PATHS = ("/", "/push", "/health", "/index.html", "/openapi.json", "/metrics", "/cluster",
+PATHS = ("/", "/ws", "/push", "/health", "/index.html", "/openapi.json", "/metrics", "/cluster",
          "/users/{userId}", "/config")
 USERS = "/users/{userId}"
 TOKEN = "s3cret-token-0123456"
@@ -398,10 +399,11 @@ async def poll(stack: Stack, path: str, want: int, timeout: float = 15.0) -> Non
         await sleep(0.05)
 
 
-async def open_access_requests(stack: Stack, check: Checker) -> None:
-    """No token: everything but 401."""
-    # Before any connection server is known.
-    for path in ("/", "/health"):
+async def open_access_requests(stack: Stack, check: Checker,
+                               register_ws: Callable[[], object]) -> None:
+    """No token: everything but 401. ``register_ws`` registers a websocket server."""
+    # Before any connection (websocket) server is known.
+    for path in ("/", "/ws", "/health"):
         for method in ("GET", "HEAD"):
             assert check.check(path, method, await http(stack, method, path)).status == 503
 
@@ -409,9 +411,11 @@ async def open_access_requests(stack: Stack, check: Checker) -> None:
     node.add_user("u1")
     node.add_user("slow1", behaviour="silent")
     node.add_user("slow2", behaviour="silent")
+    register_ws()
     await poll(stack, "/", 200)
+    await poll(stack, "/ws", 200)
     await poll(stack, "/health", 200)
-    for path in ("/", "/health", "/index.html", "/openapi.json", "/metrics"):
+    for path in ("/", "/ws", "/health", "/index.html", "/openapi.json", "/metrics"):
         for method in ("GET", "HEAD"):
             assert check.check(path, method, await http(stack, method, path)).status == 200
     served = (await http(stack, "GET", "/openapi.json")).json()
@@ -532,15 +536,21 @@ async def token_requests(stack: Stack, check: Checker) -> None:
 @pytest_twisted.ensureDeferred
 async def test_real_answers_match_the_document_and_cover_it(
         tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
-        redis_server: RedisServer, fresh_redis_server: RedisServer) -> None:
+        redis_server: RedisServer, fresh_redis_server: RedisServer,
+        make_registrar: Callable[..., NodeRegistrar]) -> None:
     check = Checker()
+
+    def register_ws() -> None:
+        registrar = make_registrar(zk_server.connect_string, namespace=zk_namespace + "-open")
+        registrar.register("ws", "127.0.0.1", 8080)
+
     limits = ("request-head-timeout = 1s\n    max-users-per-push = 2\n"
               "    max-inflight-pushes = 2")
     # Its own Redis: the operator requests end by stopping it.
     async with running_stack(tmp_path / "open", zk_server.connect_string,
                              zk_namespace + "-open", fresh_redis_server.port,
                              alloc_extra=limits) as stack:
-        await open_access_requests(stack, check)
+        await open_access_requests(stack, check, register_ws)
         await operator_requests(stack, check, fresh_redis_server)
     async with running_stack(tmp_path / "token", zk_server.connect_string,
                              zk_namespace + "-token", redis_server.port,

@@ -478,11 +478,12 @@ async def test_the_console_on_a_laptop_and_a_phone(
         assert opened["icon"].startswith("data:image/svg+xml,")
 
         # A server registers while the page is open: its bar within 3 s.
-        c = stack.make_node(host="127.0.0.4")
+        c = stack.make_node(host="127.0.0.4", ws_port=8080)  # a WebSocket server too
         registered = time.monotonic()
 
         def see_cluster() -> dict[str, Any]:
-            wait_for_cluster(browser, lambda d: c.cs_address in bars(d), timeout=3.0)
+            wait_for_cluster(browser, lambda d: c.cs_address in bars(d) and "127.0.0.4:8080"
+                             in d.find_element(By.ID, "cluster-facts").text, timeout=3.0)
             took = time.monotonic() - registered
             WebDriverWait(browser, WAIT).until(lambda d: len(d.find_elements(
                 By.CSS_SELECTOR, "#gs-body tr")) == 3)
@@ -510,6 +511,7 @@ async def test_the_console_on_a_laptop_and_a_phone(
         assert widths[a.cs_address] > widths[b.cs_address] > widths[c.cs_address] == 0
         assert "ZooKeeper: connected" in cluster["facts"]
         assert "Redis (single): reachable" in cluster["facts"]
+        assert "GET /ws, least loaded first: 127.0.0.4:8080 (0 online)." in cluster["facts"]
         assert cluster["fits"], "the cluster view scrolls sideways"
 
         def refresh_in_the_background() -> dict[str, Any]:

@@ -56,7 +56,8 @@ def test_parts_not_given_are_none_and_the_drain_can_come_later() -> None:
     status = Status()
     snap = status.snapshot()
     assert snap == type(snap)(None, None, None, None, None, None)
-    assert status.missing == ("zk", "redis", "gateways", "refresher", "policy")
+    assert status.missing == ("zk", "redis", "gateways", "refresher", "policy", "ws_policy",
+                              "ws_refresher")
     status.drain = FakeDrain(draining=True)
     assert status.snapshot().draining is True
 

@@ -29,7 +29,7 @@ def test_make_service_opens_nothing_and_orders_the_children(tmp_path: Path) -> N
         logbridge.uninstall("kazoo")
     assert isinstance(root, AllocDaemon)
     assert [s.name for s in root] == ["log-limits", "zookeeper", "redis", "gateways", "refresher",
-                                     "handout-sharer", "web"]
+                                     "ws-refresher", "handout-sharer", "web"]
     assert not root.running and not any(s.running for s in root)
     # No thread (kazoo's) and no listener before startService.
     assert {t.ident for t in threading.enumerate()} == threads

@@ -37,6 +37,11 @@ def balanced_fakes() -> Fakes:
                         Candidate("10.0.0.6:3000", "10.0.0.6")])
     policy.apply_counts(policy.begin_refresh(), {"10.0.0.5": 10, "10.0.0.6": 2})
     fakes.policy = policy  # type: ignore[assignment]
+    # GET /ws: one websocket server on 10.0.0.5, the same count key as its connection server.
+    ws_policy = BalancePolicy()
+    ws_policy.set_servers([Candidate("10.0.0.5:8080", "10.0.0.5")])
+    ws_policy.apply_counts(ws_policy.begin_refresh(), {"10.0.0.5": 10})
+    fakes.ws_policy = ws_policy  # type: ignore[assignment]
     fakes.zk.cs = {"cs1": Node("cs1", "10.0.0.5", since=50.0),
                    "cs2": Node("cs2", "10.0.0.6", since=60.25)}
     return fakes
@@ -87,6 +92,18 @@ def test_the_document_renders_the_snapshot_in_full() -> None:
              "registeredAddress": "10.0.0.5:3000", "zkNodes": ["cs1"],
              "knownSince": "1970-01-01T00:00:50.000Z", "held": True, "heldSecondsLeft": 12.5},
         ],
+        "websocket": {
+            "servers": [
+                {"position": 1, "address": "10.0.0.5:8080", "publicIp": "10.0.0.5",
+                 "weight": 1.0, "online": 10.0, "handedOut": 0, "load": 10.0, "allocated": 0,
+                 "sharedHandedOut": 0, "registeredAddress": "10.0.0.5:8080", "zkNodes": ["ws1"],
+                 "knownSince": "1970-01-01T00:01:10.000Z", "held": False,
+                 "heldSecondsLeft": None},
+            ],
+            "serving": True,
+            "lastRefresh": {"at": "1970-01-01T00:01:30.000Z", "ok": True, "ageSeconds": 10.0,
+                            "error": None, "stale": False, "refreshes": 7, "failures": 0},
+        },
         "gatewayServers": [
             {"address": "10.0.0.5:3001", "connections": 2, "configuredConnections": 2,
              "pending": 3, "unanswering": 0, "lastError": None},
@@ -94,7 +111,8 @@ def test_the_document_renders_the_snapshot_in_full() -> None:
              "pending": 1, "unanswering": 0, "lastError": "connection lost: reset"},
         ],
         "zookeeper": {"state": "connected", "sessionId": "0x1000abc", "initialized": True,
-                      "connectionServers": 2, "gatewayServers": 1, "lastError": None},
+                      "connectionServers": 2, "gatewayServers": 1, "websocketServers": 1,
+                      "lastError": None},
         "redis": {"mode": "single", "reachable": True, "lastError": None},
         "lastRefresh": {"at": "1970-01-01T00:01:30.000Z", "ok": True, "ageSeconds": 10.0,
                         "error": None, "stale": False, "refreshes": 7, "failures": 0},

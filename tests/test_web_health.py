@@ -58,8 +58,11 @@ def test_all_fine_is_200_ok_with_every_dependency() -> None:
         "allocation": {"servers": 2, "stale": False, "lastRefreshAgeSeconds": 10.0,
                        "lastRefreshError": None, "refreshes": 7, "held": 0,
                        "handoutSharing": None},
+        "websocket": {"servers": 1, "stale": False, "lastRefreshAgeSeconds": 10.0,
+                      "lastRefreshError": None, "refreshes": 7, "held": 0, "serving": True},
         "zookeeper": {"state": "connected", "sessionId": "0x1000abc", "initialized": True,
-                      "connectionServers": 2, "gatewayServers": 1, "lastError": None},
+                      "connectionServers": 2, "gatewayServers": 1, "websocketServers": 1,
+                      "lastError": None},
         "redis": {"mode": "single", "reachable": True, "lastError": None},
         "gateways": {
             "known": 2, "connected": 2, "connections": 4, "configuredConnections": 4,

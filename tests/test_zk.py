@@ -60,7 +60,9 @@ def sleep(seconds: float) -> Deferred[None]:
 
 
 def view(watcher: ZkWatcher, kind: str = "cs") -> dict[str, tuple[str, int]]:
-    nodes = watcher.connection_servers() if kind == "cs" else watcher.gateway_servers()
+    lists = {"cs": watcher.connection_servers, "gs": watcher.gateway_servers,
+             "ws": watcher.websocket_servers}
+    nodes = lists[kind]()
     return {name: (n.host, n.port) for name, n in nodes.items()}
 
 
@@ -295,9 +297,14 @@ def test_view_follows_add_update_remove(zk_server: ZooKeeperServer, zk_namespace
     assert view(watcher, "gs") == {}  # /cluster/gs does not exist yet
     assert ("cs", "added", name_of(before)) in events
     assert ("cs", "resync", None) in events and ("gs", "resync", None) in events
+    assert ("ws", "resync", None) in events and view(watcher, "ws") == {}  # no /cluster/ws yet
 
     gs = zk_registrar.register("gs", "10.0.0.1", 3001)
     yield wait_for(lambda: name_of(gs) in view(watcher, "gs"), 1, "a new gateway (parent created)")
+    ws = zk_registrar.register("ws", "10.0.0.1", 8080)  # no attrs, as the Java server writes it
+    yield wait_for(lambda: name_of(ws) in view(watcher, "ws"), 1, "a websocket server")
+    assert view(watcher, "ws") == {name_of(ws): ("10.0.0.1", 8080)}
+    assert ("ws", "added", name_of(ws)) in events
     registered = time.time()
     cs = zk_registrar.register("cs", "10.0.0.2", 3000)
     yield wait_for(lambda: name_of(cs) in view(watcher), 1, "a new connection server")
@@ -319,7 +326,8 @@ def test_view_follows_add_update_remove(zk_server: ZooKeeperServer, zk_namespace
     assert list(view(watcher)) == [name_of(cs)]
     # The registrar's session ends: its ephemeral nodes go, the view follows.
     zk_registrar.close()
-    yield wait_for(lambda: not view(watcher) and not view(watcher, "gs"), 2, "session end")
+    yield wait_for(lambda: not view(watcher) and not view(watcher, "gs")
+                   and not view(watcher, "ws"), 2, "session end")
 
 
 @pytest_twisted.inlineCallbacks
@@ -332,17 +340,20 @@ def test_malformed_nodes_are_skipped_and_logged_once(
         zk_registrar.register_raw("cs", b'{"port":3000}'),
         zk_registrar.register_raw("cs", b'{"host":"10.0.0.9","port":70000}'),
         zk_registrar.register_raw("gs", b""),
+        # Served to browsers as ip:port: an IPv6 host is refused as for a connection server.
+        zk_registrar.register_raw("ws", b'{"host":"fe80::1","port":8080}'),
     }
     watcher = make_zk_watcher(zk_server.connect_string, zk_namespace)
     yield wait_for(lambda: watcher.initialized, 5, "the initial load")
     assert list(view(watcher)) == [name_of(good)] and view(watcher, "gs") == {}
+    assert view(watcher, "ws") == {}
 
     def warned() -> list[str]:
         return [e["zk_path"] for e in list(logs.events) if "zk_path" in e
                 and e["log_level"] == LogLevel.warn]
 
     assert sorted(warned()) == sorted(bad)
-    assert watcher.rejected_nodes() == {"cs": 3, "gs": 1}
+    assert watcher.rejected_nodes() == {"cs": 3, "gs": 1, "ws": 1}
     # Changes elsewhere (new rounds, re-lists) must not log them again.
     zk_registrar.register("cs", "10.0.0.3", 3000)
     yield wait_for(lambda: len(view(watcher)) == 2, 2, "another node")
@@ -355,7 +366,7 @@ def test_malformed_nodes_are_skipped_and_logged_once(
     zk_registrar.update(fixed, "10.0.0.8", 3000)
     yield wait_for(lambda: name_of(fixed) in view(watcher), 2, "bad -> good")
     assert warned().count(good) == 1
-    assert watcher.rejected_nodes() == {"cs": 3, "gs": 1}  # one in, one out
+    assert watcher.rejected_nodes() == {"cs": 3, "gs": 1, "ws": 1}  # one in, one out
     zk_registrar.unregister(good)
     yield wait_for(lambda: watcher.rejected_nodes()["cs"] == 2, 2, "a bad node gone")
 

@@ -27,7 +27,7 @@ class NodeDataError(ValueError):
 
 @dataclass(frozen=True)
 class ServerNode:
-    """One child of ``/cluster/cs`` or ``/cluster/gs``."""
+    """One child of ``/cluster/cs``, ``/cluster/gs`` or ``/cluster/ws``."""
 
     name: str
     host: str

@@ -3,8 +3,8 @@ the reader of one path of server nodes.
 
 :class:`KazooBridge` hands what kazoo's threads produce (state changes,
 watch events, async results) to the reactor thread with ``callFromThread``.
-:class:`PathReader` keeps one kind's part of the view (``/cluster/cs`` or
-``/cluster/gs``) current for :class:`mpush.cluster.zookeeper.ZkWatcher`:
+:class:`PathReader` keeps one kind's part of the view (``/cluster/cs``,
+``/cluster/gs`` or ``/cluster/ws``) current for :class:`mpush.cluster.zookeeper.ZkWatcher`:
 rounds that re-read everything, one-shot watches in between, errors retried.
 Everything here past the bridge runs in the reactor thread only.
 """
@@ -32,9 +32,12 @@ from twisted.python.failure import Failure
 
 from mpush.cluster.server_node import NodeDataError, ServerNode
 
-__all__ = ["KIND_NAMES", "KazooBridge", "PathReader", "ReaderHost"]
+__all__ = ["KIND_NAMES", "SERVED_KINDS", "KazooBridge", "PathReader", "ReaderHost"]
 
-KIND_NAMES = {"cs": "connection server", "gs": "gateway server"}
+KIND_NAMES = {"cs": "connection server", "gs": "gateway server", "ws": "websocket server"}
+#: The kinds whose nodes are handed to clients (``GET /``, ``GET /ws``): their
+#: served address must be one the Java client SDK can split (not IPv6).
+SERVED_KINDS = frozenset({"cs", "ws"})
 
 # Errors that only mean "the connection went away": the next CONNECTED
 # starts a fresh round, so there is nothing to retry or report.
@@ -164,7 +167,8 @@ class PathReader:
             return
         in_round = round_no is not None and round_no == self._round
         if failure.check(NoNodeError):
-            # No /cluster/cs yet (no server ever registered): an empty list,
+            # No /cluster/cs yet (no server ever registered; /cluster/ws while
+            # no server enables websocket): an empty list,
             # and an exists watch to notice its creation.
             self.clear_error()
             for name in list(self.raw):
@@ -248,8 +252,8 @@ class PathReader:
     def apply(self, name: str, data: bytes | None) -> None:
         self.raw[name] = data
         try:
-            # Connection servers are what GET / serves.
-            node = ServerNode.parse(name, data, served=self.kind == "cs")
+            # Connection and websocket servers are what GET / and GET /ws serve.
+            node = ServerNode.parse(name, data, served=self.kind in SERVED_KINDS)
         except NodeDataError as e:
             self._ignore(name, data, str(e))
             return

@@ -1,8 +1,9 @@
 """The daemon's live view of the mpush cluster in ZooKeeper.
 
-One kazoo session watches ``/cluster/cs`` (connection servers) and
-``/cluster/gs`` (gateway servers) under the namespace, the way the Java
-alloc's TreeCache does, and keeps an in-memory view of both.
+One kazoo session watches ``/cluster/cs`` (connection servers),
+``/cluster/gs`` (gateway servers) and ``/cluster/ws`` (websocket servers)
+under the namespace, the way the Java alloc's TreeCache does (which reads
+cs and gs only), and keeps an in-memory view of the three.
 
 Threads: kazoo runs its own connection and callback threads. Everything
 kazoo hands us (state changes, watch events, async results) is passed to the
@@ -52,12 +53,12 @@ __all__ = [
     "ZkWatcher",
 ]
 
-KINDS = ("cs", "gs")
-PATHS = {"cs": "/cluster/cs", "gs": "/cluster/gs"}
+KINDS = ("cs", "gs", "ws")
+PATHS = {"cs": "/cluster/cs", "gs": "/cluster/gs", "ws": "/cluster/ws"}
 _KIND_BY_PATH = {path: kind for kind, path in PATHS.items()}
 
 
-# cb(kind, event, node): kind "cs"|"gs"; event "added"|"updated"|"removed"
+# cb(kind, event, node): kind "cs"|"gs"|"ws"; event "added"|"updated"|"removed"
 # (with the node) or "resync" (node None: a full re-read just completed).
 Listener = Callable[[str, str, "ServerNode | None"], object]
 
@@ -86,7 +87,7 @@ def _make_client(settings: ZkSettings, logger: Any = None) -> KazooClient:
 
 
 class ZkWatcher(Service):
-    """A kazoo session and the live view of both server lists.
+    """A kazoo session and the live view of the three server lists.
 
     ``startService`` returns once kazoo is started; it never waits for
     ZooKeeper, which may be down for as long as it likes: kazoo retries
@@ -135,8 +136,12 @@ class ZkWatcher(Service):
         """Gateway servers by node name (a copy)."""
         return dict(self._readers["gs"].view)
 
+    def websocket_servers(self) -> dict[str, ServerNode]:
+        """WebSocket servers by node name (a copy)."""
+        return dict(self._readers["ws"].view)
+
     def rejected_nodes(self) -> dict[str, int]:
-        """By kind ("cs", "gs"): the nodes left out of the view as unusable."""
+        """By kind ("cs", "gs", "ws"): the nodes left out of the view as unusable."""
         return {kind: reader.rejected for kind, reader in self._readers.items()}
 
     def add_listener(self, cb: Listener) -> None:
@@ -316,8 +321,9 @@ class ZkWatcher(Service):
         if not self.initialized and self._synced.issuperset(KINDS):
             self.initialized = True
             self.log.info(
-                "ZooKeeper: view loaded, {cs_count} connection and {gs_count} gateway servers",
-                cs_count=len(self._readers["cs"].view), gs_count=len(self._readers["gs"].view))
+                "ZooKeeper: view loaded, {cs_count} connection, {gs_count} gateway and"
+                " {ws_count} websocket servers", cs_count=len(self._readers["cs"].view),
+                gs_count=len(self._readers["gs"].view), ws_count=len(self._readers["ws"].view))
         self.emit(kind, "resync", None)
 
     def _on_watch(self, event: WatchedEvent) -> None:

@@ -87,6 +87,8 @@ class StateCollector:
             (self.site, self._site),
             (snap.allocation, self._allocation),
             (snap.refresh, self._refresh),
+            (snap.websocket, self._websocket),
+            (snap.websocket_refresh, self._websocket_refresh),
             (self.push, self._push),
             (snap.gateways, self._gateways),
             (snap.zookeeper, self._zk),
@@ -144,6 +146,18 @@ class StateCollector:
         yield _gauge("unreadable_count_keys", "Online count keys (mp:oul:<ip>) the last refresh"
                      " could not read (a wrong type); their servers keep their last count",
                      refresh.unreadable_keys)
+
+    def _websocket(self, websocket: AllocationStatus) -> Iterator[Metric]:
+        yield _gauge("websocket_servers", "WebSocket servers in the GET /ws list",
+                     websocket.servers)
+
+    def _websocket_refresh(self, refresh: RefreshStatus) -> Iterator[Metric]:
+        yield _counter("websocket_refreshes", "Refreshes of the GET /ws list done",
+                       refresh.refreshes)
+        yield _counter("websocket_refresh_failures", "Refreshes of the GET /ws list whose"
+                       " online counts could not be read", refresh.failures)
+        yield _gauge("websocket_servers_stale", "1 while GET /ws serves a list ZooKeeper no"
+                     " longer shows", 1 if refresh.stale else 0)
 
     def _push(self, push: Admission) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(PREFIX + "push_outcomes",
@@ -214,7 +228,12 @@ class StateCollector:
              zk.rejected_connection_servers),
             ("zookeeper_rejected_gateway_servers",
              "Gateway server nodes left out of the view: unusable data",
-             zk.rejected_gateway_servers))
+             zk.rejected_gateway_servers),
+            ("zookeeper_websocket_servers", "WebSocket server nodes in the ZooKeeper view",
+             zk.websocket_servers),
+            ("zookeeper_rejected_websocket_servers",
+             "WebSocket server nodes left out of the view: unusable data",
+             zk.rejected_websocket_servers))
 
 
 # -- the daemon's metrics -----------------------------------------------------

@@ -8,7 +8,8 @@ listeners bind in the privileged start, which can still fail the command).
 Each imports its own modules, so that ``twistd mpush-alloc --help`` (which
 imports this module) does not load kazoo, txredisapi or prometheus-client.
 The children of :class:`AllocDaemon` start in the order the ``make_*``
-functions add them: ZooKeeper, Redis, gateways, refresher, web (admin).
+functions add them: ZooKeeper, Redis, gateways, refreshers (``GET /``, ``GET /ws``),
+web (admin).
 """
 
 from __future__ import annotations
@@ -260,14 +261,15 @@ def make_pusher(settings: Settings, gateways: GatewayPool, cache: RedisService,
 
 
 def make_refresher(settings: Settings, policy: BalancePolicy, zk: ZkWatcher,
-                   cache: RedisService, reactor: Any = None) -> Refresher:
+                   cache: RedisService, reactor: Any = None, kind: str = "cs") -> Refresher:
+    """The refresher of ``GET /`` (``kind`` "cs") or of ``GET /ws`` ("ws")."""
     from mpush.services.refresher import Refresher, RefreshSchedule
 
     schedule = RefreshSchedule(interval=settings.alloc.refresh_interval,
                                change_delay=settings.alloc.change_delay,
                                mass_drop_hold=settings.alloc.mass_drop_hold)
-    refresher = Refresher(policy, zk, cache, schedule=schedule, reactor=reactor)
-    refresher.setName("refresher")
+    refresher = Refresher(policy, zk, cache, schedule=schedule, reactor=reactor, kind=kind)
+    refresher.setName("refresher" if kind == "cs" else f"{kind}-refresher")
     return refresher
 
 
@@ -313,12 +315,14 @@ def make_web(settings: Settings, policy: BalancePolicy, pusher: PushClient, stat
     from mpush.web.page import PageResource
     from mpush.web.push import PushResource
     from mpush.web.push_access import PushAccess
-    from mpush.web.root import RootResource
+    from mpush.web.root import RootResource, WebsocketResource
     from mpush.web.site import AllocSite
     from mpush.web.users import UsersResource
 
     alloc = settings.alloc
     root = RootResource(policy, retry_after=alloc.retry_after)
+    assert status.ws_policy is not None
+    root.putChild(b"ws", WebsocketResource(status.ws_policy, retry_after=alloc.retry_after))
     push = PushResource(pusher, token=alloc.push_token, allow=alloc.push_allow,
                         push_timeout=alloc.push_timeout, max_users=alloc.max_users_per_push,
                         retry_after=alloc.retry_after)
@@ -429,14 +433,17 @@ def makeService(options: Options, reactor: Any = None) -> AllocDaemon:
     gateways = make_gateways(settings, zk, reactor, max_connections=fds.gateways)
     gateways.setServiceParent(root)
     pusher = make_pusher(settings, gateways, cache, reactor)
-    policy = BalancePolicy()
+    policy, ws_policy = BalancePolicy(), BalancePolicy()  # GET /, GET /ws: own handouts
     refresher = make_refresher(settings, policy, zk, cache, reactor)
     refresher.setServiceParent(root)
-    # The refresher stamps last_success with this reactor's clock.
+    ws_refresher = make_refresher(settings, ws_policy, zk, cache, reactor, kind="ws")
+    ws_refresher.setServiceParent(root)
     sharer = make_sharer(settings, policy, cache, reactor)
     if sharer is not None:
         sharer.setServiceParent(root)
-    status = Status(zk, cache, gateways, refresher, policy, clock=reactor, sharer=sharer)
+    # The refreshers stamp last_success with this reactor's clock.
+    status = Status(zk, cache, gateways, refresher, policy, ws_policy=ws_policy,
+                    ws_refresher=ws_refresher, clock=reactor, sharer=sharer)
     web = make_web(settings, policy, pusher, status, reactor, max_connections=fds.http)
     web.listener.setServiceParent(root)
     admin = make_metrics(settings, status, web, pusher, refresher, reactor)

@@ -1,8 +1,9 @@
 """The Refresher: feeds the balance policy from ZooKeeper and Redis.
 
-It reads the connection servers from the ZooKeeper view and their online
-counts from Redis, every ``refresh_interval`` and shortly after any change
-under ``/cluster/cs``, and hands the result to a policy of
+It reads one kind of served node from the ZooKeeper view (the connection
+servers of ``GET /``, or the websocket servers of ``GET /ws``: ``kind``) and
+their online counts from Redis, every ``refresh_interval`` and shortly after
+any change under that kind's path, and hands the result to a policy of
 :mod:`mpush.balance`. It keeps the last list when the view has no servable
 node (never from servers to none) and flags itself ``stale``, and keeps the
 servers of a mass drop a while (:mod:`mpush.services.mass_drop`).
@@ -33,6 +34,7 @@ __all__ = [
     "COUNT_BATCH",
     "DEFAULT_CHANGE_DELAY",
     "DEFAULT_REFRESH_INTERVAL",
+    "SERVED_KINDS",
     "RefreshSchedule",
     "Refresher",
 ]
@@ -55,6 +57,10 @@ COUNT_BATCH = 500
 #: New unreadable count keys logged one by one per refresh; more are summed
 #: up in one line, so a Redis full of wrong keys cannot flood the log.
 UNREADABLE_LOGGED = 10
+#: The kinds of node a Refresher can serve: the view's method listing them,
+#: and their name in logs. Both count their users in ``mp:oul:<ip>``.
+SERVED_KINDS = {"cs": ("connection_servers", "connection server"),
+                "ws": ("websocket_servers", "websocket server")}
 
 
 # --------------------------------------------------------------------------
@@ -104,18 +110,25 @@ class Refresher(Service):
 
     A refresh reads the view, sets the servers, then asks Redis for the
     online counts. It runs every ``interval`` seconds and ``change_delay``
-    seconds after a change under /cluster/cs (a burst of changes gives one
-    refresh), as its :class:`RefreshSchedule` says; it listens to the view
-    only while running. Refreshes never overlap: one asked for while another
-    is in flight runs once right after it. Failures are logged on state
-    changes, never raised: the loop keeps running and the last order keeps
-    serving.
+    seconds after a change of its ``kind`` (``/cluster/cs`` or
+    ``/cluster/ws``; a burst of changes gives one refresh), as its
+    :class:`RefreshSchedule` says; it listens to the view only while
+    running. Refreshes never overlap: one asked for while another is in
+    flight runs once right after it. Failures are logged on state changes,
+    never raised: the loop keeps running and the last order keeps serving.
     """
 
     log = Logger()
 
     def __init__(self, policy: AllocPolicy, view: ClusterView, cache: RedisClient, *,
-                 schedule: RefreshSchedule | None = None, reactor: Any = None) -> None:
+                 schedule: RefreshSchedule | None = None, reactor: Any = None,
+                 kind: str = "cs") -> None:
+        if kind not in SERVED_KINDS:
+            raise ValueError(f"kind must be one of {sorted(SERVED_KINDS)}, not {kind!r}")
+        self.kind = kind  # the view's kind of node served: "cs" (GET /) or "ws" (GET /ws)
+        self._list_nodes, self._words = SERVED_KINDS[kind]
+        # Told apart in the lines both refreshers write about Redis.
+        self._of = "" if kind == "cs" else " for GET /ws"
         self.policy = policy
         self._view = view
         self._cache = cache
@@ -147,7 +160,7 @@ class Refresher(Service):
         # Refreshes of one burst of changes come a change delay apart, and
         # may slip by one more while a refresh is in flight.
         self.hold = HoldKeeper(self.schedule.mass_drop_hold, 2 * self.schedule.change_delay,
-                               self._reactor, self.refresh)
+                               self._reactor, self.refresh, f"{self._words}s")
 
     @property
     def held(self) -> Mapping[str, float]:
@@ -194,7 +207,7 @@ class Refresher(Service):
         self.refresh()
 
     def _on_view_event(self, kind: str, event: str, node: Any) -> None:
-        if kind != "cs" or not self.running:
+        if kind != self.kind or not self.running:
             return
         if self._pending_change is not None and self._pending_change.active():
             return  # the scheduled refresh will read the view as it is then
@@ -248,14 +261,14 @@ class Refresher(Service):
     # -- one refresh ----------------------------------------------------
 
     def _refresh_once(self) -> Deferred[None] | None:
-        nodes = self._view.connection_servers()
+        nodes = self._nodes()
         candidates = self.hold.serve(self._candidates(nodes))
         if candidates:
             if self.stale:
                 self.stale = False
                 self.log.info(
-                    "connection servers are back in ZooKeeper ({n}); list fresh again",
-                    n=len(candidates),
+                    "{what}s are back in ZooKeeper ({n}); list fresh again",
+                    what=self._words, n=len(candidates),
                 )
             if not _same(candidates, self._served):
                 self.policy.set_servers(candidates)
@@ -266,14 +279,14 @@ class Refresher(Service):
             if not self.stale:
                 self.stale = True
                 self.log.warn(
-                    "no servable connection server in ZooKeeper ({n} nodes, view "
+                    "no servable {what} in ZooKeeper ({n} nodes, view "
                     "{state}); keeping the last list of {m} (stale)",
-                    n=len(nodes),
+                    what=self._words, n=len(nodes),
                     state=getattr(self._view, "state", "?"),
                     m=len(self.policy.servers),
                 )
         else:
-            return None  # nothing known yet: GET / answers 503
+            return None  # nothing known yet: GET / (GET /ws) answers 503
         token = self.policy.begin_refresh()
         # Held servers keep their last count: a server that is really gone may
         # have had its key cleared, and would then look empty and draw everyone.
@@ -286,6 +299,12 @@ class Refresher(Service):
         self._inflight = d
         d.addCallbacks(self._counts_ok, self._counts_failed, callbackArgs=(token, frozen))
         return d
+
+    def _nodes(self) -> Mapping[str, ServerNodeInfo]:
+        """The view's nodes of this refresher's kind."""
+        list_nodes: Callable[[], Mapping[str, ServerNodeInfo]] = getattr(self._view,
+                                                                         self._list_nodes)
+        return list_nodes()
 
     def _candidates(self, nodes: Mapping[str, ServerNodeInfo]) -> list[Candidate]:
         made, self._made = self._made, {}
@@ -321,7 +340,7 @@ class Refresher(Service):
         self._note_unreadable(read.unreadable)
         self.last_success = self._reactor.seconds()
         if self.last_error is not None:
-            self.log.info("online counts from Redis are back")
+            self.log.info("online counts from Redis are back{of}", of=self._of)
             self.last_error = None
 
     def _note_unreadable(self, unreadable: dict[str, str]) -> None:
@@ -331,8 +350,8 @@ class Refresher(Service):
         for ip in new[:UNREADABLE_LOGGED]:
             self.log.warn(
                 "cannot read the online count of {ip}: Redis key {key} answers {error}; "
-                "its servers keep their last count",
-                ip=ip, key=ONLINE_KEY_PREFIX + ip, error=unreadable[ip])
+                "its {what}s keep their last count",
+                ip=ip, key=ONLINE_KEY_PREFIX + ip, error=unreadable[ip], what=self._words)
         if len(new) > UNREADABLE_LOGGED:
             self.log.warn("... and {n} more online count keys that cannot be read",
                           n=len(new) - UNREADABLE_LOGGED)
@@ -353,8 +372,8 @@ class Refresher(Service):
             message = failure.getErrorMessage() or failure.type.__name__
         if self.last_error is None:
             self.log.warn(
-                "cannot read online counts from Redis ({error}); keeping the last "
+                "cannot read online counts from Redis{of} ({error}); keeping the last "
                 "known order and counting handouts",
-                error=message,
+                error=message, of=self._of,
             )
         self.last_error = message

@@ -9,8 +9,11 @@ disagree on what "connected" or "stale" means, and the gateways are
 aggregated in one place.
 
 ``/cluster`` (:mod:`mpush.web.cluster`) renders the same snapshot in full:
-a row per allocated connection server (:class:`ServerRow`, from the
-policy's figures and the ZooKeeper view) and per gateway server.
+a row per allocated connection server and websocket server (:class:`ServerRow`,
+from the policy's figures and the ZooKeeper view) and per gateway server.
+
+The websocket servers (``GET /ws``) have a policy and a refresher of their
+own, read like those of ``GET /`` into the same two dataclasses.
 
 Reading is in-memory only (no ZooKeeper, Redis or gateway call): a load
 balancer may poll ``/health`` as often as it likes. Every part is optional
@@ -41,6 +44,7 @@ from mpush.reactor import default_reactor
 
 __all__ = [
     "AllocationStatus",
+    "CompleteSnapshot",
     "GatewayStatus",
     "GatewaysStatus",
     "RedisStatus",
@@ -66,6 +70,8 @@ class ZooKeeperStatus:
     last_error: str | None = None  # why it cannot be used now (unreachable, NoAuth, ...)
     rejected_connection_servers: int = 0  # nodes left out of the view as unusable
     rejected_gateway_servers: int = 0
+    websocket_servers: int = 0
+    rejected_websocket_servers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +127,14 @@ class GatewaysStatus:
 
 
 class ServerRow(NamedTuple):
-    """One connection server as allocated: the policy's figures
+    """One connection (or websocket) server as allocated: the policy's figures
     (:class:`mpush.balance.ServerStatus`), its place in ``GET /``, its node.
 
     A named tuple rather than a frozen dataclass: as immutable, and several
     times cheaper to make, which counts at a row per server per snapshot.
     """
 
-    position: int  # 1 = first in the current GET / answer
+    position: int  # 1 = first in the current GET / (GET /ws) answer
     address: str  # "ip:port", as served
     ip: str  # the public IP: mp:oul:<ip> counts its users
     weight: float
@@ -178,10 +184,10 @@ def _nodes_by_address(nodes: Mapping[str, ServerNodeInfo],
 
 @dataclass(frozen=True, slots=True)
 class AllocationStatus:
-    """The policy: what ``GET /`` hands out."""
+    """A policy: what ``GET /`` (or ``GET /ws``) hands out."""
 
-    servers: int  # connection servers in the allocation list
-    serving: bool  # there is a list to answer with (else GET / is 503)
+    servers: int  # servers in the allocation list
+    serving: bool  # there is a list to answer with (else 503)
     # Per server, in GET / order; empty for a policy that tells no loads.
     rows: tuple[ServerRow, ...] = ()
 
@@ -222,7 +228,31 @@ class StatusSnapshot:
     zookeeper: ZooKeeperStatus | None
     redis: RedisStatus | None
     gateways: GatewaysStatus | None
+    # GET /ws: its policy and its refresher (None without them).
+    websocket: AllocationStatus | None = None
+    websocket_refresh: RefreshStatus | None = None
     sharing: SharingStatus | None = None  # None: sharing is off
+
+    def complete(self, page: str) -> CompleteSnapshot:
+        """Every part (but the drain) for a ``page`` that shows them all; ValueError
+        naming the page if one is missing."""
+        parts = (self.allocation, self.refresh, self.zookeeper, self.redis, self.gateways,
+                 self.websocket, self.websocket_refresh)
+        if any(part is None for part in parts):
+            raise ValueError(f"{page} needs a snapshot of every part")
+        return CompleteSnapshot(*parts)  # type: ignore[arg-type]
+
+
+class CompleteSnapshot(NamedTuple):
+    """A :class:`StatusSnapshot` with every part there (see ``StatusSnapshot.complete``)."""
+
+    allocation: AllocationStatus
+    refresh: RefreshStatus
+    zookeeper: ZooKeeperStatus
+    redis: RedisStatus
+    gateways: GatewaysStatus
+    websocket: AllocationStatus
+    websocket_refresh: RefreshStatus
 
 
 # -- the reader ---------------------------------------------------------------
@@ -243,6 +273,9 @@ class Status:
     gateways: GatewayRequester | None = None
     refresher: RefreshReport | None = None
     policy: Policy | None = None
+    # GET /ws's policy and refresher, kept apart from GET /'s.
+    ws_policy: Policy | None = field(default=None, kw_only=True)
+    ws_refresher: RefreshReport | None = field(default=None, kw_only=True)
     drain: Draining | None = field(default=None, kw_only=True)
     sharer: SharingReport | None = field(default=None, kw_only=True)
     clock: IReactorTime | None = field(default=None, kw_only=True)
@@ -250,7 +283,7 @@ class Status:
     @property
     def missing(self) -> tuple[str, ...]:
         """The parts not given (``/health`` needs all but the drain)."""
-        parts = ("zk", "redis", "gateways", "refresher", "policy")
+        parts = ("zk", "redis", "gateways", "refresher", "policy", "ws_policy", "ws_refresher")
         return tuple(name for name in parts if getattr(self, name) is None)
 
     def snapshot(self, *, rows: bool = True) -> StatusSnapshot:
@@ -258,18 +291,23 @@ class Status:
         (``allocation.rows`` empty): ``/health`` shows none, and is the most polled."""
         zk, redis, gateways = self.zk, self.redis, self.gateways
         cs_nodes = {} if zk is None else zk.connection_servers()
+        ws_nodes = {} if zk is None else zk.websocket_servers()
         rejected = {} if zk is None else zk.rejected_nodes()
         return StatusSnapshot(
             draining=None if self.drain is None else bool(self.drain.draining),
-            allocation=self._allocation(cs_nodes if rows else None),
-            refresh=self._refresh(),
+            allocation=self._allocation(self.policy, self.refresher, cs_nodes if rows else None),
+            refresh=self._refresh(self.refresher),
             zookeeper=None if zk is None else ZooKeeperStatus(
                 zk.state, zk.session_id, zk.initialized, len(cs_nodes),
                 len(zk.gateway_servers()), zk.last_error,
-                rejected.get("cs", 0), rejected.get("gs", 0)),
+                rejected.get("cs", 0), rejected.get("gs", 0),
+                len(ws_nodes), rejected.get("ws", 0)),
             redis=None if redis is None else RedisStatus(
                 redis.mode, bool(redis.healthy), self._scrub(redis.last_error)),
             gateways=None if gateways is None else GatewaysStatus.of(gateways.status()),
+            websocket=self._allocation(self.ws_policy, self.ws_refresher,
+                                       ws_nodes if rows else None),
+            websocket_refresh=self._refresh(self.ws_refresher),
             sharing=self._sharing(),
         )
 
@@ -286,20 +324,19 @@ class Status:
         return SharingStatus(sharer.interval, self._age(sharer.last_ok),
                              self._scrub(sharer.last_error), sharer.exchanges, sharer.failures)
 
-    def _allocation(self, cs_nodes: Mapping[str, ServerNodeInfo] | None,
-                    ) -> AllocationStatus | None:
-        """The policy's part; its rows with the view's ``cs_nodes`` (None: no rows)."""
-        policy = self.policy
+    def _allocation(self, policy: Policy | None, ref: RefreshReport | None,
+                    nodes: Mapping[str, ServerNodeInfo] | None) -> AllocationStatus | None:
+        """A policy's part; its rows with the view's ``nodes`` of its kind (None: no
+        rows), those its refresher ``ref`` holds after a mass drop marked."""
         if policy is None:
             return None
         rows: tuple[ServerRow, ...] = ()
-        if cs_nodes is not None and isinstance(policy, LoadReporter):
-            held = None if self.refresher is None else self.refresher.held
-            rows = ServerRow.rows(policy, cs_nodes, held, self._now() if held else 0.0)
+        if nodes is not None and isinstance(policy, LoadReporter):
+            held = None if ref is None else ref.held
+            rows = ServerRow.rows(policy, nodes, held, self._now() if held else 0.0)
         return AllocationStatus(len(policy.servers), policy.body is not None, rows)
 
-    def _refresh(self) -> RefreshStatus | None:
-        ref = self.refresher
+    def _refresh(self, ref: RefreshReport | None) -> RefreshStatus | None:
         if ref is None:
             return None
         return RefreshStatus(bool(ref.stale), self._age(ref.last_success),
@@ -318,3 +355,5 @@ class Status:
         if text is not None and password:
             text = text.replace(password, "***")
         return text
+
+

@@ -3,7 +3,8 @@
 Rendered from the same :class:`mpush.services.status.Status` snapshot as
 ``/health`` and ``/metrics``, in full: each connection server as allocated
 (its place in the current ``GET /`` answer, the policy's figures, its
-ZooKeeper node and since when it is known), each gateway server, the
+ZooKeeper node and since when it is known), each websocket server the same
+way (its place in ``GET /ws``), each gateway server, the
 ZooKeeper and Redis state and the last refresh. Answering reads in-memory
 state only.
 
@@ -58,10 +59,7 @@ def cluster_body(snap: StatusSnapshot) -> bytes:
     The server rows are written by :func:`_server_json` (a row per
     connection server, hundreds per read), everything else by ``json``.
     """
-    alloc, refresh, zk, redis, gateways = (snap.allocation, snap.refresh, snap.zookeeper,
-                                           snap.redis, snap.gateways)
-    if alloc is None or refresh is None or zk is None or redis is None or gateways is None:
-        raise ValueError("/cluster needs a snapshot of every part")
+    alloc, refresh, zk, redis, gateways, ws, ws_refresh = snap.complete("/cluster")
     rest = _json({
         "draining": snap.draining is True,
         "serving": alloc.serving,
@@ -70,8 +68,14 @@ def cluster_body(snap: StatusSnapshot) -> bytes:
         "redis": redis_section(redis),
         "lastRefresh": _refresh(refresh),
     })
-    rows = ",".join([_server_json(row) for row in alloc.rows])
-    return ('{"connectionServers":[' + rows + "]," + rest[1:]).encode()
+    websocket = _json({"serving": ws.serving, "lastRefresh": _refresh(ws_refresh)})
+    return ('{"connectionServers":' + _rows(alloc.rows) + ","
+            + '"websocket":{"servers":' + _rows(ws.rows) + "," + websocket[1:] + ","
+            + rest[1:]).encode()
+
+
+def _rows(rows: tuple[ServerRow, ...]) -> str:
+    return "[" + ",".join([_server_json(row) for row in rows]) + "]"
 
 
 def timestamp(seconds: float | None) -> str | None:

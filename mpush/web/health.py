@@ -10,6 +10,10 @@ same during an outage as before it.
   known list) but something is impaired; ``reasons`` says what;
 * ``503`` + ``"status": "unavailable"``: no allocation can be served (no
   connection server known yet) or the daemon is draining.
+
+WebSocket servers (``GET /ws``) are optional in an mpush cluster (Java's
+``ws-server-port=0`` disables them): none known is no reason, only a stale
+list of them is one (``degraded``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from mpush.services.status import (
+    AllocationStatus,
     GatewaysStatus,
     RedisStatus,
     RefreshStatus,
@@ -59,10 +64,7 @@ class HealthResource(JsonLeaf):
 
 def health_document(snap: StatusSnapshot) -> dict[str, Any]:
     """The ``/health`` JSON document of a complete snapshot."""
-    alloc, refresh, zk, redis, gateways = (snap.allocation, snap.refresh, snap.zookeeper,
-                                           snap.redis, snap.gateways)
-    if alloc is None or refresh is None or zk is None or redis is None or gateways is None:
-        raise ValueError("/health needs a snapshot of every part")
+    alloc, refresh, zk, redis, gateways, ws, ws_refresh = snap.complete("/health")
     draining = snap.draining is True
     unavailable: list[str] = []
     if not alloc.serving:
@@ -76,6 +78,10 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
     sharing = snap.sharing
     if sharing is not None and sharing.last_error is not None:
         degraded.append("handout counts not shared")
+    if ws_refresh.stale:
+        degraded.append("websocket server list stale")
+    if ws_refresh.held:
+        degraded.append(f"websocket servers held after a mass drop: {ws_refresh.held}")
 
     if unavailable:
         status = UNAVAILABLE
@@ -89,13 +95,7 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
         "reasons": unavailable + degraded,
         "draining": draining,
         "allocation": {
-            "servers": alloc.servers,
-            "stale": refresh.stale,
-            "lastRefreshAgeSeconds": (None if refresh.last_success_age is None
-                                      else round(refresh.last_success_age, 3)),
-            "lastRefreshError": refresh.last_error,
-            "refreshes": refresh.refreshes,
-            "held": refresh.held,
+            **_allocation_section(alloc, refresh),
             # null: sharing with other instances is off (mp.alloc.share-handouts-interval 0)
             "handoutSharing": None if sharing is None else {
                 "lastExchangeAgeSeconds": (None if sharing.last_ok_age is None
@@ -105,6 +105,7 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
                 "failures": sharing.failures,
             },
         },
+        "websocket": {**_allocation_section(ws, ws_refresh), "serving": ws.serving},
         "zookeeper": zookeeper_section(zk),
         "redis": redis_section(redis),
         "gateways": {
@@ -119,6 +120,19 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
     }
 
 
+def _allocation_section(alloc: AllocationStatus, refresh: RefreshStatus) -> dict[str, Any]:
+    """``allocation`` (GET /) or ``websocket`` (GET /ws): a policy and its refresher."""
+    return {
+        "servers": alloc.servers,
+        "stale": refresh.stale,
+        "lastRefreshAgeSeconds": (None if refresh.last_success_age is None
+                                  else round(refresh.last_success_age, 3)),
+        "lastRefreshError": refresh.last_error,
+        "refreshes": refresh.refreshes,
+        "held": refresh.held,
+    }
+
+
 def zookeeper_section(zk: ZooKeeperStatus) -> dict[str, Any]:
     """The ``zookeeper`` object of ``/health`` and ``/cluster``."""
     return {
@@ -127,6 +141,7 @@ def zookeeper_section(zk: ZooKeeperStatus) -> dict[str, Any]:
         "initialized": zk.initialized,
         "connectionServers": zk.connection_servers,
         "gatewayServers": zk.gateway_servers,
+        "websocketServers": zk.websocket_servers,
         "lastError": zk.last_error,
     }
 

@@ -133,20 +133,31 @@ def _retry_after() -> Json:
     return {"Retry-After": ref("headers", "Retry-After")}
 
 
-def _root_get() -> Json:
+def _allocation_get(what: str, description: str) -> Json:
+    """``GET /`` (connection servers) or ``GET /ws`` (websocket servers)."""
     return _common({
-        "summary": "the connection servers, least loaded first",
-        "description": "What the mpush client SDK polls. Every GET counts one allocation to"
+        "summary": f"the {what}s, least loaded first",
+        "description": description + " Every GET counts one allocation to"
                        " the server it lists first (HEAD counts nothing). Served from the"
                        " last known list through ZooKeeper and Redis outages. Always open.",
         "responses": {
             "200": {"description": "`ip:port,ip:port`, least loaded first",
                     "content": {"text/plain; charset=utf-8": {
                         "schema": ref("schemas", "Allocation")}}},
-            "503": _error_response("no connection server was ever known",
-                                   headers=_retry_after()),
+            "503": _error_response(f"no {what} was ever known", headers=_retry_after()),
         },
     })
+
+
+def _root_get() -> Json:
+    return _allocation_get("connection server", "What the mpush client SDK polls.")
+
+
+def _ws_get() -> Json:
+    return _allocation_get(
+        "websocket server", "For browsers and mini-programs: the nodes under `/cluster/ws`,"
+        " ordered by the online count of their IP (`mp:oul:<ip>`, shared with the"
+        " connection server of that IP), with handouts counted apart from `GET /`'s.")
 
 
 def _push_post() -> Json:
@@ -317,11 +328,12 @@ def _metrics_get() -> Json:
 
 def _paths() -> Json:
     """Every path with every method: the accepted ones, the others as 405."""
-    root_get, health_get, page_get = _root_get(), _health_get(), _page_get()
+    root_get, ws_get, health_get, page_get = _root_get(), _ws_get(), _health_get(), _page_get()
     openapi_get, metrics_get = _openapi_get(), _metrics_get()
     cluster_get, users_get, config_get = _cluster_get(), _users_get(), _config_get()
     accepted: dict[str, Json] = {
         "/": {"get": root_get, "head": _head(root_get)},
+        "/ws": {"get": ws_get, "head": _head(ws_get)},
         "/push": {"post": _push_post()},
         "/health": {"get": health_get, "head": _head(health_get)},
         "/index.html": {"get": page_get, "head": _head(page_get)},

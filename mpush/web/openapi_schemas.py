@@ -46,8 +46,9 @@ def schemas() -> Json:
         "Error": _error(),
         "Allocation": {
             "type": "string",
-            "description": "`ip:port` of every servable connection server, comma-separated,"
-                           " least loaded first, no trailing newline.",
+            "description": "`ip:port` of every servable connection server (`GET /`) or"
+                           " websocket server (`GET /ws`), comma-separated, least loaded"
+                           " first, no trailing newline.",
             "pattern": r"^[^,:\s]+:[0-9]+(,[^,:\s]+:[0-9]+)*$",
         },
         "PushRequest": _push_request(),
@@ -215,6 +216,8 @@ def _health() -> Json:
                     "description": "why not ok, for people; the blocking ones first"},
         "draining": {"type": "boolean"},
         "allocation": _health_allocation(),
+        "websocket": {**_health_allocation(serving=True),
+                      "description": "`GET /ws`: the websocket servers' list and refresh"},
         "zookeeper": _health_zookeeper(),
         "redis": _health_redis(),
         "gateways": _health_gateways(),
@@ -222,22 +225,25 @@ def _health() -> Json:
                    " `ok`/`degraded` come with 200, `unavailable` with 503.")
 
 
-def _health_allocation() -> Json:
+def _health_allocation(*, serving: bool = False) -> Json:
+    """``allocation`` (``GET /``), or with ``serving`` ``websocket`` (``GET /ws``)."""
     return _record({
         "servers": _count(),
         "stale": {"type": "boolean"},
         "lastRefreshAgeSeconds": {"type": ["number", "null"], "minimum": 0},
         "lastRefreshError": _text_or_null(),
         "refreshes": _count(),
-        "held": {**_count(), "description": "connection servers kept in the list after a"
-                                            " mass drop (`mp.alloc.mass-drop-hold`)"},
-        "handoutSharing": _nullable(_record({
-            "lastExchangeAgeSeconds": {"type": ["number", "null"], "minimum": 0},
-            "lastError": _text_or_null(),
-            "exchanges": _count(),
-            "failures": _count(),
-        }, description="Handout counts shared with the other alloc instances through Redis;"
-                       " null when mp.alloc.share-handouts-interval is 0.")),
+        "held": {**_count(), "description": "servers kept in the list after a mass drop"
+                                            " (`mp.alloc.mass-drop-hold`)"},
+        **({"serving": {"type": "boolean", "description": "`GET /ws` has a list to answer"
+                                                          " with (else 503)"}}
+           if serving else {"handoutSharing": _nullable(_record({
+               "lastExchangeAgeSeconds": {"type": ["number", "null"], "minimum": 0},
+               "lastError": _text_or_null(),
+               "exchanges": _count(),
+               "failures": _count(),
+           }, description="Handout counts shared with the other alloc instances through"
+                          " Redis; null when mp.alloc.share-handouts-interval is 0."))}),
     })
 
 
@@ -249,6 +255,7 @@ def _health_zookeeper() -> Json:
         "initialized": {"type": "boolean"},
         "connectionServers": _count(),
         "gatewayServers": _count(),
+        "websocketServers": _count(),
         "lastError": {**_text_or_null(), "description":
                       "why ZooKeeper cannot be used now: unreachable (address and error),"
                       " or a read refused (NoAuth: check `mp.zk.digest`); null when fine"},
@@ -270,29 +277,42 @@ def _cluster() -> Json:
         "serving": {"type": "boolean", "description": "`GET /` has a list to answer with"},
         "connectionServers": {"type": "array", "items": ref("schemas", "ClusterServer"),
                               "description": "in the order of the current `GET /` answer"},
+        "websocket": _record({
+            "servers": {"type": "array", "items": ref("schemas", "ClusterServer"),
+                        "description": "in the order of the current `GET /ws` answer"},
+            "serving": {"type": "boolean", "description": "`GET /ws` has a list to answer"
+                                                          " with"},
+            "lastRefresh": _last_refresh(),
+        }, description="`GET /ws`: the websocket servers (`/cluster/ws`), allocated by a"
+                       " policy and a refresh of their own"),
         "gatewayServers": {"type": "array", "items": ref("schemas", "ClusterGateway"),
                            "description": "by `host:port`"},
         "zookeeper": _health_zookeeper(),
         "redis": _health_redis(),
-        "lastRefresh": _record({
-            "at": {**_text_or_null(), "description": "the last good refresh (ISO 8601 UTC)"},
-            "ok": {"type": "boolean", "description": "the last refresh read the online counts"},
-            "ageSeconds": {"type": ["number", "null"], "minimum": 0},
-            "error": {**_text_or_null(), "description": "why the last refresh failed"},
-            "stale": {"type": "boolean", "description": "serving a list ZooKeeper no longer"
-                                                        " shows"},
-            "refreshes": _count(),
-            "failures": _count(),
-        }),
+        "lastRefresh": _last_refresh(),
     }, description="Every server as this daemon sees it, from the same in-memory snapshot as"
                    " `/health` and `/metrics`. docs/api.md describes each field.")
+
+
+def _last_refresh() -> Json:
+    return _record({
+        "at": {**_text_or_null(), "description": "the last good refresh (ISO 8601 UTC)"},
+        "ok": {"type": "boolean", "description": "the last refresh read the online counts"},
+        "ageSeconds": {"type": ["number", "null"], "minimum": 0},
+        "error": {**_text_or_null(), "description": "why the last refresh failed"},
+        "stale": {"type": "boolean", "description": "serving a list ZooKeeper no longer"
+                                                    " shows"},
+        "refreshes": _count(),
+        "failures": _count(),
+    })
 
 
 def _cluster_server() -> Json:
     number = {"type": "number", "minimum": 0}
     return _record({
         "position": {"type": "integer", "minimum": 1, "description": "1: listed first by"
-                                                                    " `GET /` now"},
+                                                                    " `GET /` (`GET /ws`)"
+                                                                    " now"},
         "address": {**_string(), "description": "`ip:port` as served"},
         "publicIp": {**_string(), "description": "its IP: `mp:oul:<ip>` counts its users"},
         "weight": {**number, "description": "`attrs.weight` of its node"},
@@ -307,7 +327,8 @@ def _cluster_server() -> Json:
                                                        " instances since the last refresh"},
         "registeredAddress": {**_text_or_null(), "description": "`host:port` of its node"
                                                                 " (null: not in the view)"},
-        "zkNodes": {**_strings(), "description": "its node names under `/cluster/cs`"},
+        "zkNodes": {**_strings(), "description": "its node names under `/cluster/cs`"
+                                                 " (`/cluster/ws`)"},
         "knownSince": {**_text_or_null(), "description": "when its node appeared in the"
                                                          " ZooKeeper view (ISO 8601 UTC)"},
         "held": {"type": "boolean", "description": "kept after a mass drop: it left ZooKeeper"

@@ -27,7 +27,7 @@ DEFAULT_CLIENT_STALL_TIMEOUT: float = default("mp.alloc.client-stall-timeout")  
 #: The paths counted under their own name in ``AllocSite.requests``; every
 #: ``/users/<id>`` is counted as ``b"/users"``, any other path as ``b"other"``,
 #: so the counts stay bounded whatever clients ask for.
-COUNTED_PATHS = frozenset({b"/", b"/push", b"/health", b"/metrics", b"/index.html",
+COUNTED_PATHS = frozenset({b"/", b"/ws", b"/push", b"/health", b"/metrics", b"/index.html",
                            b"/openapi.json", b"/cluster", b"/config"})
 USERS_PATH = b"/users"
 OTHER_PATH = b"other"

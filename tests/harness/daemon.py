@@ -176,15 +176,16 @@ class Daemon:
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers.items()), e.read()
 
-    def wait_for_body(self, predicate, wait: float = 10.0) -> bytes:  # type: ignore[no-untyped-def]
+    def wait_for_body(self, predicate, wait: float = 10.0,  # type: ignore[no-untyped-def]
+                      path: str = "/") -> bytes:
         deadline = time.monotonic() + wait
         body = b""
         while time.monotonic() < deadline:
-            status, _, body = self.get()
+            status, _, body = self.get(path)
             if status == 200 and predicate(body):
                 return body
             time.sleep(0.05)
-        raise TimeoutError(f"GET / never matched; last body {body!r}")
+        raise TimeoutError(f"GET {path} never matched; last body {body!r}")
 
     def log(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""

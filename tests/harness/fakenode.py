@@ -8,6 +8,9 @@ For tests, benchmarks and the local demo. What it reproduces, read from
   node ``{"host":..,"port":<gateway port>}`` (no attrs), through
   :class:`~tests.harness.registry.NodeRegistrar` (digest ACL, ephemeral,
   re-registered after every reconnect). Nothing listens on the cs port.
+  With ``ws_port`` (Java's ``ws-server-port`` > 0) a websocket server node
+  ``{"host":..,"port":<ws port>}`` follows (``ServerNodes.ws()``); nothing
+  listens there either.
 * **Redis** (``RemoteRouterManager``, ``UserManager``, ``ClientLocation``):
   ``HSET mp:ur:<userId> <clientType> <ClientLocation.toJson()>`` with
   ``host:port`` = this gateway, ``connId`` only while online, and
@@ -322,7 +325,8 @@ class FakeNode:
     def __init__(self, redis: RedisLike | tuple[str, int] | str | None = None,
                  zk: str | None = None, *, namespace: str = "mpush",
                  digest: str | None = "mpush", host: str = "127.0.0.1", port: int = 0,
-                 cs_port: int | None = None, redis_password: str | None = None,
+                 cs_port: int | None = None, ws_port: int | None = None,
+                 redis_password: str | None = None,
                  default_behaviour: str = "deliver", unknown_behaviour: str = "offline",
                  broadcast_behaviour: str = "deliver", record_limit: int = 1000,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
@@ -336,6 +340,7 @@ class FakeNode:
         self._requested_port = port
         self.port: int | None = None  # the gateway port, once listening
         self.cs_port = next(_cs_ports) if cs_port is None else cs_port
+        self.ws_port = ws_port  # None: no websocket server (Java's ws-server-port=0)
         self.zk = zk
         self.namespace = namespace
         self.digest = digest
@@ -375,6 +380,7 @@ class FakeNode:
         self.registrar: NodeRegistrar | None = None
         self._own_registrar = False
         self.node_paths: tuple[str, str] | None = None  # (cs path, gs path), namespace-relative
+        self.ws_path: str | None = None  # the ws node's path, with ws_port
 
     # -- addresses
 
@@ -431,19 +437,22 @@ class FakeNode:
         if self.registrar is None:
             self.registrar = registrar
         self.node_paths = (cs, gs)
+        if self.ws_port is not None:
+            self.ws_path = registrar.register("ws", self.host, self.ws_port)  # no attrs, as Java
         return cs, gs
 
     def unregister(self) -> None:
         """Remove the ZooKeeper nodes now (our own session: closed)."""
         registrar, self.registrar = self.registrar, None
         paths, self.node_paths = self.node_paths, None
+        ws_path, self.ws_path = self.ws_path, None
         if registrar is None:
             return
         if self._own_registrar:
             self._own_registrar = False
             registrar.close()
-        elif paths is not None:
-            for path in paths:
+        else:
+            for path in (*(paths or ()), *([ws_path] if ws_path else [])):
                 registrar.unregister(path)
 
     def stop_listening(self) -> defer.Deferred[None]:
@@ -762,6 +771,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="gateway port (0: a free one)")
     p.add_argument("--cs-port", type=int, help="port in the cs node (nothing listens there)")
+    p.add_argument("--ws-port", type=int,
+                   help="register a websocket server node with this port (nothing listens)")
     p.add_argument("--users", type=int, default=0, help="online users to add")
     p.add_argument("--user-prefix", default="u")
     p.add_argument("--behaviour", default="deliver", help="for the users added")
@@ -787,7 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         node = FakeNode(args.redis, args.zk, namespace=args.namespace,
                         digest=args.digest or None, host=args.host, port=args.port,
-                        cs_port=args.cs_port, redis_password=args.redis_password,
+                        cs_port=args.cs_port, ws_port=args.ws_port,
+                        redis_password=args.redis_password,
                         default_behaviour=args.behaviour,
                         unknown_behaviour=args.unknown_behaviour,
                         broadcast_behaviour=args.broadcast_behaviour, record_limit=args.record,
