@@ -61,14 +61,19 @@ def answer_reply(address: str, msg: OkMessage | ErrorMessage) -> GatewayReply:
 
 
 class Pending:
-    """One request awaiting its answer; ``address`` is the gateway its reply names."""
+    """One request awaiting its answer; ``address`` is the gateway its reply names.
 
-    __slots__ = ("address", "deferred", "done", "session_id", "timer")
+    ``peer``: who may answer it, for a transport that cannot tell by the
+    stream (UDP); None on a TCP connection.
+    """
+
+    __slots__ = ("address", "deferred", "done", "peer", "session_id", "timer")
 
     def __init__(self, session_id: int, address: str,
-                 on_cancel: Callable[[Pending], None]) -> None:
+                 on_cancel: Callable[[Pending], None], peer: object = None) -> None:
         self.session_id = session_id
         self.address = address
+        self.peer = peer
         self.deferred: Deferred[GatewayReply] = Deferred(lambda _d: on_cancel(self))
         self.timer: IDelayedCall | None = None
         self.done = False
@@ -106,9 +111,10 @@ class PendingRequests:
             if sid not in self._entries:
                 return sid
 
-    def add(self, session_id: int, address: str, timeout: float) -> Pending:
+    def add(self, session_id: int, address: str, timeout: float,
+            peer: object = None) -> Pending:
         """Await the answer to ``session_id`` for at most ``timeout`` seconds."""
-        entry = Pending(session_id, address, self._cancelled)
+        entry = Pending(session_id, address, self._cancelled, peer)
         self._entries[session_id] = entry
         entry.timer = self._clock.callLater(timeout, self._expire, entry, timeout)
         return entry

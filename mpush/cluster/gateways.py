@@ -160,6 +160,8 @@ class GatewayPool(Service):
     ``startService`` and unsubscribes in ``stopService``.
     """
 
+    transport = "tcp"  # shown by /health and /metrics
+
     def __init__(self, view: ClusterView, *, options: GatewayPoolOptions | None = None,
                  reactor: Any = None) -> None:
         self.options = GatewayPoolOptions() if options is None else options
@@ -178,6 +180,10 @@ class GatewayPool(Service):
     def addresses(self) -> list[str]:
         """Known gateway servers, ``host:port``, sorted."""
         return sorted(self._servers)
+
+    def broadcast_addresses(self) -> list[str]:
+        """Where a broadcast goes: every known gateway server."""
+        return self.addresses()
 
     def is_connected(self, address: str) -> bool:
         server = self._servers.get(address)

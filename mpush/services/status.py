@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -40,6 +40,7 @@ from mpush.reactor import default_reactor
 
 __all__ = [
     "AllocationStatus",
+    "DatagramStatus",
     "GatewayStatus",
     "GatewaysStatus",
     "RedisStatus",
@@ -84,6 +85,21 @@ class GatewayStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DatagramStatus:
+    """The UDP socket's figures (``mp.net.gateway-server-net = udp``)."""
+
+    sent: int
+    received: int
+    dropped: tuple[tuple[str, int], ...]  # received and ignored, by reason (sorted)
+    refused: tuple[tuple[str, int], ...]  # requests not sent, by reason (sorted)
+
+    @classmethod
+    def of(cls, counts: Any) -> DatagramStatus:
+        return cls(int(counts.sent), int(counts.received),
+                   tuple(sorted(counts.dropped.items())), tuple(sorted(counts.refused.items())))
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaysStatus:
     servers: tuple[GatewayStatus, ...]  # in the pool's order
     known: int
@@ -93,13 +109,16 @@ class GatewaysStatus:
     connections: int  # connected, all servers
     configured_connections: int
     pending: int
+    transport: str = "tcp"  # "tcp" | "udp"
+    datagrams: DatagramStatus | None = None  # udp only
 
     @property
     def down(self) -> int:
         return self.known - self.up
 
     @classmethod
-    def of(cls, status: Mapping[str, Mapping[str, int]]) -> GatewaysStatus:
+    def of(cls, status: Mapping[str, Mapping[str, int]], transport: str = "tcp",
+           datagrams: DatagramStatus | None = None) -> GatewaysStatus:
         # Absent keys (fakes, or a pool without that figure) read 0 (None).
         servers = tuple(
             GatewayStatus(address, int(s.get("connected", 0)), int(s.get("configured", 0)),
@@ -115,6 +134,8 @@ class GatewaysStatus:
             connections=sum(s.connected for s in servers),
             configured_connections=sum(s.configured for s in servers),
             pending=sum(s.pending for s in servers),
+            transport=transport,
+            datagrams=datagrams,
         )
 
 
@@ -247,7 +268,7 @@ class Status:
                 rejected.get("cs", 0), rejected.get("gs", 0)),
             redis=None if redis is None else RedisStatus(
                 redis.mode, bool(redis.healthy), self._scrub(redis.last_error)),
-            gateways=None if gateways is None else GatewaysStatus.of(gateways.status()),
+            gateways=None if gateways is None else _gateways(gateways),
         )
 
     def _allocation(self, cs_nodes: Mapping[str, ServerNodeInfo] | None,
@@ -281,3 +302,11 @@ class Status:
         if text is not None and password:
             text = text.replace(password, "***")
         return text
+
+
+def _gateways(gateways: GatewayRequester) -> GatewaysStatus:
+    # The transport and the socket's counts, where the requester has them
+    # (the UDP one; fakes and the TCP pool have no counts).
+    counts = getattr(gateways, "counts", None)
+    return GatewaysStatus.of(gateways.status(), str(getattr(gateways, "transport", "tcp")),
+                             None if counts is None else DatagramStatus.of(counts))

@@ -19,6 +19,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from mpush.services.status import (
+    DatagramStatus,
     GatewaysStatus,
     RedisStatus,
     RefreshStatus,
@@ -103,8 +104,18 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
             "pending": gateways.pending,
             "servers": {g.address: {"connected": g.connected, "configured": g.configured,
                                     "pending": g.pending} for g in gateways.servers},
+            "transport": gateways.transport,
+            "datagrams": datagrams_section(gateways.datagrams),
         },
     }
+
+
+def datagrams_section(datagrams: DatagramStatus | None) -> dict[str, Any] | None:
+    """The UDP socket's counts in ``/health`` (None: the gateways are reached over TCP)."""
+    if datagrams is None:
+        return None
+    return {"sent": datagrams.sent, "received": datagrams.received,
+            "dropped": dict(datagrams.dropped), "refused": dict(datagrams.refused)}
 
 
 def zookeeper_section(zk: ZooKeeperStatus) -> dict[str, Any]:
