@@ -34,7 +34,6 @@ import socket
 from collections.abc import Callable
 from typing import Any, Final
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError, InvalidAddressError, MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
@@ -42,6 +41,7 @@ from twisted.logger import Logger
 
 from mpush.cluster.gateway_pending import GatewayReply, PendingRequests, check_timeout
 from mpush.cluster.gateway_udp_options import DatagramCounts, UdpGatewayOptions
+from mpush.cluster.view_follower import ViewFollower
 from mpush.interfaces import ClusterView
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.reactor import default_reactor
@@ -98,7 +98,7 @@ class _Socket(DatagramProtocol):
         self._received(datagram, addr)
 
 
-class UdpGateways(Service):
+class UdpGateways(ViewFollower):
     """The gateway servers of the view, reached by datagrams from one socket.
 
     Binds in ``privilegedStartService`` (or ``startService``), follows the
@@ -275,17 +275,11 @@ class UdpGateways(Service):
         self._bind()
 
     def startService(self) -> None:
-        if self.running:
-            return
         self._bind()
         super().startService()
-        self._view.add_listener(self._on_view)
-        self._reconcile()
 
     def stopService(self) -> Deferred[None]:
-        if self.running:
-            super().stopService()
-            self._view.remove_listener(self._on_view)
+        self.stop_following()
         self._pending.fail_all(GatewayOutcome.TIMEOUT, TimeoutCause.SHUTDOWN.value,
                                TimeoutCause.SHUTDOWN)
         port, self._port = self._port, None

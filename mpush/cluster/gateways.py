@@ -36,7 +36,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from twisted.application.internet import ClientService
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
@@ -54,6 +53,7 @@ from mpush.cluster.gateway_options import (
     GatewayPoolOptions,
     default_retry_policy,
 )
+from mpush.cluster.view_follower import ViewFollower
 from mpush.interfaces import ClusterView
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.reactor import default_reactor
@@ -153,11 +153,10 @@ class _Server:
 # ------------------------------------------------------------------- the pool
 
 
-class GatewayPool(Service):
+class GatewayPool(ViewFollower):
     """Connections to every gateway server in the view, and requests over them.
 
-    It follows the view while running: it subscribes to it in
-    ``startService`` and unsubscribes in ``stopService``.
+    It follows the view while running (:class:`~mpush.cluster.view_follower.ViewFollower`).
     """
 
     transport = "tcp"  # shown by /health and /metrics
@@ -231,18 +230,9 @@ class GatewayPool(Service):
 
     # -- lifecycle ---------------------------------------------------------
 
-    def startService(self) -> None:
-        if self.running:
-            return
-        super().startService()
-        self._view.add_listener(self._on_view)
-        self._reconcile()
-
     def stopService(self) -> Deferred[None]:
         """Close every connection; fires once they are all closed."""
-        if self.running:
-            super().stopService()
-            self._view.remove_listener(self._on_view)
+        if self.stop_following():
             for server in list(self._servers.values()):
                 self._close_server(server, "gateway pool stopped")
             self._node_address.clear()
