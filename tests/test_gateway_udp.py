@@ -264,3 +264,24 @@ class _NoRedis:
 
     def hgetall(self, key: str) -> Any:
         return succeed({})
+
+
+@pytest.mark.parametrize("text", [
+    "mp.net.gateway-server-net = udp\nmp.net.snd_buf.gateway-client = 32k\n"
+    "mp.net.rcv_buf.gateway-client = 1m\nmp.net.gateway-client-port = 4001\n"
+    "mp.alloc.udp-broadcast = multicast\nmp.net.gateway-server-multicast = 239.1.2.3",
+    "mp { net { gateway-server-net = udp, gateway-client-port = 4001,"
+    " gateway-server-multicast = \"239.1.2.3\","
+    " snd_buf { gateway-client = 32k }, rcv_buf { gateway-client = 1m } },"
+    " alloc { udp-broadcast = multicast } }",
+])
+def test_the_java_keys_read_dotted_or_nested(tmp_path: Any, text: str) -> None:
+    from mpush.config import load_settings
+
+    path = tmp_path / "mpush.conf"
+    path.write_text(text + "\n")
+    s = load_settings(str(path))
+    assert (s.gateway_net, s.gateway_client_port, s.gateway_server_multicast) == (
+        "udp", 4001, "239.1.2.3")
+    assert (s.gateway_client_snd_buf, s.gateway_client_rcv_buf) == (32 * 1024, 1024 * 1024)
+    assert (s.alloc.udp_broadcast, s.gateway_client_multicast) == ("multicast", "239.239.239.99")
