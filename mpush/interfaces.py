@@ -120,9 +120,14 @@ class GatewayReplyInfo(Protocol):
 
 
 class GatewayRequester(Protocol):
-    """The gateway servers for the pusher and the status; is ``cluster.gateways.GatewayPool``."""
+    """The gateway servers for the pusher and the status.
+
+    Is ``cluster.gateways.GatewayPool`` (TCP) or ``cluster.gateway_udp.UdpGateways``.
+    """
 
     def addresses(self) -> list[str]: ...
+    # Where a broadcast goes, one result each: addresses(), or a multicast group.
+    def broadcast_addresses(self) -> list[str]: ...
     def request(self, address: str, build: Callable[[int], bytes],
                 timeout: float) -> Deferred[Any]: ...  # a GatewayReplyInfo; never errbacks
     def expire_pending(self, cause: TimeoutCause) -> int: ...  # pending requests end timeout

@@ -20,6 +20,7 @@ class GatewayOutcome(StrEnum):
     TIMEOUT = "timeout"  # no answer before the deadline
     UNAVAILABLE = "unavailable"  # not sent: no connection, or its pending limit reached
     CONGESTED = "congested"  # not sent: the connection's write queue is full (not reading)
+    TOO_LARGE = "too_large"  # not sent: over the datagram limit (UDP)
     LOST = "lost"  # sent, then the connection was lost or spoke garbage
 
 
@@ -44,6 +45,7 @@ class PushReason(StrEnum):
     UNKNOWN_GATEWAY = "unknown_gateway"  # the route's gateway is not among those ZooKeeper lists
     GATEWAY_UNREACHABLE = "gateway_unreachable"  # no connection up, or all at their pending limit
     GATEWAY_CONGESTED = "gateway_congested"  # not sent: its write queue is full (not reading)
+    PACKET_TOO_LARGE = "packet_too_large"  # not sent: the datagram would exceed the limit (UDP)
     NOT_ONLINE = "not_online"  # the gateway answered OFFLINE (code 1)
     GATEWAY_ERROR = "gateway_error"  # the gateway answered another ERROR (``code`` says which)
     CONNECTION_LOST = "connection_lost"  # sent, then the connection closed or spoke garbage

@@ -188,6 +188,9 @@ class FakePool:
     def addresses(self) -> list[str]:
         return list(self.known)
 
+    def broadcast_addresses(self) -> list[str]:
+        return self.addresses()
+
     def request(self, address: str, build: Callable[[int], bytes], timeout: float) -> Deferred[Any]:
         if address not in self.known:
             # As the real pool: an address it does not know is unavailable, not sent.

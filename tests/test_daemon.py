@@ -97,7 +97,8 @@ def test_plugin_help_documents_its_options() -> None:
     ("mp.net.alloc-server-port = 70000", "mp.net.alloc-server-port"),
     ("mp.net.alloc-server-protocol = gopher", "mp.net.alloc-server-protocol"),
     ("mp.redis.cluster-model = galaxy", "mp.redis.cluster-model"),
-    ("mp.net.gateway-server-net = udp", "mp.net.gateway-server-net"),
+    ("mp.net.gateway-server-net = udp\nmp.net.gateway-server-multicast = 10.1.1.1",
+     "mp.net.gateway-server-multicast"),
     ("mp.net.alloc-server-protocol = https\nmp.alloc.tls-cert = /nonexistent/cert.pem\n"
      "mp.alloc.tls-key = /nonexistent/key.pem", "mp.alloc.tls-cert"),
     ("mp { net { alloc-server-port = ", None),

@@ -47,6 +47,9 @@ class FakePool:
     def addresses(self) -> list[str]:
         return [GW]
 
+    def broadcast_addresses(self) -> list[str]:
+        return self.addresses()
+
     def request(self, address: str, build: Callable[[int], bytes], timeout: float
                 ) -> Deferred[Any]:
         data = build(1)

@@ -252,7 +252,7 @@ def test_callbacks_may_reenter_during_connection_lost() -> None:
 def test_session_ids_wrap_and_skip_ids_in_use() -> None:
     c = Conn()
     held = c.send(timeout=60)  # keeps sessionId 1 pending
-    c.proto._next_session = INT32_MAX - 1  # reaching the wrap by 2**31 requests is too slow
+    c.proto._pending._next_session = INT32_MAX - 1  # the wrap, not 2**31 requests on
     for _ in range(3):
         c.send(timeout=60)
     assert [p.session_id for p in c.sent()] == [1, INT32_MAX - 1, INT32_MAX, 2]

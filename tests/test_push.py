@@ -176,7 +176,7 @@ def test_no_answer_is_a_timeout_at_the_requested_time(env: Env) -> None:
 
 @pytest.mark.parametrize(("outcome", "reason"), [
     ("unavailable", PushReason.GATEWAY_UNREACHABLE), ("lost", PushReason.CONNECTION_LOST),
-    ("congested", PushReason.GATEWAY_CONGESTED)])
+    ("congested", PushReason.GATEWAY_CONGESTED), ("too_large", PushReason.PACKET_TOO_LARGE)])
 def test_no_connection_or_lost_connection_is_a_failure(
         env: Env, outcome: str, reason: PushReason) -> None:
     env.route("u1", f1=loc())

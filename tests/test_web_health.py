@@ -71,6 +71,8 @@ def test_all_fine_is_200_ok_with_every_dependency() -> None:
                 "10.0.0.5:3001": {"connected": 2, "configured": 2, "pending": 3},
                 "10.0.0.6:3001": {"connected": 2, "configured": 2, "pending": 1},
             },
+            "transport": "tcp",
+            "datagrams": None,
         },
     }
 

@@ -25,9 +25,8 @@ Decisions (see also docs/mpush-peer.md):
   the request at once as ``TIMEOUT`` (detail "cancelled"): the caller
   stopped waiting, which is what a timeout is; the Deferred still never
   errbacks, so ``addTimeout`` and ``DeferredList`` users see a reply.
-* sessionIds: a per-connection counter 1..2**31-1 that wraps to 1, skipping
-  ids still pending. 0 and negative ids are never used, so a stray reply
-  with sessionId 0 can never match.
+* sessionIds, timers and the single end of each request:
+  :mod:`mpush.cluster.gateway_pending` (shared with the UDP transport).
 * A frame that breaks the protocol (bad length, truncated body, a command
   other than OK/ERROR, crypto/compress/json flags) desynchronises the
   stream: that connection alone is aborted, its pending requests end
@@ -44,27 +43,28 @@ Decisions (see also docs/mpush-peer.md):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mpush.arguments import require_positive
+from mpush.cluster.gateway_pending import (
+    GatewayReply,
+    Pending,
+    PendingRequests,
+    check_timeout,
+)
 from mpush.cluster.write_queue import WriteQueue
 from mpush.config.keys import default
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.wire import (
-    CMD_GATEWAY_PUSH,
-    INT32_MAX,
-    ErrorMessage,
     Heartbeat,
-    OkMessage,
     Packet,
     PacketDecoder,
     ProtocolError,
@@ -91,38 +91,6 @@ DEFAULT_QUEUE_STALL_TIMEOUT: Final = 10.0
 #: silent only on rare internal failures): this many timeouts in a row,
 #: without one frame, is a frozen server.
 DEFAULT_MAX_UNANSWERED: Final = 20
-
-
-@dataclass(frozen=True)
-class GatewayReply:
-    """How one request to one gateway server ended."""
-
-    outcome: GatewayOutcome
-    gateway: str  # "host:port"
-    code: int | None = None  # ERROR code; None unless outcome ERROR from an ERROR for cmd 16
-    message: OkMessage | ErrorMessage | None = None  # the decoded answer, if any
-    detail: str | None = None  # why, for logs ("connection lost: ...", "cancelled", ...)
-    # Set on every TIMEOUT reply: DEADLINE (our timer, or the caller gave up)
-    # or SHUTDOWN (expired by the pool as the daemon stops); None otherwise.
-    cause: TimeoutCause | None = None
-
-
-def check_timeout(timeout: float) -> float:
-    """``timeout`` if it is a positive, finite number of seconds; ValueError otherwise."""
-    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    return timeout
-
-
-class _Pending:
-    __slots__ = ("deferred", "done", "session_id", "timer")
-
-    def __init__(self, session_id: int,
-                 on_cancel: Callable[[_Pending], None]) -> None:
-        self.session_id = session_id
-        self.deferred: Deferred[GatewayReply] = Deferred(lambda _d: on_cancel(self))
-        self.timer: IDelayedCall | None = None
-        self.done = False
 
 
 @dataclass(frozen=True)
@@ -176,8 +144,7 @@ class GatewayProtocol(Protocol):
         self._decoder = PacketDecoder(limits.max_reply_size)
         self._on_made = on_made
         self._on_lost = on_lost
-        self._pending: dict[int, _Pending] = {}
-        self._next_session = 1
+        self._pending = PendingRequests(clock, on_expired=self._expired)
         self._usable = False  # made, not lost, stream in sync, not being closed
         self._broken = False  # a protocol error was seen: ignore further bytes
         self._lost = False
@@ -238,15 +205,13 @@ class GatewayProtocol(Protocol):
                                        detail="pending limit reached"))
         if self._queue.full:
             return succeed(self.congested_reply())
-        session_id = self._allocate_session()
+        session_id = self._pending.allocate()
         data = build(session_id)
         if not isinstance(data, bytes | bytearray):
             raise TypeError(f"build() must return bytes, not {type(data).__name__}")
         if not self._queue.admits(len(data)):
             return succeed(self.congested_reply())
-        entry = _Pending(session_id, self._cancelled)
-        self._pending[session_id] = entry
-        entry.timer = self._clock.callLater(timeout, self._expire, entry, timeout)
+        entry = self._pending.add(session_id, self.address, timeout)
         assert self.transport is not None
         self.transport.write(bytes(data))
         self._queue.wrote(len(data))
@@ -259,28 +224,11 @@ class GatewayProtocol(Protocol):
                            detail=f"write queue full ({queue.queued} bytes, limit {queue.limit}):"
                                   " the gateway is not reading")
 
-    def _allocate_session(self) -> int:
-        # Terminates: fewer than max_pending (<< 2**31) ids are in use.
-        while True:
-            sid = self._next_session
-            self._next_session = sid + 1 if sid < INT32_MAX else 1
-            if sid not in self._pending:
-                return sid
-
     def _reply(self, outcome: GatewayOutcome, **kw: Any) -> GatewayReply:
         return GatewayReply(outcome, self.address, **kw)
 
-    def _cancelled(self, entry: _Pending) -> None:
-        # The caller's own deadline (addTimeout, or it simply gave up).
-        self._finish(entry, self._reply(GatewayOutcome.TIMEOUT, detail="cancelled",
-                                        cause=TimeoutCause.DEADLINE))
-
-    def _expire(self, entry: _Pending, timeout: float) -> None:
-        entry.timer = None  # it is firing: nothing to cancel
+    def _expired(self, _entry: Pending) -> None:
         self.unanswered += 1
-        self._finish(entry, self._reply(GatewayOutcome.TIMEOUT,
-                                        detail=f"no answer within {timeout:g} s",
-                                        cause=TimeoutCause.DEADLINE))
         if self.unanswered >= self.limits.max_unanswered:
             self._give_up(f"{self.unanswered} requests in a row got no answer")
 
@@ -295,25 +243,9 @@ class GatewayProtocol(Protocol):
         self.gave_up = why
         self.close(f"connection closed: {why}")
 
-    def _finish(self, entry: _Pending, reply: GatewayReply) -> None:
-        # The single exit of every request: whichever comes first (answer,
-        # timer, loss, cancel) wins, the others find it done.
-        if entry.done:
-            return
-        entry.done = True
-        if self._pending.get(entry.session_id) is entry:
-            del self._pending[entry.session_id]
-        if entry.timer is not None and entry.timer.active():
-            entry.timer.cancel()
-        entry.timer = None
-        entry.deferred.callback(reply)
-
     def _fail_all(self, outcome: GatewayOutcome, detail: str,
                   cause: TimeoutCause | None = None) -> None:
-        # Swap first: a callback may send a new request on this object.
-        pending, self._pending = self._pending, {}
-        for entry in pending.values():
-            self._finish(entry, self._reply(outcome, detail=detail, cause=cause))
+        self._pending.fail_all(outcome, detail, cause)
 
     def expire_all(self, cause: TimeoutCause) -> int:
         """End every pending request now as ``TIMEOUT`` with ``cause``; how many.
@@ -321,9 +253,7 @@ class GatewayProtocol(Protocol):
         The connection stays up (a late answer matches nothing, as after our
         own timer). Used at shutdown, once the grace period is over.
         """
-        count = len(self._pending)
-        self._fail_all(GatewayOutcome.TIMEOUT, cause.value, cause)
-        return count
+        return self._pending.fail_all(GatewayOutcome.TIMEOUT, cause.value, cause)
 
     def close(self, detail: str) -> None:
         """Abort the connection now; pending requests end ``LOST`` with ``detail``."""
@@ -376,15 +306,7 @@ class GatewayProtocol(Protocol):
                       " request (late, or a taskId broadcast's final OK)",
                       gateway=self.address, sid=packet.session_id)
             return
-        self._finish(entry, self._answer_reply(msg))
-
-    def _answer_reply(self, msg: OkMessage | ErrorMessage) -> GatewayReply:
-        if msg.cmd != CMD_GATEWAY_PUSH:
-            return self._reply(GatewayOutcome.ERROR, message=msg,
-                               detail=f"answer is for cmd {msg.cmd}, not {CMD_GATEWAY_PUSH}")
-        if isinstance(msg, OkMessage):
-            return self._reply(GatewayOutcome.OK, message=msg)
-        return self._reply(GatewayOutcome.ERROR, code=msg.code, message=msg, detail=msg.reason)
+        self._pending.answer(entry, msg, self.address)
 
     def _protocol_error(self, text: str) -> None:
         self._broken = True

@@ -36,7 +36,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from twisted.application.internet import ClientService
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
@@ -54,6 +53,7 @@ from mpush.cluster.gateway_options import (
     GatewayPoolOptions,
     default_retry_policy,
 )
+from mpush.cluster.view_follower import ViewFollower
 from mpush.interfaces import ClusterView
 from mpush.outcomes import GatewayOutcome, TimeoutCause
 from mpush.reactor import default_reactor
@@ -153,12 +153,13 @@ class _Server:
 # ------------------------------------------------------------------- the pool
 
 
-class GatewayPool(Service):
+class GatewayPool(ViewFollower):
     """Connections to every gateway server in the view, and requests over them.
 
-    It follows the view while running: it subscribes to it in
-    ``startService`` and unsubscribes in ``stopService``.
+    It follows the view while running (:class:`~mpush.cluster.view_follower.ViewFollower`).
     """
+
+    transport = "tcp"  # shown by /health and /metrics
 
     def __init__(self, view: ClusterView, *, options: GatewayPoolOptions | None = None,
                  reactor: Any = None) -> None:
@@ -178,6 +179,10 @@ class GatewayPool(Service):
     def addresses(self) -> list[str]:
         """Known gateway servers, ``host:port``, sorted."""
         return sorted(self._servers)
+
+    def broadcast_addresses(self) -> list[str]:
+        """Where a broadcast goes: every known gateway server."""
+        return self.addresses()
 
     def is_connected(self, address: str) -> bool:
         server = self._servers.get(address)
@@ -225,18 +230,9 @@ class GatewayPool(Service):
 
     # -- lifecycle ---------------------------------------------------------
 
-    def startService(self) -> None:
-        if self.running:
-            return
-        super().startService()
-        self._view.add_listener(self._on_view)
-        self._reconcile()
-
     def stopService(self) -> Deferred[None]:
         """Close every connection; fires once they are all closed."""
-        if self.running:
-            super().stopService()
-            self._view.remove_listener(self._on_view)
+        if self.stop_following():
             for server in list(self._servers.values()):
                 self._close_server(server, "gateway pool stopped")
             self._node_address.clear()

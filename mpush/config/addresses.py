@@ -11,7 +11,8 @@ from typing import Any
 from mpush.config.kinds import CheckedText, Kind, RawKind
 from mpush.config.reader import TreeReader, show
 
-__all__ = ["HostList", "IPAddress", "IPNetwork", "NetworkList", "ZkHosts", "ZkPath"]
+__all__ = ["HostList", "IPAddress", "IPNetwork", "MulticastAddress", "NetworkList", "ZkHosts",
+           "ZkPath"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -61,6 +62,21 @@ class IPAddress(CheckedText):
 
     def allowed(self) -> str:
         return "an IPv4 or IPv6 address"
+
+
+@dataclass(frozen=True)
+class MulticastAddress(CheckedText):
+    def problem(self, text: str) -> str | None:
+        try:
+            if ipaddress.IPv4Address(text).is_multicast:
+                return None
+        except ValueError:
+            pass
+        # IPv4 only, as the Java servers (their UDP channels are IPv4).
+        return "must be an IPv4 multicast address (224.0.0.0/4) such as 239.239.239.88"
+
+    def allowed(self) -> str:
+        return "an IPv4 multicast address"
 
 
 @dataclass(frozen=True)

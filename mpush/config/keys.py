@@ -25,7 +25,14 @@ from typing import Any, Final
 
 from pyhocon import ConfigFactory
 
-from mpush.config.addresses import HostList, IPAddress, NetworkList, ZkHosts, ZkPath
+from mpush.config.addresses import (
+    HostList,
+    IPAddress,
+    MulticastAddress,
+    NetworkList,
+    ZkHosts,
+    ZkPath,
+)
 from mpush.config.errors import ConfigError
 from mpush.config.kinds import (
     Choice,
@@ -49,8 +56,9 @@ _TABLE: Final = "mpush/config/keys.toml"  # as named in messages
 _KINDS: Final[Mapping[str, type[Kind]]] = MappingProxyType(
     {
         kind.__name__: kind
-        for kind in (Choice, Duration, HostList, Integer, IPAddress, LogLevel, NetworkList,
-                     OptionalText, Path, Size, Token, WholeSeconds, ZkHosts, ZkPath)
+        for kind in (Choice, Duration, HostList, Integer, IPAddress, LogLevel,
+                     MulticastAddress, NetworkList, OptionalText, Path, Size, Token,
+                     WholeSeconds, ZkHosts, ZkPath)
     }
 )
 

@@ -84,6 +84,7 @@ class AllocSettings:
     push_token: str | None = default("mp.alloc.push-token")  # Bearer token for /push
     admin_port: int | None = default("mp.alloc.admin-port")  # /metrics on its own port
     push_allow: tuple[IPNetwork, ...] = default("mp.alloc.push-allow")  # without a token
+    udp_broadcast: str = default("mp.alloc.udp-broadcast")  # "unicast" | "multicast"
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,12 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     alloc: AllocSettings = field(default_factory=AllocSettings)
     gateway_client_num: int = default("mp.net.gateway-client-num")  # connections per gateway
+    # gateway_net "udp": the socket, its buffers (0: the system's) and the groups.
+    gateway_client_port: int = default("mp.net.gateway-client-port")
+    gateway_server_multicast: str = default("mp.net.gateway-server-multicast")
+    gateway_client_multicast: str = default("mp.net.gateway-client-multicast")
+    gateway_client_snd_buf: int = default("mp.net.snd_buf.gateway-client")  # bytes
+    gateway_client_rcv_buf: int = default("mp.net.rcv_buf.gateway-client")  # bytes
     log_level: str = default("mp.log-level")  # "debug" | "info" | "warn" | "error" | "critical"
     # Where the values came from (not compared): the table's keys the file
     # sets (the others have their default), and the unknown mp.alloc keys.

@@ -26,6 +26,7 @@ from mpush.interfaces import Admission, HttpSite, LoadReporter
 from mpush.reactor import default_reactor
 from mpush.services.status import (
     AllocationStatus,
+    DatagramStatus,
     GatewaysStatus,
     RedisStatus,
     RefreshStatus,
@@ -35,6 +36,9 @@ from mpush.services.status import (
 )
 
 PREFIX = "mpush_alloc_"
+#: The reasons of the UDP socket's counts, each a series from the start (0 until seen).
+DROP_REASONS = ("unknown_sender", "malformed", "unmatched")
+REFUSE_REASONS = ("too_large", "send_failed")
 #: ZooKeeper states, each a series of ``mpush_alloc_zookeeper_state``
 #: (1 for the current one); a state not listed here gets a series while current.
 ZK_STATES = ("connected", "suspended", "lost", "stopped")
@@ -194,6 +198,30 @@ class StateCollector:
              gateways.connections),
             ("gateways_pending_requests", "Gateway requests awaiting an answer, all servers",
              gateways.pending))
+        transport = GaugeMetricFamily(PREFIX + "gateway_transport",
+                                      "1 for how the gateway servers are reached"
+                                      " (mp.net.gateway-server-net)", labels=["transport"])
+        for name in ("tcp", "udp"):
+            transport.add_metric([name], 1 if gateways.transport == name else 0)
+        yield transport
+        if gateways.datagrams is not None:
+            yield from self._datagrams(gateways.datagrams)
+
+    def _datagrams(self, datagrams: DatagramStatus) -> Iterator[Metric]:
+        yield _counter("gateway_datagrams_sent", "UDP datagrams sent to gateway servers",
+                       datagrams.sent)
+        yield _counter("gateway_datagrams_received", "UDP datagrams received on the gateway"
+                       " socket", datagrams.received)
+        for name, text, counts in (
+                ("gateway_datagrams_dropped", "UDP datagrams received and ignored, by reason",
+                 dict(datagrams.dropped)),
+                ("gateway_datagrams_refused", "Gateway requests not sent as datagrams, by"
+                 " reason", dict(datagrams.refused))):
+            family = CounterMetricFamily(PREFIX + name, text, labels=["reason"])
+            reasons = DROP_REASONS if name.endswith("dropped") else REFUSE_REASONS
+            for reason in dict.fromkeys((*reasons, *counts)):
+                family.add_metric([reason], counts.get(reason, 0))
+            yield family
 
     def _redis(self, redis: RedisStatus) -> Iterator[Metric]:
         yield _gauge("redis_up", "1 while Redis answers (the last probe or call worked)",

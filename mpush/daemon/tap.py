@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from twisted.application.internet import TimerService
 
     from mpush.balance import BalancePolicy
+    from mpush.cluster.gateway_udp import UdpGateways
     from mpush.cluster.gateways import GatewayPool
     from mpush.cluster.redis import RedisService
     from mpush.cluster.zookeeper import ZkWatcher
@@ -235,10 +236,13 @@ def make_redis(settings: Settings, reactor: Any = None) -> RedisService:
 
 
 def make_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None,
-                  max_connections: int | None = None) -> GatewayPool:
+                  max_connections: int | None = None) -> GatewayPool | UdpGateways:
+    """The gateway requester of ``mp.net.gateway-server-net``: TCP connections or a UDP socket."""
     from mpush.cluster.gateways import GatewayPool, GatewayPoolOptions
 
     alloc = settings.alloc
+    if settings.gateway_net == "udp":
+        return make_udp_gateways(settings, zk, reactor)
     options = GatewayPoolOptions(connections_per_server=settings.gateway_client_num,
                                  connect_timeout=alloc.gateway_connect_timeout,
                                  max_packet_size=settings.max_packet_size,
@@ -251,12 +255,34 @@ def make_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None,
     return gateways
 
 
-def make_pusher(settings: Settings, gateways: GatewayPool, cache: RedisService,
+def make_udp_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None) -> UdpGateways:
+    from mpush.cluster.gateway_udp import UdpGatewayOptions, UdpGateways
+
+    alloc = settings.alloc
+    options = UdpGatewayOptions(port=settings.gateway_client_port, interface=alloc.interface,
+                                max_packet_size=settings.max_packet_size,
+                                max_pending_per_gateway=alloc.max_pending_per_gateway,
+                                broadcast=alloc.udp_broadcast,
+                                server_multicast=settings.gateway_server_multicast,
+                                client_multicast=settings.gateway_client_multicast,
+                                snd_buf=settings.gateway_client_snd_buf,
+                                rcv_buf=settings.gateway_client_rcv_buf)
+    gateways = UdpGateways(zk, options=options, reactor=reactor)
+    gateways.setName("gateways")
+    return gateways
+
+
+def make_pusher(settings: Settings, gateways: GatewayPool | UdpGateways, cache: RedisService,
                 reactor: Any = None) -> PushClient:
     from mpush.services.pusher import PushClient
+    from mpush.wire import HEADER_LEN, UDP_MAX_PAYLOAD
 
+    body_limit = settings.max_packet_size
+    if settings.gateway_net == "udp":
+        # A push must fit one datagram: refused at the call (413) like any oversize body.
+        body_limit = min(body_limit, UDP_MAX_PAYLOAD - HEADER_LEN)
     return PushClient(gateways, cache, max_inflight=settings.alloc.max_inflight_pushes,
-                      max_packet_size=settings.max_packet_size,
+                      max_packet_size=body_limit,
                       broadcast_timeout=settings.alloc.broadcast_timeout, reactor=reactor)
 
 

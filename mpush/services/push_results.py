@@ -104,6 +104,8 @@ def reply_result(reply: GatewayReplyInfo | None, *, single: bool
         return PushOutcome.FAILURE, PushReason.GATEWAY_UNREACHABLE, None
     if outcome == GatewayOutcome.CONGESTED:
         return PushOutcome.FAILURE, PushReason.GATEWAY_CONGESTED, None
+    if outcome == GatewayOutcome.TOO_LARGE:
+        return PushOutcome.FAILURE, PushReason.PACKET_TOO_LARGE, None
     if outcome == GatewayOutcome.LOST:
         return PushOutcome.FAILURE, PushReason.CONNECTION_LOST, None
     return PushOutcome.FAILURE, PushReason.INTERNAL_ERROR, None  # an outcome no pool gives

@@ -253,8 +253,9 @@ class PushClient:
         """Send one broadcast request to every known gateway server.
 
         One result per gateway (``gateway`` set, ``user_id`` and
-        ``client_type`` None), in ``pool.addresses()`` order: "success" once
-        that gateway has pushed to all its (matching) users. No gateway
+        ``client_type`` None), in ``pool.broadcast_addresses()`` order: "success"
+        once that gateway has pushed to all its (matching) users (UDP multicast:
+        one row for the group, the first gateway's answer). No gateway
         known: a single "failure" with gateway None. Raises synchronously on
         bad arguments, as ``push``; counts one against ``max_inflight``.
         """
@@ -285,7 +286,7 @@ class PushClient:
     def _broadcast_all(self, build: Callable[[int], bytes], timeout: float
                        ) -> Deferred[list[PushResult]]:
         start = self._reactor.seconds()
-        addresses = list(dict.fromkeys(self._pool.addresses()))
+        addresses = list(dict.fromkeys(self._pool.broadcast_addresses()))
         if not addresses:
             # Not an empty list: all(r.result == "success" for r in []) is
             # True, and nobody got this broadcast.

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -45,6 +45,7 @@ from mpush.reactor import default_reactor
 __all__ = [
     "AllocationStatus",
     "CompleteSnapshot",
+    "DatagramStatus",
     "GatewayStatus",
     "GatewaysStatus",
     "RedisStatus",
@@ -92,6 +93,21 @@ class GatewayStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DatagramStatus:
+    """The UDP socket's figures (``mp.net.gateway-server-net = udp``)."""
+
+    sent: int
+    received: int
+    dropped: tuple[tuple[str, int], ...]  # received and ignored, by reason (sorted)
+    refused: tuple[tuple[str, int], ...]  # requests not sent, by reason (sorted)
+
+    @classmethod
+    def of(cls, counts: Any) -> DatagramStatus:
+        return cls(int(counts.sent), int(counts.received),
+                   tuple(sorted(counts.dropped.items())), tuple(sorted(counts.refused.items())))
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaysStatus:
     servers: tuple[GatewayStatus, ...]  # in the pool's order
     known: int
@@ -101,13 +117,16 @@ class GatewaysStatus:
     connections: int  # connected, all servers
     configured_connections: int
     pending: int
+    transport: str = "tcp"  # "tcp" | "udp"
+    datagrams: DatagramStatus | None = None  # udp only
 
     @property
     def down(self) -> int:
         return self.known - self.up
 
     @classmethod
-    def of(cls, status: Mapping[str, Mapping[str, int]]) -> GatewaysStatus:
+    def of(cls, status: Mapping[str, Mapping[str, int]], transport: str = "tcp",
+           datagrams: DatagramStatus | None = None) -> GatewaysStatus:
         # Absent keys (fakes, or a pool without that figure) read 0 (None).
         servers = tuple(
             GatewayStatus(address, int(s.get("connected", 0)), int(s.get("configured", 0)),
@@ -123,6 +142,8 @@ class GatewaysStatus:
             connections=sum(s.connected for s in servers),
             configured_connections=sum(s.configured for s in servers),
             pending=sum(s.pending for s in servers),
+            transport=transport,
+            datagrams=datagrams,
         )
 
 
@@ -304,7 +325,7 @@ class Status:
                 len(ws_nodes), rejected.get("ws", 0)),
             redis=None if redis is None else RedisStatus(
                 redis.mode, bool(redis.healthy), self._scrub(redis.last_error)),
-            gateways=None if gateways is None else GatewaysStatus.of(gateways.status()),
+            gateways=None if gateways is None else _gateways(gateways),
             websocket=self._allocation(self.ws_policy, self.ws_refresher,
                                        ws_nodes if rows else None),
             websocket_refresh=self._refresh(self.ws_refresher),
@@ -357,3 +378,9 @@ class Status:
         return text
 
 
+def _gateways(gateways: GatewayRequester) -> GatewaysStatus:
+    # The transport and the socket's counts, where the requester has them
+    # (the UDP one; fakes and the TCP pool have no counts).
+    counts = getattr(gateways, "counts", None)
+    return GatewaysStatus.of(gateways.status(), str(getattr(gateways, "transport", "tcp")),
+                             None if counts is None else DatagramStatus.of(counts))

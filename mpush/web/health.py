@@ -24,6 +24,7 @@ from twisted.web.server import Request
 
 from mpush.services.status import (
     AllocationStatus,
+    DatagramStatus,
     GatewaysStatus,
     RedisStatus,
     RefreshStatus,
@@ -116,6 +117,8 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
             "pending": gateways.pending,
             "servers": {g.address: {"connected": g.connected, "configured": g.configured,
                                     "pending": g.pending} for g in gateways.servers},
+            "transport": gateways.transport,
+            "datagrams": datagrams_section(gateways.datagrams),
         },
     }
 
@@ -131,6 +134,14 @@ def _allocation_section(alloc: AllocationStatus, refresh: RefreshStatus) -> dict
         "refreshes": refresh.refreshes,
         "held": refresh.held,
     }
+
+
+def datagrams_section(datagrams: DatagramStatus | None) -> dict[str, Any] | None:
+    """The UDP socket's counts in ``/health`` (None: the gateways are reached over TCP)."""
+    if datagrams is None:
+        return None
+    return {"sent": datagrams.sent, "received": datagrams.received,
+            "dropped": dict(datagrams.dropped), "refused": dict(datagrams.refused)}
 
 
 def zookeeper_section(zk: ZooKeeperStatus) -> dict[str, Any]:

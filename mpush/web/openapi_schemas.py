@@ -405,6 +405,15 @@ def _user_route() -> Json:
 
 def _health_gateways() -> Json:
     per_gateway = _record({"connected": _count(), "configured": _count(), "pending": _count()})
+    by_reason = {"type": "object", "additionalProperties": _count()}
+    datagrams = _record({
+        "sent": _count(),
+        "received": _count(),
+        "dropped": {**by_reason, "description": "received and ignored: `unknown_sender`,"
+                                                " `malformed`, `unmatched`"},
+        "refused": {**by_reason, "description": "requests not sent: `too_large`,"
+                                                " `send_failed`"},
+    })
     return _record({
         "known": _count(),
         "connected": _count(),
@@ -412,4 +421,8 @@ def _health_gateways() -> Json:
         "configuredConnections": _count(),
         "pending": _count(),
         "servers": {"type": "object", "additionalProperties": per_gateway},
+        "transport": {"type": "string", "enum": ["tcp", "udp"],
+                      "description": "`mp.net.gateway-server-net`"},
+        "datagrams": {**datagrams, "type": ["object", "null"],
+                      "description": "the UDP socket's counts since start; null over tcp"},
     })

@@ -38,11 +38,13 @@ __all__ = [
     "HEARTBEAT_BYTE",
     "INT32_MAX",
     "INT32_MIN",
+    "UDP_MAX_PAYLOAD",
     "Heartbeat",
     "Packet",
     "PacketDecoder",
     "PacketTooLarge",
     "ProtocolError",
+    "decode_datagram",
 ]
 
 # Command.java (the enum's values; HEARTBEAT never appears in a header).
@@ -61,6 +63,8 @@ FLAG_JSON_BODY: Final = 16
 
 HEARTBEAT_BYTE: Final = 0xDF  # Packet.HB_PACKET_BYTE = -33
 HEADER_LEN: Final = 13
+#: The most one UDP datagram can carry over IPv4 (65535 - 20 IP - 8 UDP bytes).
+UDP_MAX_PAYLOAD: Final = 65507
 #: ``mp.core.max-packet-size`` default (10k): the largest body either side's
 #: decoder accepts (``PacketDecoder``: ``bodyLength > max`` is rejected).
 DEFAULT_MAX_PACKET_SIZE: Final[int] = default("mp.core.max-packet-size")
@@ -238,3 +242,22 @@ class PacketDecoder:
                 f"packet body length {length} exceeds the limit of {self.max_body} bytes"
             )
         return length
+
+
+def decode_datagram(data: bytes, max_body: int) -> Packet | Heartbeat:
+    """The one packet a UDP datagram carries (mpush's UDP transport: one packet each).
+
+    ProtocolError unless ``data`` is exactly a heartbeat byte or one header
+    and the body it declares (at most ``max_body`` bytes): a datagram is
+    never split nor joined, so any other length is garbage.
+    """
+    if data == bytes((HEARTBEAT_BYTE,)):
+        return HEARTBEAT
+    if len(data) < HEADER_LEN:
+        raise ProtocolError(f"datagram of {len(data)} bytes is shorter than a packet header")
+    length, cmd, cc, flags, session_id, lrc = _HEADER.unpack_from(data)
+    if length < 0 or length > max_body:
+        raise ProtocolError(f"packet body length {length} outside 0..{max_body}")
+    if HEADER_LEN + length != len(data):
+        raise ProtocolError(f"datagram of {len(data)} bytes declares a body of {length} bytes")
+    return Packet(cmd, session_id, flags, bytes(data[HEADER_LEN:]), cc, lrc)

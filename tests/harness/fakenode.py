@@ -331,7 +331,7 @@ class FakeNode:
                  broadcast_behaviour: str = "deliver", record_limit: int = 1000,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
                  zk_session_timeout: float = 5.0, reading: bool = True,
-                 reactor: Any = None) -> None:
+                 udp: bool = False, drop_every: int = 0, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -347,6 +347,10 @@ class FakeNode:
         self.zk_session_timeout = zk_session_timeout
         self.max_packet_size = max_packet_size
         self.reading = reading  # False: accept, never read (see stop_reading)
+        # A UDP gateway port instead of TCP (tests/harness/fakenode_udp.py),
+        # dropping every drop_every-th datagram when > 0.
+        self.udp = udp
+        self.drop_every = drop_every
 
         self._own_redis: SyncRedisClient | None = None  # ours to close
         self.redis: RedisLike | None
@@ -371,7 +375,7 @@ class FakeNode:
         self.received_total = 0
         #: Cheap counters: "pushes", "broadcasts", "ok", "error", "silent",
         #: "garbage", "closed", "unsupported", "dispatch_errors", "protocol_errors",
-        #: "connections".
+        #: "connections"; over UDP "datagrams" (received) and "dropped".
         self.stats: collections.Counter[str] = collections.Counter()
         self._waiters: list[tuple[int, defer.Deferred[list[Received]]]] = []
 
@@ -425,8 +429,15 @@ class FakeNode:
         if self._listening is not None:
             return
         port = self.port if self.port is not None else self._requested_port
-        self._listening = self.reactor.listenTCP(port, _GatewayFactory(self),
-                                                 backlog=1024, interface=self.host)
+        if self.udp:
+            from tests.harness.fakenode_udp import GatewayDatagrams
+
+            proto = GatewayDatagrams(self, self.drop_every)
+            self._listening = self.reactor.listenUDP(port, proto, interface=self.host,
+                                                     maxPacketSize=proto.read_size)
+        else:
+            self._listening = self.reactor.listenTCP(port, _GatewayFactory(self),
+                                                     backlog=1024, interface=self.host)
         self.port = self._listening.getHost().port
 
     def register(self, registrar: NodeRegistrar) -> tuple[str, str]:
@@ -781,6 +792,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", type=int, default=0, help="pushes to keep in memory")
     p.add_argument("--never-read", action="store_true",
                    help="accept gateway connections and never read them (a hung gateway)")
+    p.add_argument("--udp", action="store_true", help="a UDP gateway port instead of TCP")
+    p.add_argument("--drop-every", type=int, default=0,
+                   help="with --udp: drop every Nth datagram received (0: none)")
     return p
 
 
@@ -803,7 +817,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default_behaviour=args.behaviour,
                         unknown_behaviour=args.unknown_behaviour,
                         broadcast_behaviour=args.broadcast_behaviour, record_limit=args.record,
-                        reading=not args.never_read, reactor=reactor)
+                        reading=not args.never_read, udp=args.udp,
+                        drop_every=args.drop_every, reactor=reactor)
         # Users before registration: an alloc that sees the node finds its
         # count and routes complete.
         node.listen()

@@ -48,15 +48,20 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(directory: Path, zk: str, namespace: str, redis_port: int, *,
-                        alloc_extra: str = "", admin: bool = False) -> AsyncIterator[Stack]:
-    """Start the tree (and stop it, its fake nodes, and the log bridge after)."""
+                        alloc_extra: str = "", admin: bool = False,
+                        extra: str = "") -> AsyncIterator[Stack]:
+    """Start the tree (and stop it, its fake nodes, and the log bridge after).
+
+    ``extra``: more config inside ``mp { }`` (e.g. ``net { gateway-server-net = udp }``).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     admin_port = free_port() if admin else None
     if admin_port is not None:
         alloc_extra += f"\n    admin-port = {admin_port}"
     config = write_config(directory / "mpush.conf", port=port, zk=zk, namespace=namespace,
-                          redis_nodes=[f"127.0.0.1:{redis_port}"], alloc_extra=alloc_extra)
+                          redis_nodes=[f"127.0.0.1:{redis_port}"], alloc_extra=alloc_extra,
+                          extra=extra)
     options = Options()
     options.parseOptions(["--config", str(config)])
     daemon = makeService(options)
