@@ -45,7 +45,7 @@ from tests.harness.daemon import Daemon, free_port, write_config
 from tests.harness.redis import RedisCluster, RedisSentinel, RedisServer
 from tests.harness.registry import NodeRegistrar
 from tests.harness.zkfaults import CuttableProxy, expire_session
-from tests.harness.zookeeper import ZooKeeperServer
+from tests.harness.zookeeper import RECONNECT_WAIT, SURVIVING_SESSION, ZooKeeperServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -280,16 +280,17 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 # ZooKeeper outages
 # ================================================================================
 
+@pytest.mark.timeout(120)  # two reconnect waits of RECONNECT_WAIT at most
 @pytest.mark.parametrize("fault", ["stop", "kill"])
 def test_zookeeper_restart_keeps_the_list_then_follows_changes(
         fault: str, zk_fresh_server: ZooKeeperServer,
         make_registrar: Callable[..., NodeRegistrar], redis_server: RedisServer,
         make_daemon: Callable[..., Daemon]) -> None:
     zk = zk_fresh_server.start()
-    # ZooKeeper keeps sessions across a restart (it persists them): a 10 s
+    # ZooKeeper keeps sessions across a restart (it persists them): such a
     # session outlives the outage, and the registrar re-creates its nodes on
     # reconnect anyway, like the Java server.
-    registrar = make_registrar(zk.connect_string, session_timeout=10.0)
+    registrar = make_registrar(zk.connect_string, session_timeout=SURVIVING_SESSION)
     # Least loaded = highest address (see wait_settled).
     a, b, c = "10.10.0.9", "10.10.0.5", "10.10.0.3"
     set_online(redis_server, a, 10)
@@ -311,9 +312,10 @@ def test_zookeeper_restart_keeps_the_list_then_follows_changes(
         time.sleep(1.5)  # more than one refresh interval with ZooKeeper away
         up_at = time.monotonic()
         zk.start()
-        wait_until(lambda: registrar.reregistrations >= 1, 10.0, "the registrar's nodes again")
-        wait_until(lambda: log_count(daemon, r"ZooKeeper: connected to") > connects, 10.0,
-                   "the daemon to reconnect")
+        wait_until(lambda: registrar.reregistrations >= 1, RECONNECT_WAIT,
+                   "the registrar's nodes again")
+        wait_until(lambda: log_count(daemon, r"ZooKeeper: connected to") > connects,
+                   RECONNECT_WAIT, "the daemon to reconnect")
         back_at = time.monotonic()
 
     outage = poller.between(down_at, up_at)

@@ -33,7 +33,7 @@ from mpush.cluster.zookeeper import ZkWatcher
 from mpush.hosts import host_problem
 from tests.harness.registry import NodeRegistrar, digest_acl_id, node_json
 from tests.harness.zkfaults import CuttableProxy, expire_session
-from tests.harness.zookeeper import ZooKeeperServer
+from tests.harness.zookeeper import RECONNECT_WAIT, SURVIVING_SESSION, ZooKeeperServer
 
 JAVA_ACL_ID = "mpush:IoF5XrL443rOdy6w434vrj+58TQ="
 
@@ -477,10 +477,6 @@ def test_stop_while_zookeeper_is_down(zk_fresh_server: ZooKeeperServer,
     assert watcher.state == "stopped" and watcher.client is None
 
 
-#: A session that outlives a restart of the test's ZooKeeper on a busy machine.
-SURVIVING = 20.0
-
-
 @pytest.mark.timeout(120)
 @pytest_twisted.inlineCallbacks
 def test_zookeeper_restart_keeps_view(zk_fresh_server: ZooKeeperServer,
@@ -493,10 +489,10 @@ def test_zookeeper_restart_keeps_view(zk_fresh_server: ZooKeeperServer,
     # busy machine can stall for seconds, and kazoo drops a connection that
     # stays silent for 2/3 of the session timeout (a 6 s session once expired
     # this way in CI: read time-out on the new connection, then "expired").
-    registrar = make_registrar(zk_fresh_server.connect_string, session_timeout=SURVIVING)
+    registrar = make_registrar(zk_fresh_server.connect_string, session_timeout=SURVIVING_SESSION)
     a = registrar.register("cs", "10.0.0.1", 3000)
     g = registrar.register("gs", "10.0.0.1", 3001)
-    watcher = make_zk_watcher(zk_fresh_server.connect_string, session_timeout=SURVIVING)
+    watcher = make_zk_watcher(zk_fresh_server.connect_string, session_timeout=SURVIVING_SESSION)
     yield wait_for(lambda: watcher.initialized, 5, "the initial load")
     session = watcher.session_id
 
@@ -511,11 +507,11 @@ def test_zookeeper_restart_keeps_view(zk_fresh_server: ZooKeeperServer,
     # NullPointerException, "zkDb is null") until the server's 10 s
     # sessionless-connection timeout or kazoo's connect timeout (the session
     # timeout) ends it; then it reconnects. Seen in a loaded run: 11 s.
-    yield wait_for(lambda: watcher.state == "connected", SURVIVING + 5, "reconnected")
+    yield wait_for(lambda: watcher.state == "connected", RECONNECT_WAIT, "reconnected")
     assert watcher.session_id == session, "the session survives a restart"
     # Like the Java server, the registrar re-creates its nodes on reconnect;
     # let it finish so that it cannot resurrect the node removed below.
-    yield wait_for(lambda: registrar.reregistrations >= 1, SURVIVING + 5, "the re-registration")
+    yield wait_for(lambda: registrar.reregistrations >= 1, RECONNECT_WAIT, "the re-registration")
     b = registrar.register("cs", "10.0.0.2", 3000)
     yield wait_for(lambda: name_of(b) in view(watcher), 2, "a node added after the restart")
     registrar.unregister(a)

@@ -31,6 +31,15 @@ CLASSPATH_JARS = ("zookeeper.jar", "zookeeper-jute.jar", "slf4j-api.jar", "slf4j
 
 MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
 
+#: A client session that outlives a restart of a test ZooKeeper on a busy
+#: machine. ZooKeeper 3.8 can leave a connection made while it starts open
+#: (NullPointerException "zkDb is null" when closing it) until its 10 s
+#: sessionless-connection timeout, and kazoo drops a connection that stays
+#: silent for 2/3 of the session timeout; a shorter session can expire meanwhile.
+SURVIVING_SESSION = 20.0
+#: How long a client may take to be back after such a restart: seen 11 s loaded.
+RECONNECT_WAIT = SURVIVING_SESSION + 5.0
+
 # Small, quick JVM: C1 only and serial GC start in ~0.3 s here.
 JVM_FLAGS = (
     "-Xmx128m",
