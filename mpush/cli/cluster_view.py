@@ -112,10 +112,9 @@ def state_lines(document: dict[str, Any], health: dict[str, Any]) -> list[str]:
     held = [s for s in document.get("connectionServers", []) + websocket.get("servers", [])
             if s.get("held")]
     if held:
-        many = len(held) > 1
-        lines.append(f"Held after a mass drop: {len(held)} server{'s' if many else ''}, gone"
-                     " from ZooKeeper, still handed out until"
-                     f" {'they register' if many else 'it registers'} again or the hold ends")
+        # Each until it registers again, at most the time its HELD cell says.
+        lines.append(f"Held after a mass drop: {len(held)} server{'s' if len(held) > 1 else ''}"
+                     " gone from ZooKeeper, still handed out (see HELD)")
     if document.get("draining"):
         lines.append("Draining: the daemon is stopping")
     return lines
