@@ -208,6 +208,9 @@ def in_viewport(driver: WebDriver, element_id: str | None = None,
 
 
 def fresh_log(driver: WebDriver) -> None:
+    """An empty console log, and no page left to add to it: an earlier test's page still
+    polls its server, gone by now, so it would log a refused read after the emptying."""
+    driver.get("about:blank")
     driver.get_log("browser")  # reading empties it: what earlier tests left
 
 
