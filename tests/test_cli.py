@@ -7,11 +7,14 @@ these tests also check that the script is installed and starts alone.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -21,12 +24,14 @@ from twisted.internet.utils import getProcessOutputAndValue
 from tests.harness.daemon import free_port
 from tests.harness.redis import RedisServer
 from tests.harness.stack import Stack, running_stack
+from tests.harness.web import request, sleep
 from tests.harness.zookeeper import ZooKeeperServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 SCRIPT = Path(sys.executable).parent / "mpush-push"
 TOKEN = "cli-token-0123456789abcdef"
+UDP = "net {\n    gateway-server-net = udp\n    gateway-client-port = 0\n  }"
 
 
 @pytest_twisted.async_yield_fixture
@@ -206,3 +211,106 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPa
     assert not Painter(_Terminal(False)).enabled
     monkeypatch.setenv("NO_COLOR", "1")
     assert not Painter(_Terminal(True)).enabled
+
+
+# -- cluster: WebSocket servers, the mass-drop hold, handout sharing, UDP gateways --------
+
+
+async def cluster_when(stack: Stack, check: Callable[[dict[str, Any]], bool],
+                       what: str) -> dict[str, Any]:
+    """``/cluster`` once ``check`` holds of it; fails the test after 15 s."""
+    deadline = time.monotonic() + 15.0
+    while True:
+        _, _, body = await request("GET", stack.url + "/cluster")
+        document: dict[str, Any] = json.loads(body)
+        if check(document):
+            return document
+        assert time.monotonic() < deadline, f"waited 15 s for {what}: {document}"
+        await sleep(0.05)
+
+
+def rows_under(lines: list[str], header: str) -> list[list[str]]:
+    """The rows of the table whose header line starts with ``header``, cell by cell."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    end = lines.index("", start)
+    return [line.split() for line in lines[start:end]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cluster_shows_websocket_servers_held_servers_and_udp_gateways(
+        tmp_path: Path, zk_server: ZooKeeperServer, zk_namespace: str,
+        redis_server: RedisServer) -> None:
+    async with running_stack(tmp_path, zk_server.connect_string, zk_namespace,
+                             redis_server.port, extra=UDP) as stack:
+        kept = await stack.node(udp=True, host="127.0.0.2", ws_port=8080)
+        gone = [await stack.node(udp=True, host=h) for h in ("127.0.0.3", "127.0.0.4")]
+        kept.add_user("alice")
+        await cluster_when(stack, lambda d: len(d["connectionServers"]) == 3
+                           and len(d["websocket"]["servers"]) == 1, "3 servers and 1 ws")
+        status, answer = await stack.push({"userIds": ["alice"], "content": "hi"})
+        assert status == 200 and answer["summary"]["success"] == 1, answer
+        # Two of three connection servers leave at once: a mass drop, held.
+        for node in gone:
+            node.unregister()
+        document = await cluster_when(
+            stack, lambda d: sum(s["held"] for s in d["connectionServers"]) == 2, "the hold")
+        out, err, code = await cli("cluster", url=stack.url)
+        assert code == 0, (out, err)
+        lines = out.splitlines()
+        servers = rows_under(lines, "#  CONNECTION SERVER")
+        assert servers[0] == ["#", "CONNECTION", "SERVER", "ONLINE", "HANDED", "OUT", "WEIGHT",
+                              "LOAD", "KNOWN", "SINCE", "HELD"]
+        held = {row[1]: row[-3:] for row in servers[1:] if row[-1] == "left"}
+        assert sorted(held) == sorted(n.cs_address for n in gone)
+        assert all(row[0].isdigit() and row[1:] == ["s", "left"] for row in held.values())
+        assert [row[1] for row in rows_under(lines, "#  WEBSOCKET SERVER")[1:]] == [
+            "127.0.0.2:8080"]
+        assert ("Held after a mass drop: 2 servers gone from ZooKeeper, still handed out"
+                " (see HELD)") in lines
+        assert "Handout sharing: on, last worked" in out  # on by default (250 ms)
+        udp = next(line for line in lines if line.startswith("Gateways (udp): "))
+        # The nodes that left took their gateways along; one push: one datagram each way.
+        assert udp == ("Gateways (udp): 1 of 1 reachable; datagrams: 1 sent, 1 received,"
+                       " 0 dropped, 0 not sent")
+        assert "SHARED" not in out, "no other instance handed anything out"
+        # --json is /cluster as it is: no /health fact added.
+        out, err, code = await cli("--json", "cluster", url=stack.url)
+        assert code == 0, (out, err)
+        raw = json.loads(out)
+        assert set(raw) == set(document) and "gateways" not in raw
+
+
+def test_cluster_text_without_websocket_servers_over_tcp_and_with_shared_handouts() -> None:
+    from mpush.cli.cluster_view import cluster_blocks
+    from mpush.cli.tables import Painter
+
+    def row(position: int, address: str, shared: int) -> dict[str, Any]:
+        return {"position": position, "address": address, "online": 2.0, "handedOut": 1,
+                "sharedHandedOut": shared, "weight": 1.0, "load": 3.0 + shared,
+                "knownSince": "2025-05-02T08:14:03.512Z", "held": False,
+                "heldSecondsLeft": None}
+
+    document = {"connectionServers": [row(1, "10.0.0.6:3000", 0), row(2, "10.0.0.7:3000", 4)],
+                "websocket": {"servers": [], "serving": False, "lastRefresh": {}},
+                "gatewayServers": [], "zookeeper": {"state": "connected"},
+                "redis": {"mode": "single", "reachable": True},
+                "lastRefresh": {"ageSeconds": 1.31}, "serving": True}
+    failing = {"lastExchangeAgeSeconds": 12.0, "lastError": "redis: down"}
+    health = {"allocation": {"handoutSharing": failing},
+              "gateways": {"transport": "tcp", "known": 2, "connected": 1, "datagrams": None}}
+    servers, websocket, gateways, states = cluster_blocks(document, health,
+                                                          Painter(io.StringIO()))
+    assert [line.split() for line in servers.splitlines()] == [
+        ["#", "CONNECTION", "SERVER", "ONLINE", "HANDED", "OUT", "SHARED", "WEIGHT", "LOAD",
+         "KNOWN", "SINCE"],
+        ["1", "10.0.0.6:3000", "2", "1", "0", "1", "3", "2025-05-02T08:14:03.512Z"],
+        ["2", "10.0.0.7:3000", "2", "1", "4", "1", "7", "2025-05-02T08:14:03.512Z"]]
+    assert websocket == "no WebSocket server registered in ZooKeeper"
+    assert gateways == "no gateway server registered in ZooKeeper"
+    assert states.splitlines()[2:] == [
+        "Gateways (tcp): 1 of 2 connected",
+        "Handout sharing: failing (last worked 12.0 s ago): redis: down",
+        "Last refresh: 1.3 s ago"]
+    health["allocation"]["handoutSharing"] = None
+    assert "Handout sharing: off (this instance counts its handouts alone)" in cluster_blocks(
+        document, health, Painter(io.StringIO()))[3]

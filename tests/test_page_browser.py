@@ -15,6 +15,7 @@ never downloaded: the test uses the system binaries.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -27,9 +28,11 @@ from typing import Any, TypeVar
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
+from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from mpush.web.cluster import ClusterResource
+from mpush.web.health import HealthResource
 from mpush.web.push_access import PushAccess
 from mpush.wire import java_alloc_content
 from scripts.demo import DEMO_USER_PREFIX
@@ -52,6 +55,7 @@ WAIT = 15.0  # s, for anything the page does after a click
 POLL = 2.0  # s, the page's cluster refresh (POLL_MS)
 LOOPBACK = ("127.0.0.1/32", "::1/128")
 RED = ("rgb(207, 34, 46)", "rgba(207, 34, 46, 1)")  # --bad
+AMBER = ("rgb(154, 103, 0)", "rgba(154, 103, 0, 1)")  # --late
 #: Where the page's screenshots are kept for people to look at (``run/`` is ignored by git).
 SHOTS = Path(__file__).resolve().parent.parent / "run" / "screenshots"
 
@@ -89,6 +93,20 @@ def browser() -> Iterator[WebDriver]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+class FixedJson(Resource):
+    """The same JSON document at every read."""
+
+    isLeaf = True
+
+    def __init__(self, document: Any) -> None:
+        super().__init__()
+        self.body = json.dumps(document).encode()
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        return self.body
+
+
 class CountedCluster(ClusterResource):
     """``/cluster`` that counts the reads (to see the page's polling)."""
 
@@ -119,6 +137,7 @@ def served() -> Iterator[Callable[..., Served]]:
         site = make_site(client, token=token)
         cluster = CountedCluster(fakes.status(), PushAccess(token=token, allow=LOOPBACK))
         site.resource.putChild(b"cluster", cluster)
+        site.resource.putChild(b"health", HealthResource(fakes.status()))
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         ports.append(port)
         return Served(client, fakes, cluster,
@@ -169,10 +188,11 @@ def wait_for_cluster(driver: WebDriver, check: Callable[[WebDriver], Any],
     WebDriverWait(driver, timeout).until(check)
 
 
-def bars(driver: WebDriver) -> list[str]:
-    """The connection servers drawn, as their addresses, in the page's order."""
+def bars(driver: WebDriver, where: str = "cs-list") -> list[str]:
+    """The servers drawn (connection servers; ``ws-list``: WebSocket servers), as their
+    addresses, in the page's order."""
     return [li.find_element(By.CSS_SELECTOR, ".addr").text
-            for li in driver.find_elements(By.CSS_SELECTOR, "#cs-list li.server")]
+            for li in driver.find_elements(By.CSS_SELECTOR, f"#{where} li.server")]
 
 
 def in_viewport(driver: WebDriver, element_id: str | None = None,
@@ -188,6 +208,9 @@ def in_viewport(driver: WebDriver, element_id: str | None = None,
 
 
 def fresh_log(driver: WebDriver) -> None:
+    """An empty console log, and no page left to add to it: an earlier test's page still
+    polls its server, gone by now, so it would log a refused read after the emptying."""
+    driver.get("about:blank")
     driver.get_log("browser")  # reading empties it: what earlier tests left
 
 
@@ -439,6 +462,12 @@ def fits(driver: WebDriver) -> bool:
         "return document.documentElement.scrollWidth <= window.innerWidth"))
 
 
+def scrolled_shot(driver: WebDriver, element_id: str, view: str, size: str) -> Path:
+    """A screenshot with the element at the top of the viewport."""
+    driver.execute_script("arguments[0].scrollIntoView()", driver.find_element(By.ID, element_id))
+    return shoot(driver, view, size)
+
+
 def shoot(driver: WebDriver, view: str, size: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     shot = SHOTS / f"console-{view}-{size}.png"
@@ -472,18 +501,20 @@ async def test_the_console_on_a_laptop_and_a_phone(
                 [a.cs_address, b.cs_address]) and "3 online" in d.find_element(
                     By.ID, "cs-list").text)
             return {"icon": browser.find_element(By.CSS_SELECTOR, "link[rel=icon]")
-                    .get_attribute("href")}
+                    .get_attribute("href"),
+                    "ws_shown": browser.find_element(By.ID, "ws-part").is_displayed()}
 
         opened = await in_thread(open_cluster)
         assert opened["icon"].startswith("data:image/svg+xml,")
+        assert not opened["ws_shown"], "no WebSocket server yet: no WebSocket part"
 
         # A server registers while the page is open: its bar within 3 s.
         c = stack.make_node(host="127.0.0.4", ws_port=8080)  # a WebSocket server too
         registered = time.monotonic()
 
         def see_cluster() -> dict[str, Any]:
-            wait_for_cluster(browser, lambda d: c.cs_address in bars(d) and "127.0.0.4:8080"
-                             in d.find_element(By.ID, "cluster-facts").text, timeout=3.0)
+            wait_for_cluster(browser, lambda d: c.cs_address in bars(d) and bars(
+                d, "ws-list") == ["127.0.0.4:8080"], timeout=3.0)
             took = time.monotonic() - registered
             WebDriverWait(browser, WAIT).until(lambda d: len(d.find_elements(
                 By.CSS_SELECTOR, "#gs-body tr")) == 3)
@@ -496,6 +527,8 @@ async def test_the_console_on_a_laptop_and_a_phone(
                            for li in servers],
                 "positions": [li.find_element(By.CSS_SELECTOR, ".pos").text for li in servers],
                 "facts": text_of(browser, "cluster-facts"),
+                "ws": text_of(browser, "ws-list"),
+                "gateways_by": text_of(browser, "gs-sub"),
                 "fits": fits(browser),
                 "shot": shoot(browser, "cluster", size),
             }
@@ -509,9 +542,14 @@ async def test_the_console_on_a_laptop_and_a_phone(
         assert by_address[a.cs_address].startswith("3 online + ")
         widths = dict(zip(cluster["bars"], cluster["widths"], strict=True))
         assert widths[a.cs_address] > widths[b.cs_address] > widths[c.cs_address] == 0
-        assert "ZooKeeper: connected" in cluster["facts"]
+        assert ("3 connection servers, 1 WebSocket server and 3 gateway servers registered"
+                in cluster["facts"])
         assert "Redis (single): reachable" in cluster["facts"]
-        assert "GET /ws, least loaded first: 127.0.0.4:8080 (0 online)." in cluster["facts"]
+        assert cluster["ws"].split("\n")[:3] == ["#1", "127.0.0.4:8080",
+                                                  "0 online + 0 handed out, weight 1: load 0"]
+        assert cluster["gateways_by"] == "the connections this daemon pushes through"
+        # One alloc server: sharing is on (the default) but nobody else hands out, so unsaid.
+        assert "shared" not in cluster["facts"] and "held" not in cluster["facts"]
         assert cluster["fits"], "the cluster view scrolls sideways"
 
         def refresh_in_the_background() -> dict[str, Any]:
@@ -540,7 +578,8 @@ async def test_the_console_on_a_laptop_and_a_phone(
                     "fits": fits(browser), "shot": shoot(browser, "user", size)}
 
         user = await in_thread(look_up)
-        assert user["said"] == f"{DEMO_USER_PREFIX}0: online on 1 client type; 3 routes in Redis."
+        assert user["said"] == (f"{DEMO_USER_PREFIX}0: online on 1 client type; 2 routes and 1"
+                                " unusable entry in Redis.")
         mobile, pc, bad = user["rows"]
         assert mobile[:6] == ["Mobile (Android/iOS)", "online", a.cs_address, a.address,
                               "android", "1.0.0"]
@@ -598,3 +637,115 @@ async def test_the_console_on_a_laptop_and_a_phone(
         assert "400" in refusal["severe"][0]
         for view in (cluster, user, pushed, refusal):
             assert view["shot"].stat().st_size > 10_000
+
+
+# -- what issue 10 added, from fixed documents: held servers, shared handouts, UDP ------------
+
+
+def server_json(position: int, address: str, **fields: Any) -> dict[str, Any]:
+    """A ``/cluster`` server row as docs/api.md shows one; ``fields`` override."""
+    row = {"position": position, "address": address, "publicIp": address.split(":")[0],
+           "weight": 1.0, "online": 2.0, "handedOut": 1, "load": 3.0, "allocated": 41,
+           "sharedHandedOut": 0, "registeredAddress": address, "zkNodes": ["n1"],
+           "knownSince": "2025-05-02T08:14:03.512Z", "held": False, "heldSecondsLeft": None}
+    row.update(fields)
+    return row
+
+
+REFRESHED = {"at": "2025-05-02T08:20:11.002Z", "ok": True, "ageSeconds": 3.2, "error": None,
+             "stale": False, "refreshes": 380, "failures": 0}
+#: Two alloc servers share handouts; two of three connection servers left in a mass drop.
+HELD_CLUSTER = {
+    "connectionServers": [
+        server_json(1, "10.0.0.6:3000", handedOut=1, sharedHandedOut=2, load=5.0),
+        server_json(2, "10.0.0.7:3000", online=4.0, handedOut=0, load=4.0, held=True,
+                    heldSecondsLeft=12.4, registeredAddress=None, zkNodes=[],
+                    knownSince=None),
+        server_json(3, "10.0.0.8:3000", online=6.0, handedOut=0, load=6.0, held=True,
+                    heldSecondsLeft=11.2, registeredAddress=None, zkNodes=[],
+                    knownSince=None)],
+    "websocket": {"servers": [server_json(1, "10.0.0.6:8080", handedOut=0, load=2.0)],
+                  "serving": True, "lastRefresh": REFRESHED},
+    "draining": False, "serving": True,
+    "gatewayServers": [{"address": "10.0.0.6:3001", "connections": 1,
+                        "configuredConnections": 1, "pending": 0, "unanswering": 0,
+                        "lastError": None}],
+    "zookeeper": {"state": "connected", "sessionId": "0x100004b4bcc0000", "initialized": True,
+                  "connectionServers": 1, "gatewayServers": 1, "websocketServers": 1,
+                  "lastError": None},
+    "redis": {"mode": "single", "reachable": True, "lastError": None},
+    "lastRefresh": REFRESHED}
+HELD_HEALTH = {
+    "status": "degraded", "reasons": ["connection servers held after a mass drop: 2"],
+    "allocation": {"handoutSharing": {"lastExchangeAgeSeconds": 0.2, "lastError": None,
+                                      "exchanges": 40, "failures": 0}},
+    "gateways": {"transport": "udp", "datagrams": {
+        "sent": 120, "received": 117, "dropped": {"unknown_sender": 0, "malformed": 0,
+                                                  "unmatched": 2},
+        "refused": {"too_large": 1, "send_failed": 0}}}}
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)],
+                         ids=["laptop", "phone"])
+@pytest_twisted.ensureDeferred
+async def test_held_servers_websocket_servers_shared_handouts_and_udp_in_words(
+    browser: WebDriver, width: int, height: int,
+) -> None:
+    site = make_site(FakePushClient())
+    for name, document in ((b"cluster", HELD_CLUSTER), (b"health", HELD_HEALTH)):
+        site.resource.putChild(name, FixedJson(document))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}/index.html"
+
+    def drive() -> dict[str, Any]:
+        fresh_log(browser)
+        viewport(browser, width, height)
+        browser.get(url)
+        wait_for_cluster(browser, lambda d: len(bars(d)) == 3 and text_of(d, "gs-datagrams"))
+        servers = browser.find_elements(By.CSS_SELECTOR, "#cs-list li.server")
+        return {
+            "words": [li.find_element(By.CSS_SELECTOR, ".words").text for li in servers],
+            "notes": [li.find_element(By.CSS_SELECTOR, ".note").text for li in servers],
+            "facts": [li.text for li in browser.find_elements(By.CSS_SELECTOR,
+                                                                 "#cluster-facts li")],
+            "ws": bars(browser, "ws-list"),
+            "gateways_by": text_of(browser, "gs-sub"),
+            "datagrams": text_of(browser, "gs-datagrams"),
+            "gateways": rows_of(browser, "#gs-body tr"),
+            "links": text_of(browser, "gs-links"),
+            "fits": fits(browser),
+            "note_colour": servers[1].find_element(By.CSS_SELECTOR, ".note")
+            .value_of_css_property("color"),
+            "shot": shoot(browser, "held", f"{width}x{height}"),
+            # The WebSocket servers and the gateways over UDP, further down.
+            "udp_shot": scrolled_shot(browser, "ws-part", "udp", f"{width}x{height}"),
+            "severe": severe(browser),
+        }
+
+    try:
+        seen = await in_thread(drive)
+    finally:
+        await port.stopListening()
+    assert seen["words"] == [
+        "2 online + 1 handed out + 2 by other alloc servers, weight 1: load 5",
+        "4 online + 0 handed out, weight 1: load 4",
+        "6 online + 0 handed out, weight 1: load 6"]
+    assert seen["notes"][1:] == [
+        "held after a mass drop: it left ZooKeeper with most of the servers at once; still"
+        f" handed out for {left} s more, or until it registers again" for left in (13, 12)]
+    assert seen["facts"][3:] == [
+        "2 servers held after a mass drop: most of the servers left ZooKeeper at once (often a"
+        " ZooKeeper glitch), so they are still handed out until they register again, 13 s at"
+        " most.",
+        "Handouts shared with the other alloc servers through Redis: each load counts theirs"
+        " too (last exchange 0.2 s ago)."]
+    assert seen["ws"] == ["10.0.0.6:8080"]
+    assert seen["gateways_by"] == "reached over UDP: one datagram per push, no connection to keep"
+    assert seen["datagrams"] == ("Datagrams since this daemon started: 120 sent, 117 received;"
+                                 " 2 ignored (2 late or unmatched), 1 not sent (1 too large).")
+    assert seen["links"] == "DATAGRAMS"  # the heading's CSS writes it in capitals
+    assert seen["gateways"][0][:3] == ["10.0.0.6:3001", "up", "can be sent"]
+    assert seen["fits"], "the cluster view scrolls sideways"
+    assert seen["severe"] == []
+    assert seen["note_colour"] in AMBER, "a hold is a warning, not a failure"
+    assert seen["shot"].stat().st_size > 10_000 and seen["udp_shot"].stat().st_size > 10_000

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from mpush.cli.api import ApiClient
-from mpush.cli.tables import Painter, table
+from mpush.cli.cluster_view import cluster_blocks
+from mpush.cli.tables import Painter, table, text
 from mpush.outcomes import PushOutcome
 
 __all__ = ["COMMANDS", "Output", "UsageError", "build_push"]
@@ -46,16 +47,6 @@ class Output:
     def line(self, text: str = "") -> None:
         print(text, file=self.stream)
 
-
-def text(value: Any) -> str:
-    """A JSON value as a table cell."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # a count or weight the JSON carries as a float
-    return str(value)
 
 
 # -- send ----------------------------------------------------------------------
@@ -170,52 +161,19 @@ def routes_table(document: dict[str, Any], out: Output) -> str:
 
 
 def cluster(client: ApiClient, _: None, out: Output) -> int:
-    """Exit 0 while ``GET /`` has servers to hand out, else 1."""
+    """Exit 0 while ``GET /`` has servers to hand out, else 1.
+
+    ``--json`` prints ``/cluster`` as it is; the text also says what only
+    ``/health`` knows (the gateways' transport, handout sharing).
+    """
     document = client.get("/cluster").document
     if out.as_json:
         out.json(document)
     else:
-        for block in cluster_blocks(document, out):
-            out.line(block)
+        health = client.get("/health", accept=(503,)).document
+        blocks = cluster_blocks(document, health if isinstance(health, dict) else {}, out.paint)
+        out.line("\n\n".join(blocks))
     return 0 if document.get("serving") else 1
-
-
-def cluster_blocks(document: dict[str, Any], out: Output) -> list[str]:
-    servers = document.get("connectionServers", [])
-    if servers:
-        rows = [[text(s.get("position")), text(s.get("address")), text(s.get("online")),
-                 text(s.get("handedOut")), text(s.get("weight")), text(s.get("load")),
-                 text(s.get("knownSince"))] for s in servers]
-        listing = table(["#", "CONNECTION SERVER", "ONLINE", "HANDED OUT", "WEIGHT", "LOAD",
-                         "KNOWN SINCE"], rows)
-    else:
-        listing = "no connection server registered in ZooKeeper"
-    gateways = document.get("gatewayServers", [])
-    if gateways:
-        rows = [[text(g.get("address")),
-                 f"{text(g.get('connections'))}/{text(g.get('configuredConnections'))}",
-                 text(g.get("pending")), text(g.get("lastError"))] for g in gateways]
-        colours = ["green" if g.get("connections") else "red" for g in gateways]
-        gateway_list = table(["GATEWAY", "CONNECTIONS", "PENDING", "LAST ERROR"], rows,
-                             paint=out.paint, column=1, colours=colours)
-    else:
-        gateway_list = "no gateway server registered in ZooKeeper"
-    zk, redis = document.get("zookeeper") or {}, document.get("redis") or {}
-    refresh = document.get("lastRefresh") or {}
-    age = refresh.get("ageSeconds")
-    redis_state = ("reachable" if redis.get("reachable")
-                   else f"unreachable ({text(redis.get('lastError'))})")
-    states = [
-        f"ZooKeeper: {text(zk.get('state'))}"
-        + (f" ({zk['lastError']})" if zk.get("lastError") else ""),
-        f"Redis ({text(redis.get('mode'))}): {redis_state}",
-        "Last refresh: " + ("never" if age is None else f"{age:.1f} s ago")
-        + (f", failing: {refresh['error']}" if refresh.get("error") else "")
-        + (", stale" if refresh.get("stale") else ""),
-    ]
-    if document.get("draining"):
-        states.append("Draining: the daemon is stopping")
-    return [listing, "", gateway_list, "", "\n".join(states)]
 
 
 def health(client: ApiClient, _: None, out: Output) -> int:

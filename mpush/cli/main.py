@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
 
     route = sub.add_parser("route", help="a user's routes, per client type")
     route.add_argument("user", metavar="USER_ID")
-    sub.add_parser("cluster", help="connection servers, gateways, ZooKeeper and Redis")
+    sub.add_parser("cluster", help="connection and WebSocket servers, gateways, ZooKeeper, Redis")
     sub.add_parser("health", help="the daemon's health")
     return top
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
-__all__ = ["Painter", "table"]
+__all__ = ["Painter", "table", "text"]
 
 _COLOURS: Final = {"green": "32", "yellow": "33", "red": "31", "dim": "2"}
 
@@ -41,3 +41,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
             cells[column] = paint(cells[column], colours[index])
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def text(value: Any) -> str:
+    """A JSON value as a table cell."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a count or weight the JSON carries as a float
+    return str(value)
