@@ -75,6 +75,27 @@ async def test_foreign_data_is_refused_or_ignored_and_an_oversize_hash_deleted(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_sum_beyond_redis_integers_is_ignored_and_get_slash_keeps_answering(
+    fresh_redis_server: RedisServer, make_service: Any
+) -> None:
+    # HINCRBY never makes more than 2**63 - 1; a bigger value was written by
+    # something else. Trusted, 4,000 digits overflowed the float load: GET / raised.
+    server = fresh_redis_server
+    store = RedisHandoutStore(make_service("single", [server.address]))
+    policy = policy_of(A, B)
+    sharer = HandoutSharer(policy, store, interval=60.0)
+    sharer.exchange()
+    await until(lambda: sharer.exchanges == 1)
+    server.call("HSET", SHARED_HANDOUTS_KEY, A, "9" * 4000, B, str(2**63))
+    read = await store.exchange({})
+    assert read.sums == {}
+    sharer.exchange()
+    await until(lambda: sharer.exchanges == 2)
+    assert policy.allocate() is not None
+    assert {s.shared for s in policy.describe()} == {0}
+
+
+@pytest_twisted.ensureDeferred
 async def test_cluster_mode_one_key_one_master(redis_cluster: RedisCluster,
                                                make_service: Any) -> None:
     owner = redis_cluster.node_for_key(SHARED_HANDOUTS_KEY)

@@ -29,6 +29,10 @@ HASH_TTL = 600.0
 MAX_FIELDS = 20_000
 #: Longest field (an ``ip:port`` or host name and port) taken from the hash.
 MAX_FIELD_LENGTH = 300
+#: The largest sum HINCRBY can make (a signed 64-bit integer): a bigger value
+#: was written by something else, and would overflow the policy's float load.
+MAX_SUM = 2**63 - 1
+_MAX_SUM_DIGITS = len(str(MAX_SUM)) + 1  # a sign or a leading zero
 
 
 class SharedHandoutsError(Exception):
@@ -70,10 +74,11 @@ class RedisHandoutStore:
                 epoch = _text(raw_value)[:64]
             elif 0 < len(name) <= MAX_FIELD_LENGTH:
                 try:
-                    n = int(raw_value)
+                    # Length first: int() of thousands of digits costs for nothing.
+                    n = int(raw_value) if len(raw_value) <= _MAX_SUM_DIGITS else 0
                 except (TypeError, ValueError):
                     continue  # not ours: ignored rather than trusted
-                if n > 0:
+                if 0 < n <= MAX_SUM:
                     sums[name] = n
         return SharedRead(epoch, sums)
 
