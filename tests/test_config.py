@@ -746,6 +746,10 @@ KEY_ERRORS: list[tuple[str, str, str]] = [
      "must be a size such as 10k or 1m"),
     ("mp.alloc.udp-broadcast = anycast", "mp.alloc.udp-broadcast",
      "must be one of unicast, multicast, got 'anycast'"),
+    # Joining and sending to an IPv4 group fails on an IPv6 socket: every broadcast would.
+    ('mp.net.gateway-server-net = udp\nmp.alloc.interface = "::"\n'
+     "mp.alloc.udp-broadcast = multicast", "mp.alloc.udp-broadcast",
+     "multicast needs an IPv4 mp.alloc.interface (the groups are IPv4), got '::'"),
     ("mp.net.gateway-client-num = 0", "mp.net.gateway-client-num", "must be an integer 1..64"),
     ("mp.net = 5", "mp.net", "must be an object, got 5"),
     (

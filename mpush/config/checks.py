@@ -67,6 +67,17 @@ def admin_port_is_another_port(values: Values, tree: TreeReader) -> None:
         tree.fail("mp.alloc.admin-port", f"must differ from mp.net.alloc-server-port ({port})")
 
 
+def multicast_on_ipv4(values: Values, tree: TreeReader) -> None:
+    # The UDP socket binds mp.alloc.interface; an IPv6 one can neither join
+    # nor send to the IPv4 groups, so every broadcast would fail.
+    interface = values["alloc.interface"]
+    if (values["gateway_net"] == "udp" and values["alloc.udp_broadcast"] == "multicast"
+            and ":" in interface):
+        tree.fail("mp.alloc.udp-broadcast",
+                  "multicast needs an IPv4 mp.alloc.interface (the groups are IPv4),"
+                  f" got {interface!r}")
+
+
 #: (the key after which it runs, the check), in the order they run.
 CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("mp.redis.sentinel-master", sentinel_master_in_sentinel_mode),
@@ -74,4 +85,5 @@ CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("mp.alloc.tls-key", tls_files_readable_for_https),
     ("mp.alloc.max-inflight-pushes", inflight_covers_users),
     ("mp.alloc.admin-port", admin_port_is_another_port),
+    ("mp.alloc.udp-broadcast", multicast_on_ipv4),
 )
