@@ -167,7 +167,7 @@ def test_a_hung_exchange_times_out_and_none_overlaps() -> None:
     class Hung:
         calls = 0
 
-        def exchange(self, batch: object) -> Deferred[SharedRead]:
+        def exchange(self, batch: object, addresses: object = ()) -> Deferred[SharedRead]:
             self.calls += 1
             return Deferred()
 
