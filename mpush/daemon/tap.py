@@ -42,6 +42,7 @@ from mpush.daemon.cluster_parts import (
     make_sharer,
     make_zookeeper,
 )
+from mpush.daemon.cluster_parts import make_udp_gateways as make_udp_gateways  # re-exported
 from mpush.reactor import default_reactor
 from mpush.services.ordered import OrderedService, StartError
 
