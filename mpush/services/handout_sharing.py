@@ -93,6 +93,7 @@ class HandoutSharer(Service):
         d.addTimeout(self.timeout, self._reactor)
         self._inflight = d
         d.addCallbacks(self._exchanged, self._failed, callbackArgs=(batch,))
+        d.addErrback(self._unexpected)  # raised by _exchanged: never left unhandled
 
     def _exchanged(self, read: SharedRead, batch: Mapping[str, int]) -> None:
         self._inflight = None
@@ -102,6 +103,10 @@ class HandoutSharer(Service):
         if self.last_error is not None:
             self.log.info("sharing handout counts through Redis again")
             self.last_error = None
+
+    def _unexpected(self, failure: Failure) -> None:
+        self.failures += 1
+        self.log.failure("cannot apply the shared handout counts", failure)
 
     def _failed(self, failure: Failure) -> None:
         self._inflight = None
