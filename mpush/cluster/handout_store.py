@@ -28,7 +28,7 @@ __all__ = ["HASH_TTL", "MAX_FIELDS", "RedisHandoutStore", "SharedHandoutsError"]
 #: matter between two refreshes, and a fresh epoch costs nothing.
 HASH_TTL = 600.0
 #: More fields than this (servers that came and went for weeks) and the hash
-#: is deleted and started afresh: the read stays bounded.
+#: is deleted and started afresh: the hash stays bounded.
 MAX_FIELDS = 20_000
 #: The largest sum HINCRBY can make (a signed 64-bit integer): a bigger value
 #: was written by something else, and would overflow the policy's float load.
