@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from twisted.internet.defer import Deferred, fail, succeed
 
@@ -24,7 +24,8 @@ class MemorySums:
     def drop(self) -> None:
         self.sums, self.epoch = {}, None
 
-    def exchange(self, batch: Mapping[str, int]) -> Deferred[SharedRead]:
+    def exchange(self, batch: Mapping[str, int],
+                 addresses: Collection[str] = ()) -> Deferred[SharedRead]:
         if self.error is not None:
             return fail(self.error)
         self.exchanges += 1
@@ -33,4 +34,6 @@ class MemorySums:
             self.epoch = f"e{self.epochs}"
         for address, n in batch.items():
             self.sums[address] = self.sums.get(address, 0) + n
-        return succeed(SharedRead(self.epoch, dict(self.sums)))
+        wanted = {*batch, *addresses}  # as HMGET: the asked fields only
+        return succeed(SharedRead(self.epoch, {a: n for a, n in self.sums.items()
+                                               if a in wanted}))

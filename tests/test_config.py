@@ -746,6 +746,13 @@ KEY_ERRORS: list[tuple[str, str, str]] = [
      "must be a size such as 10k or 1m"),
     ("mp.alloc.udp-broadcast = anycast", "mp.alloc.udp-broadcast",
      "must be one of unicast, multicast, got 'anycast'"),
+    # Below it, the exchange loop becomes a Redis round trip after another on the reactor.
+    ("mp.alloc.share-handouts-interval = 1ms", "mp.alloc.share-handouts-interval",
+     "must be 0 (off) or at least 10ms, got 1ms"),
+    # Joining and sending to an IPv4 group fails on an IPv6 socket: every broadcast would.
+    ('mp.net.gateway-server-net = udp\nmp.alloc.interface = "::"\n'
+     "mp.alloc.udp-broadcast = multicast", "mp.alloc.udp-broadcast",
+     "multicast needs an IPv4 mp.alloc.interface (the groups are IPv4), got '::'"),
     ("mp.net.gateway-client-num = 0", "mp.net.gateway-client-num", "must be an integer 1..64"),
     ("mp.net = 5", "mp.net", "must be an object, got 5"),
     (

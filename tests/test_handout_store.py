@@ -66,12 +66,48 @@ async def test_foreign_data_is_refused_or_ignored_and_an_oversize_hash_deleted(
     assert isinstance(error, SharedHandoutsError) and "WRONGTYPE" in str(error)
     server.call("DEL", SHARED_HANDOUTS_KEY)
     server.call("HSET", SHARED_HANDOUTS_KEY, "x" * 400, 7, B, "many", A, -3)
-    read = await RedisHandoutStore(service).exchange({A: 4})
-    assert read.sums == {A: 1}  # the long field, the non-number and the negative dropped
+    read = await RedisHandoutStore(service).exchange({A: 4}, [B])
+    assert read.sums == {A: 1}  # the non-number and the negative dropped
     small = RedisHandoutStore(service, max_fields=2)
     error, _ = await failure_of(small.exchange({}))
     assert isinstance(error, SharedHandoutsError) and "deleted" in str(error)
     await until(lambda: server.call("EXISTS", SHARED_HANDOUTS_KEY) == 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_our_servers_fields_are_read_not_the_whole_hash(
+    fresh_redis_server: RedisServer, make_service: Any
+) -> None:
+    # Servers long gone (or fields something else wrote) stay in the hash
+    # until it is too big; reading them all every 250 ms would cost the
+    # reactor in proportion, and bring foreign data in.
+    server = fresh_redis_server
+    server.call("HSET", SHARED_HANDOUTS_KEY,
+                *[x for i in range(2000) for x in (f"10.9.{i // 250}.{i % 250}:3000", 1)])
+    read = await RedisHandoutStore(make_service("single", [server.address])).exchange(
+        {A: 2}, [A, B])
+    assert read.sums == {A: 2} and read.epoch
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sum_beyond_redis_integers_is_ignored_and_get_slash_keeps_answering(
+    fresh_redis_server: RedisServer, make_service: Any
+) -> None:
+    # HINCRBY never makes more than 2**63 - 1; a bigger value was written by
+    # something else. Trusted, 4,000 digits overflowed the float load: GET / raised.
+    server = fresh_redis_server
+    store = RedisHandoutStore(make_service("single", [server.address]))
+    policy = policy_of(A, B)
+    sharer = HandoutSharer(policy, store, interval=60.0)
+    sharer.exchange()
+    await until(lambda: sharer.exchanges == 1)
+    server.call("HSET", SHARED_HANDOUTS_KEY, A, "9" * 4000, B, str(2**63))
+    read = await store.exchange({})
+    assert read.sums == {}
+    sharer.exchange()
+    await until(lambda: sharer.exchanges == 2)
+    assert policy.allocate() is not None
+    assert {s.shared for s in policy.describe()} == {0}
 
 
 @pytest_twisted.ensureDeferred

@@ -28,7 +28,7 @@ PACKAGE = ROOT / "mpush"
 #: Module-name prefixes of the pure core.
 PURE = ("mpush.wire", "mpush.balance", "mpush.routes", "mpush.outcomes", "mpush.config",
         "mpush.arguments", "mpush.hosts", "mpush.hold",
-        "mpush.shared_handouts")
+        "mpush.shared_handouts", "mpush.server_kinds")
 #: What the pure core may import from mpush: itself only.
 PURE_MAY_IMPORT = PURE
 #: Third-party packages that bring an event loop or I/O with them.

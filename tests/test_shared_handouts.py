@@ -163,11 +163,28 @@ def test_failures_degrade_to_counting_alone_logged_once_then_recover(logged: lis
     sharer.stopService()
 
 
+def test_an_error_applying_an_exchange_is_logged_and_counted_not_left_unhandled(
+        logged: list[str]) -> None:
+    class Broken(BalancePolicy):
+        def set_shared(self, counter: object) -> None:
+            raise RuntimeError("bug")
+
+    policy = Broken()
+    policy.set_servers([Candidate(A, A.split(":")[0])])
+    clock = Clock()
+    sharer = HandoutSharer(policy, MemorySums(), interval=1.0, reactor=clock)
+    sharer.startService()
+    clock.advance(1.0)
+    assert sharer.failures == 2 and sharer.exchanges == 0  # each tick tried again
+    assert any("cannot apply" in line for line in logged)
+    sharer.stopService()
+
+
 def test_a_hung_exchange_times_out_and_none_overlaps() -> None:
     class Hung:
         calls = 0
 
-        def exchange(self, batch: object) -> Deferred[SharedRead]:
+        def exchange(self, batch: object, addresses: object = ()) -> Deferred[SharedRead]:
             self.calls += 1
             return Deferred()
 

@@ -215,6 +215,17 @@ def test_metrics_show_the_websocket_servers() -> None:
     assert found[("mpush_alloc_websocket_refreshes_total", ())] == 7
     assert found[("mpush_alloc_websocket_refresh_failures_total", ())] == 0
     assert found[("mpush_alloc_websocket_servers_stale", ())] == 1
+    assert found[("mpush_alloc_websocket_servers_held", ())] == 0
+
+
+def test_metrics_show_websocket_servers_held_after_a_mass_drop() -> None:
+    # /health says so (degraded); /metrics must too, as for GET /'s servers.
+    fakes = Fakes()
+    fakes.ws_refresher.held = {"10.0.0.1:8080": 30.0, "10.0.0.2:8080": 30.0}
+    fakes.ws_refresher.holds_started = 1
+    found = scrape(Metrics(StateCollector(fakes.status())))
+    assert found[("mpush_alloc_websocket_servers_held", ())] == 2
+    assert found[("mpush_alloc_websocket_mass_drop_holds_total", ())] == 1
 
 
 # -- the daemon, real ZooKeeper and Redis ------------------------------------------------------

@@ -32,7 +32,7 @@ class UdpGatewayOptions:
     """
 
     port: int = default("mp.net.gateway-client-port")
-    interface: str = "0.0.0.0"
+    interface: str = default("mp.alloc.interface")  # the listener's, as in the daemon
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
     max_pending_per_gateway: int = default("mp.alloc.max-pending-per-gateway")
     broadcast: str = default("mp.alloc.udp-broadcast")

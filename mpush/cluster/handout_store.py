@@ -4,13 +4,16 @@ Field = a served ``ip:port``, value = the handouts every alloc instance made
 to it since the hash was made; field ``~epoch`` names that incarnation. One
 exchange is one pipeline on that one key (so one hash slot: in cluster mode
 it goes to one master): HSETNX the epoch, HINCRBY our new handouts, PEXPIRE,
-HGETALL. The hash outlives no instance by more than :data:`HASH_TTL`.
+HLEN, HMGET of the epoch and our servers' fields. Only our servers' fields
+are read: the reply grows with our list, not with what the hash gathered
+(servers long gone, fields something else wrote). The hash outlives no
+instance by more than :data:`HASH_TTL`.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -25,10 +28,12 @@ __all__ = ["HASH_TTL", "MAX_FIELDS", "RedisHandoutStore", "SharedHandoutsError"]
 #: matter between two refreshes, and a fresh epoch costs nothing.
 HASH_TTL = 600.0
 #: More fields than this (servers that came and went for weeks) and the hash
-#: is deleted and started afresh: the read stays bounded.
+#: is deleted and started afresh: the hash stays bounded.
 MAX_FIELDS = 20_000
-#: Longest field (an ``ip:port`` or host name and port) taken from the hash.
-MAX_FIELD_LENGTH = 300
+#: The largest sum HINCRBY can make (a signed 64-bit integer): a bigger value
+#: was written by something else, and would overflow the policy's float load.
+MAX_SUM = 2**63 - 1
+_MAX_SUM_DIGITS = len(str(MAX_SUM)) + 1  # a sign or a leading zero
 
 
 class SharedHandoutsError(Exception):
@@ -45,36 +50,42 @@ class RedisHandoutStore:
         self.ttl_ms = int(ttl * 1000)
         self.max_fields = max_fields
 
-    def exchange(self, batch: Mapping[str, int]) -> Deferred[SharedRead]:
+    def exchange(self, batch: Mapping[str, int],
+                 addresses: Collection[str] = ()) -> Deferred[SharedRead]:
+        """Add ``batch``, then read the sums of ``addresses`` and of the batch's servers."""
         key = self.key
+        fields = list(dict.fromkeys([*batch, *addresses]))
         commands: list[tuple[Any, ...]] = [("HSETNX", key, EPOCH_FIELD, secrets.token_hex(8))]
         commands += [("HINCRBY", key, address, n) for address, n in batch.items()]
-        commands += [("PEXPIRE", key, self.ttl_ms), ("HGETALL", key)]
-        return self.redis.pipeline(commands).addCallback(self._read)
+        commands += [("PEXPIRE", key, self.ttl_ms), ("HLEN", key),
+                     ("HMGET", key, EPOCH_FIELD, *fields)]
+        return self.redis.pipeline(commands).addCallback(self._read, fields)
 
-    def _read(self, replies: list[Any]) -> SharedRead:
+    def _read(self, replies: list[Any], fields: list[str]) -> SharedRead:
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise SharedHandoutsError(f"{self.key}: {reply}")
-        items = replies[-1] or []
-        if len(items) > 2 * (self.max_fields + 1):
+        length, values = replies[-2], replies[-1] or []
+        if not isinstance(length, int) or length > self.max_fields + 1:
+            # Servers that came and went for weeks: start afresh, so that
+            # the hash (and its PEXPIRE'd lifetime) stays bounded.
             self.redis.execute("DEL", self.key).addErrback(lambda _: None)
             raise SharedHandoutsError(
-                f"{self.key} has {len(items) // 2} fields (more than {self.max_fields}); "
+                f"{self.key} has {length} fields (more than {self.max_fields}); "
                 "deleted, sharing starts afresh")
-        epoch: str | None = None
+        if len(values) != len(fields) + 1:
+            raise SharedHandoutsError(f"{self.key}: HMGET answered {len(values)} values"
+                                      f" for {len(fields) + 1} fields")
+        epoch = None if values[0] is None else _text(values[0])[:64]
         sums: dict[str, int] = {}
-        for raw_field, raw_value in zip(items[::2], items[1::2], strict=True):
-            name = _text(raw_field)
-            if name == EPOCH_FIELD:
-                epoch = _text(raw_value)[:64]
-            elif 0 < len(name) <= MAX_FIELD_LENGTH:
-                try:
-                    n = int(raw_value)
-                except (TypeError, ValueError):
-                    continue  # not ours: ignored rather than trusted
-                if n > 0:
-                    sums[name] = n
+        for name, raw_value in zip(fields, values[1:], strict=True):
+            try:
+                # Length first: int() of thousands of digits costs for nothing.
+                n = int(raw_value) if len(raw_value) <= _MAX_SUM_DIGITS else 0
+            except (TypeError, ValueError):
+                continue  # absent, or not ours: ignored rather than trusted
+            if 0 < n <= MAX_SUM:
+                sums[name] = n
         return SharedRead(epoch, sums)
 
 

@@ -31,13 +31,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mpush.cluster.server_node import NodeDataError, ServerNode
+from mpush.server_kinds import KIND_NAMES, SERVED_KINDS
 
-__all__ = ["KIND_NAMES", "SERVED_KINDS", "KazooBridge", "PathReader", "ReaderHost"]
+__all__ = ["KazooBridge", "PathReader", "ReaderHost"]
 
-KIND_NAMES = {"cs": "connection server", "gs": "gateway server", "ws": "websocket server"}
-#: The kinds whose nodes are handed to clients (``GET /``, ``GET /ws``): their
-#: served address must be one the Java client SDK can split (not IPv6).
-SERVED_KINDS = frozenset({"cs", "ws"})
 
 # Errors that only mean "the connection went away": the next CONNECTED
 # starts a fresh round, so there is nothing to retry or report.

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from mpush.config.reader import TreeReader
+from mpush.config.units import format_duration
 
-__all__ = ["CHECKS", "Check"]
+__all__ = ["CHECKS", "MIN_SHARE_HANDOUTS_INTERVAL", "Check"]
 
 Values = dict[str, Any]
 Check = Callable[[Values, TreeReader], None]
@@ -67,6 +68,31 @@ def admin_port_is_another_port(values: Values, tree: TreeReader) -> None:
         tree.fail("mp.alloc.admin-port", f"must differ from mp.net.alloc-server-port ({port})")
 
 
+def multicast_on_ipv4(values: Values, tree: TreeReader) -> None:
+    # The UDP socket binds mp.alloc.interface; an IPv6 one can neither join
+    # nor send to the IPv4 groups, so every broadcast would fail.
+    interface = values["alloc.interface"]
+    if (values["gateway_net"] == "udp" and values["alloc.udp_broadcast"] == "multicast"
+            and ":" in interface):
+        tree.fail("mp.alloc.udp-broadcast",
+                  "multicast needs an IPv4 mp.alloc.interface (the groups are IPv4),"
+                  f" got {interface!r}")
+
+
+#: The shortest period of handout sharing (s): each exchange is a Redis round
+#: trip and a read of every server's sum on the reactor.
+MIN_SHARE_HANDOUTS_INTERVAL: Final = 0.01
+
+
+def share_interval_off_or_reasonable(values: Values, tree: TreeReader) -> None:
+    # A Duration's bounds are one range; 0 (off) sits apart from the others.
+    interval = values["alloc.share_handouts_interval"]
+    if 0 < interval < MIN_SHARE_HANDOUTS_INTERVAL:
+        tree.fail("mp.alloc.share-handouts-interval",
+                  f"must be 0 (off) or at least {format_duration(MIN_SHARE_HANDOUTS_INTERVAL)},"
+                  f" got {format_duration(interval)}")
+
+
 #: (the key after which it runs, the check), in the order they run.
 CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("mp.redis.sentinel-master", sentinel_master_in_sentinel_mode),
@@ -74,4 +100,6 @@ CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("mp.alloc.tls-key", tls_files_readable_for_https),
     ("mp.alloc.max-inflight-pushes", inflight_covers_users),
     ("mp.alloc.admin-port", admin_port_is_another_port),
+    ("mp.alloc.udp-broadcast", multicast_on_ipv4),
+    ("mp.alloc.share-handouts-interval", share_interval_off_or_reasonable),
 )

@@ -162,6 +162,10 @@ class StateCollector:
                        " online counts could not be read", refresh.failures)
         yield _gauge("websocket_servers_stale", "1 while GET /ws serves a list ZooKeeper no"
                      " longer shows", 1 if refresh.stale else 0)
+        yield _gauge("websocket_servers_held", "WebSocket servers kept in the GET /ws list"
+                     " after a mass drop", refresh.held)
+        yield _counter("websocket_mass_drop_holds", "Mass drops of websocket servers that"
+                       " started a hold", refresh.holds_started)
 
     def _push(self, push: Admission) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(PREFIX + "push_outcomes",

@@ -14,7 +14,7 @@ once when it starts failing and once when it is back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -31,9 +31,11 @@ __all__ = ["HandoutSharer", "HandoutStore", "SharingPolicy"]
 
 
 class HandoutStore(Protocol):
-    """Adds a batch to the shared sums and reads them back, in one round trip."""
+    """Adds a batch to the shared sums and reads back those of ``addresses`` (and
+    of the batch's servers), in one round trip."""
 
-    def exchange(self, batch: Mapping[str, int]) -> Deferred[SharedRead]: ...
+    def exchange(self, batch: Mapping[str, int],
+                 addresses: Collection[str] = ()) -> Deferred[SharedRead]: ...
 
 
 class SharingPolicy(Protocol):
@@ -85,11 +87,13 @@ class HandoutSharer(Service):
         """One exchange, unless one is still in flight (the loop keeps its period)."""
         if self._inflight is not None:
             return
-        batch = self._ledger.take(self.policy.handout_totals())
-        d = maybeDeferred(self.store.exchange, batch)
+        totals = self.policy.handout_totals()
+        batch = self._ledger.take(totals)
+        d = maybeDeferred(self.store.exchange, batch, list(totals))
         d.addTimeout(self.timeout, self._reactor)
         self._inflight = d
         d.addCallbacks(self._exchanged, self._failed, callbackArgs=(batch,))
+        d.addErrback(self._unexpected)  # raised by _exchanged: never left unhandled
 
     def _exchanged(self, read: SharedRead, batch: Mapping[str, int]) -> None:
         self._inflight = None
@@ -99,6 +103,10 @@ class HandoutSharer(Service):
         if self.last_error is not None:
             self.log.info("sharing handout counts through Redis again")
             self.last_error = None
+
+    def _unexpected(self, failure: Failure) -> None:
+        self.failures += 1
+        self.log.failure("cannot apply the shared handout counts", failure)
 
     def _failed(self, failure: Failure) -> None:
         self._inflight = None

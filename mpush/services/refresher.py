@@ -28,13 +28,14 @@ from mpush.balance import ONLINE_KEY_PREFIX, AllocPolicy, Candidate, RefreshToke
 from mpush.config.keys import default
 from mpush.interfaces import ClusterView, OnlineCounts, RedisClient, ServerNodeInfo
 from mpush.reactor import default_reactor
+from mpush.server_kinds import KIND_NAMES, SERVED_KINDS
 from mpush.services.mass_drop import HoldKeeper
 
 __all__ = [
     "COUNT_BATCH",
     "DEFAULT_CHANGE_DELAY",
     "DEFAULT_REFRESH_INTERVAL",
-    "SERVED_KINDS",
+    "VIEW_LISTS",
     "RefreshSchedule",
     "Refresher",
 ]
@@ -57,10 +58,9 @@ COUNT_BATCH = 500
 #: New unreadable count keys logged one by one per refresh; more are summed
 #: up in one line, so a Redis full of wrong keys cannot flood the log.
 UNREADABLE_LOGGED = 10
-#: The kinds of node a Refresher can serve: the view's method listing them,
-#: and their name in logs. Both count their users in ``mp:oul:<ip>``.
-SERVED_KINDS = {"cs": ("connection_servers", "connection server"),
-                "ws": ("websocket_servers", "websocket server")}
+#: The kinds of node a Refresher can serve (:data:`mpush.server_kinds.SERVED_KINDS`)
+#: -> the view's method listing them. Both count their users in ``mp:oul:<ip>``.
+VIEW_LISTS = {"cs": "connection_servers", "ws": "websocket_servers"}
 
 
 # --------------------------------------------------------------------------
@@ -126,7 +126,7 @@ class Refresher(Service):
         if kind not in SERVED_KINDS:
             raise ValueError(f"kind must be one of {sorted(SERVED_KINDS)}, not {kind!r}")
         self.kind = kind  # the view's kind of node served: "cs" (GET /) or "ws" (GET /ws)
-        self._list_nodes, self._words = SERVED_KINDS[kind]
+        self._list_nodes, self._words = VIEW_LISTS[kind], KIND_NAMES[kind]
         # Told apart in the lines both refreshers write about Redis.
         self._of = "" if kind == "cs" else " for GET /ws"
         self.policy = policy

@@ -79,10 +79,7 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
     sharing = snap.sharing
     if sharing is not None and sharing.last_error is not None:
         degraded.append("handout counts not shared")
-    if ws_refresh.stale:
-        degraded.append("websocket server list stale")
-    if ws_refresh.held:
-        degraded.append(f"websocket servers held after a mass drop: {ws_refresh.held}")
+    degraded += _list_reasons(ws_refresh, "websocket server")
 
     if unavailable:
         status = UNAVAILABLE
@@ -188,11 +185,17 @@ def _gateway_reasons(gateways: GatewaysStatus) -> list[str]:
 
 
 def _refresh_reasons(refresh: RefreshStatus) -> list[str]:
-    reasons = []
-    if refresh.stale:
-        reasons.append("connection server list stale")
-    if refresh.held:
-        reasons.append(f"connection servers held after a mass drop: {refresh.held}")
+    reasons = _list_reasons(refresh, "connection server")
     if refresh.last_error is not None:
         reasons.append("online counts not refreshed")
+    return reasons
+
+
+def _list_reasons(refresh: RefreshStatus, what: str) -> list[str]:
+    """What is wrong with a refresher's list of ``what`` servers (GET / or GET /ws)."""
+    reasons = []
+    if refresh.stale:
+        reasons.append(f"{what} list stale")
+    if refresh.held:
+        reasons.append(f"{what}s held after a mass drop: {refresh.held}")
     return reasons
