@@ -9,8 +9,9 @@ removed servers stay in the answer a while longer.
 The rules (time is passed in; pure, no Twisted):
 
 * A *burst* is the removals seen by refreshes that follow each other within
-  ``window`` seconds (the refresher passes twice ``mp.alloc.change-delay``:
-  a burst of ZooKeeper events costs a refresh per change delay). It compares
+  ``window`` seconds (the refresher passes ``mp.alloc.mass-drop-window``, at
+  least twice ``mp.alloc.change-delay``: ZooKeeper expires sessions once per
+  tick, so one glitch's servers leave over a few ticks). It compares
   the live servers before its first removal (held ones not counted) with the
   live ones now: a server that came and went within the burst does not count.
 * When a burst has removed more than half of the servers live before it,

@@ -154,6 +154,40 @@ def test_a_small_removal_is_applied_at_once_and_zero_disables_the_hold() -> None
     r.stopService()
 
 
+def test_removals_over_a_few_zookeeper_ticks_are_one_burst_and_spread_ones_are_not() -> None:
+    # ZooKeeper expires sessions once per tick (often 2 s): the six servers of one
+    # glitch may leave in two steps 2 s apart. The default window (5 s) joins them.
+    # (Clock.advance runs what falls due at the end of the step: each change is
+    # refreshed by an advance of the change delay, 0.5 s, right after it.)
+    view = View(*nodes(*range(1, 11)))
+    r, clock = refresher_on_clock(view, Cache({f"10.0.0.{n}": 1 for n in range(1, 11)}))
+    clock.advance(0.5)
+    view.set(*nodes(4, 5, 6, 7, 8, 9, 10))  # three gone: not half
+    clock.advance(0.5)
+    assert len(r.policy.servers) == 7 and not r.held
+    clock.advance(1.5)
+    view.set(*nodes(7, 8, 9, 10))  # three more, 2 s later: six of ten in one burst
+    clock.advance(0.5)
+    assert addresses(r.policy) == ten() and len(r.held) == 6
+    clock.advance(31.0)
+    assert len(r.policy.servers) == 4 and not r.held
+    # The same two steps further apart than the window: two small removals.
+    view.set(*nodes(*range(1, 11)))
+    clock.advance(10.0)
+    view.set(*nodes(4, 5, 6, 7, 8, 9, 10))
+    clock.advance(0.5)
+    clock.advance(5.5)
+    view.set(*nodes(7, 8, 9, 10))
+    clock.advance(0.5)
+    assert len(r.policy.servers) == 4 and not r.held
+
+
+def test_the_burst_window_is_never_shorter_than_two_change_delays() -> None:
+    assert RefreshSchedule(change_delay=0.2, mass_drop_window=5.0).burst_window == 5.0
+    assert RefreshSchedule(change_delay=4.0, mass_drop_window=5.0).burst_window == 8.0
+    assert RefreshSchedule(change_delay=0.2, mass_drop_window=0.0).burst_window == 0.4
+
+
 def test_a_negative_hold_is_refused() -> None:
     with pytest.raises(ValueError, match="mass_drop_hold must be >= 0"):
         RefreshSchedule(mass_drop_hold=-1.0)

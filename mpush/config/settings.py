@@ -59,6 +59,7 @@ class AllocSettings:
     refresh_interval: float = default("mp.alloc.refresh-interval")  # s
     change_delay: float = default("mp.alloc.change-delay")  # s
     mass_drop_hold: float = default("mp.alloc.mass-drop-hold")  # s, 0: off
+    mass_drop_window: float = default("mp.alloc.mass-drop-window")  # s: removals of one burst
     # s between two exchanges of handout counts with other instances; 0: off
     share_handouts_interval: float = default("mp.alloc.share-handouts-interval")
     tls_cert: str | None = default("mp.alloc.tls-cert")  # absolute path once loaded

@@ -108,7 +108,8 @@ def make_refresher(settings: Settings, policy: BalancePolicy, zk: ZkWatcher,
 
     schedule = RefreshSchedule(interval=settings.alloc.refresh_interval,
                                change_delay=settings.alloc.change_delay,
-                               mass_drop_hold=settings.alloc.mass_drop_hold)
+                               mass_drop_hold=settings.alloc.mass_drop_hold,
+                               mass_drop_window=settings.alloc.mass_drop_window)
     refresher = Refresher(policy, zk, cache, schedule=schedule, reactor=reactor, kind=kind)
     refresher.setName("refresher" if kind == "cs" else f"{kind}-refresher")
     return refresher

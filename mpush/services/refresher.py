@@ -51,6 +51,8 @@ DEFAULT_REFRESH_INTERVAL: float = default("mp.alloc.refresh-interval")
 DEFAULT_CHANGE_DELAY: float = default("mp.alloc.change-delay")
 #: Default bound (s) on keeping the servers of a mass drop: ``mp.alloc.mass-drop-hold``'s.
 DEFAULT_MASS_DROP_HOLD: float = default("mp.alloc.mass-drop-hold")
+#: Default span (s) within which removals add up to one burst: ``mp.alloc.mass-drop-window``'s.
+DEFAULT_MASS_DROP_WINDOW: float = default("mp.alloc.mass-drop-window")
 #: Online counts read per Redis round trip. Between two, the reactor serves
 #: what waits, so a refresh never holds it for long whatever the servers;
 #: 500 ZCARDs cost about a millisecond to send and to read back.
@@ -79,13 +81,21 @@ class RefreshSchedule:
     timeout: float | None = None
     batch: int = COUNT_BATCH  # online counts read per Redis round trip
     mass_drop_hold: float = DEFAULT_MASS_DROP_HOLD  # s a mass drop's servers stay; 0: off
+    mass_drop_window: float = DEFAULT_MASS_DROP_WINDOW  # s between removals of one burst
 
     def __post_init__(self) -> None:
         require_positive(interval=self.interval, batch=self.batch)
         require_non_negative(change_delay=self.change_delay,
-                             mass_drop_hold=self.mass_drop_hold)
+                             mass_drop_hold=self.mass_drop_hold,
+                             mass_drop_window=self.mass_drop_window)
         if self.timeout is not None:
             require_positive(timeout=self.timeout)
+
+    @property
+    def burst_window(self) -> float:
+        """Removals less apart than this add up to one burst: at least twice the change
+        delay, since a burst of ZooKeeper events costs a refresh per change delay."""
+        return max(self.mass_drop_window, 2 * self.change_delay)
 
     @property
     def fetch_timeout(self) -> float:
@@ -157,9 +167,7 @@ class Refresher(Service):
         # holds is not read again, so an unchanged view costs no new objects.
         self._made: dict[str, tuple[ServerNodeInfo, Candidate]] = {}
         self._served: list[Candidate] = []  # the last list given to the policy
-        # Refreshes of one burst of changes come a change delay apart, and
-        # may slip by one more while a refresh is in flight.
-        self.hold = HoldKeeper(self.schedule.mass_drop_hold, 2 * self.schedule.change_delay,
+        self.hold = HoldKeeper(self.schedule.mass_drop_hold, self.schedule.burst_window,
                                self._reactor, self.refresh, f"{self._words}s")
 
     @property
