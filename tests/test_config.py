@@ -749,10 +749,10 @@ KEY_ERRORS: list[tuple[str, str, str]] = [
     # Below it, the exchange loop becomes a Redis round trip after another on the reactor.
     ("mp.alloc.share-handouts-interval = 1ms", "mp.alloc.share-handouts-interval",
      "must be 0 (off) or at least 10ms, got 1ms"),
-    # Joining and sending to an IPv4 group fails on an IPv6 socket: every broadcast would.
-    ('mp.net.gateway-server-net = udp\nmp.alloc.interface = "::"\n'
-     "mp.alloc.udp-broadcast = multicast", "mp.alloc.udp-broadcast",
-     "multicast needs an IPv4 mp.alloc.interface (the groups are IPv4), got '::'"),
+    # An IPv6 UDP socket could reach no (IPv4) gateway and join no group.
+    ('mp.net.gateway-server-net = udp\nmp.alloc.interface = "::1"\n'
+     "mp.alloc.udp-broadcast = multicast", "mp.alloc.interface",
+     "is '::1', an IPv6 address, but gateways over UDP are reached from IPv4"),
     ("mp.net.gateway-client-num = 0", "mp.net.gateway-client-num", "must be an integer 1..64"),
     ("mp.net = 5", "mp.net", "must be an object, got 5"),
     (
@@ -1208,3 +1208,14 @@ def test_include_word_in_strings_comments_and_keys_is_not_an_include(write: Writ
         "mp.include.x = 1\n"
     )
     assert load_settings(path).redis.password == 'include url("http://example.invalid/")'
+
+
+def test_udp_gateways_on_an_any_ipv6_listener_bind_any_ipv4(write: Write) -> None:
+    from mpush.daemon.cluster_parts import make_udp_gateways
+    from tests.fakes import View
+
+    loaded = load_settings(write('mp.net.gateway-server-net = udp\nmp.alloc.interface = "::"\n'
+                                 "mp.alloc.udp-broadcast = multicast"))
+    assert loaded.alloc.interface == "::"  # the HTTP listener's, as written
+    gateways = make_udp_gateways(loaded, View())  # type: ignore[arg-type]
+    assert gateways.options.interface == "0.0.0.0"  # nothing bound before its start

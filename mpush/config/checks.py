@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from mpush.config.reader import TreeReader
 from mpush.config.units import format_duration
+from mpush.hosts import udp_bind_address
 
 __all__ = ["CHECKS", "MIN_SHARE_HANDOUTS_INTERVAL", "Check"]
 
@@ -68,15 +69,15 @@ def admin_port_is_another_port(values: Values, tree: TreeReader) -> None:
         tree.fail("mp.alloc.admin-port", f"must differ from mp.net.alloc-server-port ({port})")
 
 
-def multicast_on_ipv4(values: Values, tree: TreeReader) -> None:
-    # The UDP socket binds mp.alloc.interface; an IPv6 one can neither join
-    # nor send to the IPv4 groups, so every broadcast would fail.
-    interface = values["alloc.interface"]
-    if (values["gateway_net"] == "udp" and values["alloc.udp_broadcast"] == "multicast"
-            and ":" in interface):
-        tree.fail("mp.alloc.udp-broadcast",
-                  "multicast needs an IPv4 mp.alloc.interface (the groups are IPv4),"
-                  f" got {interface!r}")
+def udp_from_ipv4(values: Values, tree: TreeReader) -> None:
+    # The UDP gateway socket binds mp.alloc.interface, as IPv4 (udp_bind_address):
+    # an IPv6 one could reach no gateway and join no group.
+    if values["gateway_net"] != "udp":
+        return
+    try:
+        udp_bind_address(values["alloc.interface"])
+    except ValueError as e:
+        tree.fail("mp.alloc.interface", str(e))
 
 
 #: The shortest period of handout sharing (s): each exchange is a Redis round
@@ -100,6 +101,6 @@ CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("mp.alloc.tls-key", tls_files_readable_for_https),
     ("mp.alloc.max-inflight-pushes", inflight_covers_users),
     ("mp.alloc.admin-port", admin_port_is_another_port),
-    ("mp.alloc.udp-broadcast", multicast_on_ipv4),
+    ("mp.alloc.udp-broadcast", udp_from_ipv4),
     ("mp.alloc.share-handouts-interval", share_interval_off_or_reasonable),
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mpush.config import Settings
+from mpush.hosts import udp_bind_address
 
 if TYPE_CHECKING:
     from mpush.balance import BalancePolicy
@@ -74,7 +75,8 @@ def make_udp_gateways(settings: Settings, zk: ZkWatcher, reactor: Any = None) ->
     from mpush.cluster.gateway_udp import UdpGatewayOptions, UdpGateways
 
     alloc = settings.alloc
-    options = UdpGatewayOptions(port=settings.gateway_client_port, interface=alloc.interface,
+    options = UdpGatewayOptions(port=settings.gateway_client_port,
+                                interface=udp_bind_address(alloc.interface),
                                 max_packet_size=settings.max_packet_size,
                                 max_pending_per_gateway=alloc.max_pending_per_gateway,
                                 broadcast=alloc.udp_broadcast,
