@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Final
 
-__all__ = ["MAX_HOST_NAME", "host_problem", "udp_bind_address"]
+__all__ = ["MAX_HOST_NAME", "host_problem"]
 
 #: The longest host name, in text (RFC 1035 section 2.3.4, RFC 1123 section 2.1).
 MAX_HOST_NAME: Final = 253
@@ -44,22 +44,6 @@ def host_problem(host: str, *, ipv6: bool = False) -> str | None:
         return (f"{_NOT_A_HOST}: a label is empty, longer than 63 characters,"
                 " or starts or ends with '-'")
     return None
-
-
-def udp_bind_address(interface: str) -> str:
-    """The address the UDP gateway socket binds for the listener's ``interface``.
-
-    mpush gateways register IPv4 addresses and the Java push client speaks
-    IPv4 only, so the socket is IPv4: ``::`` (every address, for the HTTP
-    listener) becomes ``0.0.0.0``; another IPv6 address is a ValueError, in
-    words to follow the interface's name."""
-    if _ip_version(interface) != 6:
-        return interface
-    if ipaddress.ip_address(interface).is_unspecified:
-        return "0.0.0.0"
-    raise ValueError(f"is {interface!r}, an IPv6 address, but gateways over UDP are reached"
-            " from IPv4 (mpush gateways register IPv4 addresses): use an IPv4 address"
-            " or '::' (the UDP socket then binds 0.0.0.0)")
 
 
 def _ip_version(text: str) -> int | None:

@@ -25,6 +25,7 @@ from mpush.config import (
     parse_settings,
     parse_size,
 )
+from mpush.config.addresses import udp_bind_address
 
 DATA = Path(__file__).parent / "data"
 JAVA_ALLOC = DATA / "java-alloc.conf"
@@ -1219,3 +1220,16 @@ def test_udp_gateways_on_an_any_ipv6_listener_bind_any_ipv4(write: Write) -> Non
     assert loaded.alloc.interface == "::"  # the HTTP listener's, as written
     gateways = make_udp_gateways(loaded, View())  # type: ignore[arg-type]
     assert gateways.options.interface == "0.0.0.0"  # nothing bound before its start
+
+
+@pytest.mark.parametrize(("interface", "bound"), [
+    ("0.0.0.0", "0.0.0.0"), ("127.0.0.1", "127.0.0.1"), ("::", "0.0.0.0"),
+])
+def test_the_udp_gateway_socket_binds_ipv4(interface: str, bound: str) -> None:
+    assert udp_bind_address(interface) == bound
+
+
+@pytest.mark.parametrize("interface", ["::1", "fe80::1", "2001:db8::5"])
+def test_a_specific_ipv6_interface_cannot_reach_udp_gateways(interface: str) -> None:
+    with pytest.raises(ValueError, match="an IPv6 address, but gateways over UDP"):
+        udp_bind_address(interface)

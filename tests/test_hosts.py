@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mpush.hosts import MAX_HOST_NAME, host_problem, udp_bind_address
+from mpush.hosts import MAX_HOST_NAME, host_problem
 
 SERVABLE = ["10.0.0.5", "203.0.113.9", "255.255.255.255", "localhost", "cs-1.example.com",
             "1.example", "x" * 63 + ".example", ".".join(["a" * 63] * 3 + ["a" * 61])]
@@ -49,15 +49,3 @@ def test_ipv6_is_refused_as_ipv6_unless_allowed(host: str) -> None:
                                   " (it splits each entry of GET / on ':')")
     assert host_problem(host, ipv6=True) is None
 
-
-@pytest.mark.parametrize(("interface", "bound"), [
-    ("0.0.0.0", "0.0.0.0"), ("127.0.0.1", "127.0.0.1"), ("::", "0.0.0.0"),
-])
-def test_the_udp_gateway_socket_binds_ipv4(interface: str, bound: str) -> None:
-    assert udp_bind_address(interface) == bound
-
-
-@pytest.mark.parametrize("interface", ["::1", "fe80::1", "2001:db8::5"])
-def test_a_specific_ipv6_interface_cannot_reach_udp_gateways(interface: str) -> None:
-    with pytest.raises(ValueError, match="an IPv6 address, but gateways over UDP"):
-        udp_bind_address(interface)

@@ -12,7 +12,7 @@ from mpush.config.kinds import CheckedText, Kind, RawKind
 from mpush.config.reader import TreeReader, show
 
 __all__ = ["HostList", "IPAddress", "IPNetwork", "MulticastAddress", "NetworkList", "ZkHosts",
-           "ZkPath"]
+           "ZkPath", "udp_bind_address"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -175,3 +175,20 @@ class NetworkList(RawKind):
 
     def spell(self, value: Any) -> str:
         return json.dumps([str(network) for network in value])
+
+
+def udp_bind_address(interface: str) -> str:
+    """The address the UDP gateway socket binds for the listener's ``interface``.
+
+    mpush gateways register IPv4 addresses and the Java push client speaks
+    IPv4 only, so the socket is IPv4: ``::`` (every address, for the HTTP
+    listener) becomes ``0.0.0.0``; another IPv6 address is a ValueError, in
+    words to follow the interface's name."""
+    address = ipaddress.ip_address(interface)  # mp.alloc.interface: checked when read
+    if address.version == 4:
+        return interface
+    if address.is_unspecified:
+        return "0.0.0.0"
+    raise ValueError(f"is {interface!r}, an IPv6 address, but gateways over UDP are reached"
+                     " from IPv4 (mpush gateways register IPv4 addresses): use an IPv4"
+                     " address or '::' (the UDP socket then binds 0.0.0.0)")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from mpush.config.addresses import udp_bind_address
 from mpush.config.reader import TreeReader
 from mpush.config.units import format_duration
-from mpush.hosts import udp_bind_address
 
 __all__ = ["CHECKS", "MIN_SHARE_HANDOUTS_INTERVAL", "Check"]
 

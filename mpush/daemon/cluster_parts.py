@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mpush.config import Settings
-from mpush.hosts import udp_bind_address
+from mpush.config.addresses import udp_bind_address
 
 if TYPE_CHECKING:
     from mpush.balance import BalancePolicy
