@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from mpush.cluster.datagram_outbox import DatagramOutbox, Outgoing
 from mpush.cluster.gateway_pending import GatewayReply, PendingRequests
 from mpush.cluster.gateway_udp import _normal
+from mpush.outcomes import GatewayOutcome
 from mpush.wire import decode_datagram
 from tests.gateway_fakes import Recorder, build, ok
 from tests.udp_fakes import Udp
@@ -199,3 +200,23 @@ def test_a_sender_address_is_normalised_the_same_cached_or_not(addr: Any,
                                                              normal: Any) -> None:
     assert _normal(addr) == normal
     assert _normal(addr) == normal  # the second time from the cache
+
+
+def test_on_finished_runs_once_per_request_before_its_deferred_fires() -> None:
+    clock = Clock()
+    seen: list[tuple[int, object, bool]] = []
+    fired: list[int] = []
+    table = PendingRequests(clock, on_finished=lambda e: seen.append(
+        (e.session_id, e.owner, e.session_id in fired)))
+    ended = [table.add(table.allocate(), A, 1.0, owner="gw") for _ in range(3)]
+    for entry in ended:
+        entry.deferred.addCallback(lambda _r, sid=entry.session_id: fired.append(sid))
+    ended[0].deferred.cancel()                       # the caller gives up
+    table.fail_all(GatewayOutcome.LOST, "lost", which=lambda e: e.session_id == 2)
+    clock.advance(1.0)                               # the third's timer
+    table.fail_all(GatewayOutcome.LOST, "again")     # nothing left: no second end
+    assert [s for s, _, _ in seen] == [1, 2, 3] and fired == [1, 2, 3]
+    assert all(owner == "gw" for _, owner, _ in seen)
+    # Each hook ran while its own Deferred had not fired yet.
+    assert [already for _, _, already in seen] == [False, False, False]
+    assert len(table) == 0

@@ -42,7 +42,12 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from mpush.cluster.datagram_outbox import DatagramOutbox, Outgoing
-from mpush.cluster.gateway_pending import GatewayReply, PendingRequests, check_timeout
+from mpush.cluster.gateway_pending import (
+    GatewayReply,
+    Pending,
+    PendingRequests,
+    check_timeout,
+)
 from mpush.cluster.gateway_udp_options import DatagramCounts, UdpGatewayOptions
 from mpush.cluster.view_follower import ViewFollower
 from mpush.interfaces import ClusterView
@@ -112,11 +117,15 @@ class UdpGateways(ViewFollower):
     def __init__(self, view: ClusterView, *, options: UdpGatewayOptions | None = None,
                  reactor: Any = None) -> None:
         self.options = UdpGatewayOptions() if options is None else options
+        # Read per datagram: computed once (the options are frozen).
+        self._datagram_limit = self.options.datagram_limit
+        self._reply_limit = self.options.reply_limit
         self._view = view
         self._reactor = default_reactor(reactor)
         self._gateways: dict[str, _Gateway] = {}  # by "host:port"
         self._by_sockaddr: dict[Sockaddr, _Gateway] = {}
-        self._pending = PendingRequests(self._reactor, on_expired=self._expired)
+        self._pending = PendingRequests(self._reactor, on_expired=self._expired,
+                                        on_finished=self._finished)
         self._outbox = DatagramOutbox(self._reactor, lambda: self._port,
                                       on_sent=self._sent, on_refused=self._refused)
         self._port: Any = None  # the bound IListeningPort
@@ -176,16 +185,15 @@ class UdpGateways(ViewFollower):
         data = build(session_id)
         if not isinstance(data, bytes | bytearray):
             raise TypeError(f"build() must return bytes, not {type(data).__name__}")
-        limit = self.options.datagram_limit
+        limit = self._datagram_limit
         if len(data) > limit:
             self.counts.refused["too_large"] += 1
             return succeed(GatewayReply(
                 GatewayOutcome.TOO_LARGE, address,
                 detail=f"datagram of {len(data)} bytes over the limit of {limit}"))
-        entry = self._pending.add(session_id, address, timeout, peer)
+        entry = self._pending.add(session_id, address, timeout, peer, count)
         if count is not None:
             count.pending += 1
-            entry.deferred.addBoth(self._ended, count)
         # Sent at the end of this reactor turn, with the others of the turn.
         self._outbox.put(bytes(data), target, entry)
         return entry.deferred
@@ -224,7 +232,7 @@ class UdpGateways(ViewFollower):
         sender = _normal(addr)
         gateway = self._by_sockaddr.get(sender) if sender is not None else None
         try:
-            packet = decode_datagram(data, self.options.reply_limit)
+            packet = decode_datagram(data, self._reply_limit)
             if isinstance(packet, Heartbeat):
                 raise ProtocolError("a heartbeat")  # the gateways send none
             msg = decode_reply(packet)
@@ -259,9 +267,10 @@ class UdpGateways(ViewFollower):
             gateway.unanswered += 1
 
     @staticmethod
-    def _ended(reply: GatewayReply, gateway: _Gateway) -> GatewayReply:
-        gateway.pending -= 1
-        return reply
+    def _finished(entry: Pending) -> None:
+        gateway = entry.owner
+        if gateway is not None:
+            gateway.pending -= 1
 
     # -- lifecycle -------------------------------------------------------------
 
