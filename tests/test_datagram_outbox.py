@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from mpush.cluster.datagram_outbox import DatagramOutbox, Outgoing
-from mpush.cluster.gateway_pending import GatewayReply, PendingRequests
+from mpush.cluster.datagram_outbox import DatagramOutbox
+from mpush.cluster.gateway_pending import GatewayReply, Pending, PendingRequests
 from mpush.cluster.gateway_udp import _normal
 from mpush.outcomes import GatewayOutcome
 from mpush.wire import decode_datagram
@@ -56,12 +56,13 @@ class Box:
         self.outbox = DatagramOutbox(self.clock, lambda: self.port, on_sent=self._sent,
                                      on_refused=self._refused, max_batch=max_batch)
 
-    def _sent(self) -> None:
-        self.sent += 1
+    def _sent(self, n: int) -> None:
+        assert n > 0  # said once a burst, never for nothing
+        self.sent += n
 
-    def _refused(self, out: Outgoing, counter: str, reply: GatewayReply) -> None:
+    def _refused(self, entry: Pending, counter: str, reply: GatewayReply) -> None:
         self.refused.append((counter, reply))
-        self.pending.finish(out.entry, reply)
+        self.pending.finish(entry, reply)
 
     def put(self, data: bytes) -> Recorder:
         entry = self.pending.add(self.pending.allocate(), A, 3.0)
@@ -99,7 +100,7 @@ def test_a_full_batch_is_sent_at_once() -> None:
 
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
-        DatagramOutbox(Clock(), lambda: None, on_sent=lambda: None,
+        DatagramOutbox(Clock(), lambda: None, on_sent=lambda _n: None,
                        on_refused=lambda *_: None, max_batch=0)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from twisted.internet.error import InvalidAddressError, MessageLengthError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from mpush.cluster.gateway_pending import GatewayReply, Pending
 from mpush.outcomes import GatewayOutcome
 
-__all__ = ["DEFAULT_MAX_BATCH", "DatagramOutbox", "Outgoing", "refusal"]
+__all__ = ["DEFAULT_MAX_BATCH", "DatagramOutbox", "refusal"]
 
 #: Datagrams held at most before they are sent at once (the pending bound
 #: already limits them; this bounds one burst's length).
@@ -36,14 +36,9 @@ DEFAULT_MAX_BATCH: Final = 256
 _SEND_FULL: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
 
 Sockaddr = tuple[str, int]
-
-
-class Outgoing(NamedTuple):
-    """One datagram waiting for the burst, and the request it carries."""
-
-    data: bytes
-    target: Sockaddr
-    entry: Pending
+#: One datagram waiting for the burst, and the request it carries (a plain
+#: tuple: built per datagram, it is the cheapest record).
+_Outgoing = tuple[bytes, Sockaddr, Pending]
 
 
 def refusal(error: Exception, size: int, address: str) -> tuple[str, GatewayReply]:
@@ -63,14 +58,14 @@ class DatagramOutbox:
     ``port()`` gives the bound port (None once closed): its ``socket`` is
     written directly, saving ``udp.Port.write``'s per-datagram checks (our
     targets are IP addresses of the socket's family by construction); a
-    port without one (a test's fake) gets ``write``. ``on_sent()`` runs per
-    datagram sent; ``on_refused(outgoing, counter, reply)`` per datagram
-    the system refused, after which the caller ends the request.
+    port without one (a test's fake) gets ``write``. ``on_sent(n)`` runs
+    once a burst with the number sent; ``on_refused(entry, counter, reply)``
+    per datagram the system refused, after which the caller ends the request.
     """
 
     def __init__(self, clock: IReactorTime, port: Callable[[], Any],
-                 on_sent: Callable[[], object],
-                 on_refused: Callable[[Outgoing, str, GatewayReply], object],
+                 on_sent: Callable[[int], object],
+                 on_refused: Callable[[Pending, str, GatewayReply], object],
                  max_batch: int = DEFAULT_MAX_BATCH) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -79,7 +74,7 @@ class DatagramOutbox:
         self._on_sent = on_sent
         self._on_refused = on_refused
         self.max_batch = max_batch
-        self._batch: list[Outgoing] = []
+        self._batch: list[_Outgoing] = []
         self._call: IDelayedCall | None = None
 
     def __len__(self) -> int:
@@ -87,7 +82,7 @@ class DatagramOutbox:
 
     def put(self, data: bytes, target: Sockaddr, entry: Pending) -> None:
         """Send ``data`` to ``target`` for ``entry`` at the end of this turn."""
-        self._batch.append(Outgoing(data, target, entry))
+        self._batch.append((data, target, entry))
         if len(self._batch) >= self.max_batch:
             self.flush()
         elif self._call is None:
@@ -102,21 +97,28 @@ class DatagramOutbox:
         batch, self._batch = self._batch, []
         port = self._port()
         sock = getattr(port, "socket", None)
-        for out in batch:
-            if out.entry.done:
+        sent = 0
+        for data, target, entry in batch:
+            if entry.done:
                 continue  # nobody awaits its answer any more
             try:
-                if port is None:
-                    raise OSError(errno.EBADF, "UDP socket closed")
                 if sock is not None:
-                    _sendto(sock, out.data, out.target)
+                    sock.sendto(data, target)  # EINTR is retried by Python (PEP 475)
+                elif port is not None:
+                    port.write(data, target)
                 else:
-                    port.write(out.data, out.target)
+                    raise OSError(errno.EBADF, "UDP socket closed")
+            except ConnectionRefusedError:
+                # An earlier ICMP error reported on this send: this datagram
+                # left all the same (udp.Port.write ignores it too).
+                sent += 1
             except (OSError, InvalidAddressError) as e:
-                counter, reply = refusal(e, len(out.data), out.entry.address)
-                self._on_refused(out, counter, reply)
+                counter, reply = refusal(e, len(data), entry.address)
+                self._on_refused(entry, counter, reply)
             else:
-                self._on_sent()
+                sent += 1
+        if sent:
+            self._on_sent(sent)
 
     def cancel(self) -> None:
         """Drop what is held without sending (the socket is closing)."""
@@ -125,11 +127,3 @@ class DatagramOutbox:
             self._call.cancel()
         self._call = None
 
-
-def _sendto(sock: Any, data: bytes, target: Sockaddr) -> None:
-    try:
-        sock.sendto(data, target)  # EINTR is retried by Python itself (PEP 475)
-    except ConnectionRefusedError:
-        # An unconnected socket may report an earlier ICMP error on a later
-        # send: this datagram left all the same (udp.Port.write ignores it too).
-        pass

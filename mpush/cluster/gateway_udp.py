@@ -41,7 +41,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from mpush.cluster.datagram_outbox import DatagramOutbox, Outgoing
+from mpush.cluster.datagram_outbox import DatagramOutbox
 from mpush.cluster.gateway_pending import (
     GatewayReply,
     Pending,
@@ -99,10 +99,8 @@ class _Socket(DatagramProtocol):
     noisy = False
 
     def __init__(self, received: Callable[[bytes, Sockaddr], None]) -> None:
-        self._received = received
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self._received(datagram, addr)
+        # The handler itself, not a method calling it: one call less a datagram.
+        self.datagramReceived = received  # type: ignore[method-assign]
 
 
 class UdpGateways(ViewFollower):
@@ -204,12 +202,12 @@ class UdpGateways(ViewFollower):
 
     # -- sending ---------------------------------------------------------------
 
-    def _sent(self) -> None:
-        self.counts.sent += 1
+    def _sent(self, n: int) -> None:
+        self.counts.sent += n
 
-    def _refused(self, out: Outgoing, counter: str, reply: GatewayReply) -> None:
+    def _refused(self, entry: Pending, counter: str, reply: GatewayReply) -> None:
         self.counts.refused[counter] += 1
-        self._pending.finish(out.entry, reply)
+        self._pending.finish(entry, reply)
 
     def _group_port(self) -> int | None:
         """The gateways' port (the most common one); said once when they differ."""
