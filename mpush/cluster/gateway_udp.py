@@ -42,12 +42,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from mpush.cluster.datagram_outbox import DatagramOutbox
-from mpush.cluster.gateway_pending import (
-    GatewayReply,
-    Pending,
-    PendingRequests,
-    check_timeout,
-)
+from mpush.cluster.gateway_pending import GatewayReply, Pending, PendingRequests, check_timeout
 from mpush.cluster.gateway_udp_options import DatagramCounts, UdpGatewayOptions
 from mpush.cluster.view_follower import ViewFollower
 from mpush.interfaces import ClusterView
