@@ -126,4 +126,3 @@ class DatagramOutbox:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
-
