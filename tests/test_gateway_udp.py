@@ -25,6 +25,7 @@ A_ADDR, B_ADDR = ("10.0.0.5", 3001), ("10.0.0.6", 3001)
 
 
 def sent(u: Udp) -> list[tuple[Packet, tuple[str, int]]]:
+    u.clock.advance(0)  # the end of the reactor turn: the outbox sends
     out = [(decode_datagram(d, 1 << 20), addr) for d, addr in u.port.written]
     u.port.written.clear()
     return out  # type: ignore[return-value]
@@ -105,6 +106,7 @@ def test_oversize_is_refused_before_sending() -> None:
     assert u.port.written == [] and u.gateways.counts.refused == {"too_large": 1}
     assert u.gateways.counts.sent == 0 and u.gateways.status()[A]["pending"] == 0
     fits = Recorder(u.gateways.request(A, lambda sid: b"\0" * 113, 3.0))
+    u.clock.advance(0)
     assert fits.reply is None and len(u.port.written) == 1
 
 
@@ -120,9 +122,12 @@ def test_a_datagram_the_system_refuses_fails_that_request_honestly(code: int,
     u = Udp(A)
     u.port.fail_with = OSError(code, "refused")
     r = Recorder(u.gateways.request(A, build(), 3.0))
+    assert r.reply is None  # it leaves at the end of the reactor turn
+    u.clock.advance(0)
     assert r.reply is not None and r.reply.outcome == outcome
-    assert u.gateways.counts.refused == {"send_failed": 1}
+    assert u.gateways.counts.refused == {"send_failed": 1} and u.gateways.counts.sent == 0
     assert u.gateways.status()[A]["pending"] == 0
+    assert len(r.replies) == 1 and not u.clock.getDelayedCalls()  # its timer is gone
 
 
 def test_the_pending_bound_per_gateway() -> None:

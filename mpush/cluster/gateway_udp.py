@@ -18,7 +18,9 @@ Decisions (docs/java-behaviour.md, "Gateways over UDP"):
 * Nothing is sent that could not arrive whole: a datagram over
   ``HEADER_LEN + max-packet-size`` (or UDP's 65,507 bytes) ends
   ``TOO_LARGE``; a datagram the system refuses (send buffer full:
-  EAGAIN/ENOBUFS) ends ``CONGESTED``; both counted as refused.
+  EAGAIN/ENOBUFS) ends ``CONGESTED``; both counted as refused. The
+  datagrams of a reactor turn leave back to back at its end
+  (:mod:`mpush.cluster.datagram_outbox`), as TCP's writes do.
 * A lost datagram (or answer) is seen only as our timeout. A gateway whose
   requests keep timing out with no datagram from it is "unanswering" in the
   status, as on TCP.
@@ -28,18 +30,19 @@ Decisions (docs/java-behaviour.md, "Gateways over UDP"):
 
 from __future__ import annotations
 
-import errno
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.error import CannotListenError, InvalidAddressError, MessageLengthError
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from mpush.cluster.gateway_pending import GatewayReply, PendingRequests, check_timeout
+from mpush.cluster.datagram_outbox import DatagramOutbox
+from mpush.cluster.gateway_pending import GatewayReply, Pending, PendingRequests, check_timeout
 from mpush.cluster.gateway_udp_options import DatagramCounts, UdpGatewayOptions
 from mpush.cluster.view_follower import ViewFollower
 from mpush.interfaces import ClusterView
@@ -53,7 +56,6 @@ log = Logger(namespace="mpush.cluster.gateway_udp")
 
 #: Java's multicast TTL (GatewayUDPConnector); the group is admin-scoped (239/8).
 MULTICAST_TTL: Final = 255
-_SEND_FULL: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
 #: A multicast request's ``peer``: any known gateway server may answer it.
 _ANY_GATEWAY: Final = "any known gateway"
 
@@ -92,10 +94,8 @@ class _Socket(DatagramProtocol):
     noisy = False
 
     def __init__(self, received: Callable[[bytes, Sockaddr], None]) -> None:
-        self._received = received
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self._received(datagram, addr)
+        # The handler itself, not a method calling it: one call less a datagram.
+        self.datagramReceived = received  # type: ignore[method-assign]
 
 
 class UdpGateways(ViewFollower):
@@ -110,11 +110,17 @@ class UdpGateways(ViewFollower):
     def __init__(self, view: ClusterView, *, options: UdpGatewayOptions | None = None,
                  reactor: Any = None) -> None:
         self.options = UdpGatewayOptions() if options is None else options
+        # Read per datagram: computed once (the options are frozen).
+        self._datagram_limit = self.options.datagram_limit
+        self._reply_limit = self.options.reply_limit
         self._view = view
         self._reactor = default_reactor(reactor)
         self._gateways: dict[str, _Gateway] = {}  # by "host:port"
         self._by_sockaddr: dict[Sockaddr, _Gateway] = {}
-        self._pending = PendingRequests(self._reactor, on_expired=self._expired)
+        self._pending = PendingRequests(self._reactor, on_expired=self._expired,
+                                        on_finished=self._finished)
+        self._outbox = DatagramOutbox(self._reactor, lambda: self._port,
+                                      on_sent=self._sent, on_refused=self._refused)
         self._port: Any = None  # the bound IListeningPort
         self._group_port_warned: frozenset[int] = frozenset()
         self.counts = DatagramCounts()
@@ -172,13 +178,17 @@ class UdpGateways(ViewFollower):
         data = build(session_id)
         if not isinstance(data, bytes | bytearray):
             raise TypeError(f"build() must return bytes, not {type(data).__name__}")
-        refused = self._send(bytes(data), target, address)
-        if refused is not None:
-            return succeed(refused)
-        entry = self._pending.add(session_id, address, timeout, peer)
+        limit = self._datagram_limit
+        if len(data) > limit:
+            self.counts.refused["too_large"] += 1
+            return succeed(GatewayReply(
+                GatewayOutcome.TOO_LARGE, address,
+                detail=f"datagram of {len(data)} bytes over the limit of {limit}"))
+        entry = self._pending.add(session_id, address, timeout, peer, count)
         if count is not None:
             count.pending += 1
-            entry.deferred.addBoth(self._ended, count)
+        # Sent at the end of this reactor turn, with the others of the turn.
+        self._outbox.put(bytes(data), target, entry)
         return entry.deferred
 
     def expire_pending(self, cause: TimeoutCause) -> int:
@@ -187,26 +197,12 @@ class UdpGateways(ViewFollower):
 
     # -- sending ---------------------------------------------------------------
 
-    def _send(self, data: bytes, target: Sockaddr, address: str) -> GatewayReply | None:
-        """Write one datagram; None once written, else the reply saying why not."""
-        limit = self.options.datagram_limit
-        if len(data) > limit:
-            self.counts.refused["too_large"] += 1
-            return GatewayReply(GatewayOutcome.TOO_LARGE, address,
-                                detail=f"datagram of {len(data)} bytes over the limit of {limit}")
-        try:
-            self._port.write(data, target)
-        except MessageLengthError:  # EMSGSIZE: over the path's or the system's limit
-            self.counts.refused["too_large"] += 1
-            return GatewayReply(GatewayOutcome.TOO_LARGE, address,
-                                detail=f"datagram of {len(data)} bytes refused as too long")
-        except (OSError, InvalidAddressError) as e:
-            self.counts.refused["send_failed"] += 1
-            code = getattr(e, "errno", None)
-            outcome = GatewayOutcome.CONGESTED if code in _SEND_FULL else GatewayOutcome.UNAVAILABLE
-            return GatewayReply(outcome, address, detail=f"datagram not sent: {e}")
-        self.counts.sent += 1
-        return None
+    def _sent(self, n: int) -> None:
+        self.counts.sent += n
+
+    def _refused(self, entry: Pending, counter: str, reply: GatewayReply) -> None:
+        self.counts.refused[counter] += 1
+        self._pending.finish(entry, reply)
 
     def _group_port(self) -> int | None:
         """The gateways' port (the most common one); said once when they differ."""
@@ -229,7 +225,7 @@ class UdpGateways(ViewFollower):
         sender = _normal(addr)
         gateway = self._by_sockaddr.get(sender) if sender is not None else None
         try:
-            packet = decode_datagram(data, self.options.reply_limit)
+            packet = decode_datagram(data, self._reply_limit)
             if isinstance(packet, Heartbeat):
                 raise ProtocolError("a heartbeat")  # the gateways send none
             msg = decode_reply(packet)
@@ -264,9 +260,10 @@ class UdpGateways(ViewFollower):
             gateway.unanswered += 1
 
     @staticmethod
-    def _ended(reply: GatewayReply, gateway: _Gateway) -> GatewayReply:
-        gateway.pending -= 1
-        return reply
+    def _finished(entry: Pending) -> None:
+        gateway = entry.owner
+        if gateway is not None:
+            gateway.pending -= 1
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -282,6 +279,7 @@ class UdpGateways(ViewFollower):
         self.stop_following()
         self._pending.fail_all(GatewayOutcome.TIMEOUT, TimeoutCause.SHUTDOWN.value,
                                TimeoutCause.SHUTDOWN)
+        self._outbox.cancel()  # every request it held has just ended
         port, self._port = self._port, None
         if port is None:
             return succeed(None)
@@ -355,6 +353,13 @@ class UdpGateways(ViewFollower):
 def _normal(addr: Any) -> Sockaddr | None:
     """The sender as (compressed IP, port); an IPv4-mapped IPv6 address as IPv4."""
     try:
+        return _normal_cached(addr)
+    except TypeError:  # not hashable: not a real (host, port)
+        return _normalise(addr)
+
+
+def _normalise(addr: Any) -> Sockaddr | None:
+    try:
         ip = ipaddress.ip_address(addr[0])
         port = int(addr[1])
     except (ValueError, TypeError, IndexError):
@@ -362,6 +367,11 @@ def _normal(addr: Any) -> Sockaddr | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.compressed, port
+
+
+# Parsing an address costs more than the rest of an answer's matching; the
+# gateways are few. Bounded: a flood of senders only evicts.
+_normal_cached = functools.lru_cache(maxsize=256)(_normalise)
 
 
 def _set_buffers(port: Any, snd_buf: int, rcv_buf: int) -> None:
