@@ -13,7 +13,7 @@ __all__ = ["KIND_NAMES", "SERVED_KINDS"]
 
 #: Kind (the ``/cluster/<kind>`` path's last part) -> its name in logs.
 KIND_NAMES: Final = {"cs": "connection server", "gs": "gateway server",
-                     "ws": "websocket server"}
+                     "ws": "WebSocket server"}
 #: The kinds whose nodes are handed to clients (``GET /``, ``GET /ws``): their
 #: served address must be one the Java client SDK can split (not IPv6).
 SERVED_KINDS: Final = frozenset({"cs", "ws"})

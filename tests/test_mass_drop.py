@@ -94,7 +94,7 @@ def test_a_mass_drop_is_held_logged_shown_and_ends_on_time(logged: list[str]) ->
         reasons = health_document(snap)["reasons"]
         assert "connection servers held after a mass drop: 6" in reasons
         # The same refresher stands in for GET /ws's.
-        assert "websocket servers held after a mass drop: 6" in reasons
+        assert "WebSocket servers held after a mass drop: 6" in reasons
         rows = {row.address: row.held_left for row in snap.allocation.rows}  # type: ignore[union-attr]
         assert rows["10.0.0.1:3000"] == 30.0 and rows["10.0.0.7:3000"] is None
 

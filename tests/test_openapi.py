@@ -401,7 +401,7 @@ async def poll(stack: Stack, path: str, want: int, timeout: float = 15.0) -> Non
 
 async def open_access_requests(stack: Stack, check: Checker,
                                register_ws: Callable[[], object]) -> None:
-    """No token: everything but 401. ``register_ws`` registers a websocket server."""
+    """No token: everything but 401. ``register_ws`` registers a WebSocket server."""
     # Before any connection (websocket) server is known.
     for path in ("/", "/ws", "/health"):
         for method in ("GET", "HEAD"):

@@ -37,7 +37,7 @@ def balanced_fakes() -> Fakes:
                         Candidate("10.0.0.6:3000", "10.0.0.6")])
     policy.apply_counts(policy.begin_refresh(), {"10.0.0.5": 10, "10.0.0.6": 2})
     fakes.policy = policy  # type: ignore[assignment]
-    # GET /ws: one websocket server on 10.0.0.5, the same count key as its connection server.
+    # GET /ws: one WebSocket server on 10.0.0.5, the same count key as its connection server.
     ws_policy = BalancePolicy()
     ws_policy.set_servers([Candidate("10.0.0.5:8080", "10.0.0.5")])
     ws_policy.apply_counts(ws_policy.begin_refresh(), {"10.0.0.5": 10})

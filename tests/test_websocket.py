@@ -1,4 +1,4 @@
-"""``GET /ws``: the websocket servers of ``/cluster/ws``, least loaded first.
+"""``GET /ws``: the WebSocket servers of ``/cluster/ws``, least loaded first.
 
 Unit tests (fake view, in-memory HTTP) of the resource, the refresher of
 kind ``ws`` and what ``/health`` and ``/metrics`` show of it; then the whole
@@ -73,7 +73,7 @@ def test_no_websocket_server_known_is_503_with_retry_after() -> None:
         assert status == 503, method
         assert headers["retry-after"] == "7" and headers["content-type"] == "application/json"
         if method == b"GET":
-            assert json.loads(body) == {"error": "no websocket server known yet", "status": 503}
+            assert json.loads(body) == {"error": "no WebSocket server known yet", "status": 503}
 
 
 def test_ws_is_an_end_point_and_takes_get_and_head_only() -> None:
@@ -118,7 +118,7 @@ def test_a_ws_refresher_follows_ws_changes_only() -> None:
     view = View(Node("cs1", "10.0.0.1"))
     cache = Cache({"10.0.0.1": 1, "10.0.0.3": 0})
     refresher, policy, clock = ws_refresher(view, cache)
-    assert policy.body is None  # no websocket server yet: 503
+    assert policy.body is None  # no WebSocket server yet: 503
     view.set(Node("cs1", "10.0.0.1"), Node("cs3", "10.0.0.3"))  # a /cluster/cs change
     clock.advance(1.0)
     assert policy.body is None and len(cache.calls) == 0
@@ -157,7 +157,7 @@ def test_a_ws_refresher_holds_a_mass_drop_of_websocket_servers() -> None:
         assert policy.body == b"10.0.0.1:8080" and not refresher.held
     finally:
         globalLogPublisher.removeObserver(observe)
-    assert len(lines) == 2 and "2 of 3 websocket servers" in lines[0], lines
+    assert len(lines) == 2 and "2 of 3 WebSocket servers" in lines[0], lines
 
 
 def test_a_ws_refreshers_redis_lines_say_which_list() -> None:
@@ -201,7 +201,7 @@ def test_no_websocket_server_is_fine_a_stale_list_is_degraded() -> None:
     assert report["websocket"]["servers"] == 0 and report["zookeeper"]["websocketServers"] == 0
     fakes.ws_refresher.stale = True
     report = health.report()
-    assert (report["status"], report["reasons"]) == ("degraded", ["websocket server list stale"])
+    assert (report["status"], report["reasons"]) == ("degraded", ["WebSocket server list stale"])
 
 
 def test_metrics_show_the_websocket_servers() -> None:
@@ -273,16 +273,16 @@ async def test_get_ws_follows_zookeeper_and_the_online_counts(
         registrar = make_registrar(zk_server.connect_string, namespace=zk_namespace)
         registrar.register("cs", "127.0.0.3", 3000)
         await poll_cluster(stack, lambda d: d["serving"], "the connection server")
-        # A connection server but no websocket server: / serves, /ws is 503.
+        # A connection server but no WebSocket server: / serves, /ws is 503.
         status, headers, body = await request("GET", stack.url + "/ws")
         assert status == 503 and headers.getRawHeaders("retry-after") == ["5"]
-        assert json.loads(body)["error"] == "no websocket server known yet"
+        assert json.loads(body)["error"] == "no WebSocket server known yet"
         assert (await request("GET", stack.url + "/"))[2] == b"127.0.0.3:3000"
 
         paths = {ip: registrar.register("ws", ip, 8080) for ip in counts}
         doc = await poll_cluster(stack, lambda d: ws_online(d) == {
             f"{ip}:8080": float(n) for ip, n in counts.items()}, "the websocket counts")
-        # The websocket server of 127.0.0.3 reads the same mp:oul set as its connection server.
+        # The WebSocket server of 127.0.0.3 reads the same mp:oul set as its connection server.
         assert doc["connectionServers"][0]["online"] == 1.0
         assert doc["zookeeper"]["websocketServers"] == 3
 
@@ -300,7 +300,7 @@ async def test_get_ws_follows_zookeeper_and_the_online_counts(
         assert sum(s["allocated"] for s in doc["websocket"]["servers"]) == 3
         assert [s["allocated"] for s in doc["connectionServers"]] == [1]
 
-        # A websocket server leaves ZooKeeper: it leaves the answer.
+        # A WebSocket server leaves ZooKeeper: it leaves the answer.
         registrar.unregister(paths["127.0.0.3"])
         await poll_cluster(stack, lambda d: len(ws_online(d)) == 2, "the removal")
         assert (await request("GET", stack.url + "/ws"))[2] == b"127.0.0.4:8080,127.0.0.2:8080"
@@ -311,4 +311,4 @@ async def test_get_ws_follows_zookeeper_and_the_online_counts(
         await poll_cluster(stack, lambda d: d["websocket"]["lastRefresh"]["stale"], "stale")
         assert (await request("GET", stack.url + "/ws"))[2] == b"127.0.0.4:8080,127.0.0.2:8080"
         _, _, body = await request("GET", stack.url + "/health")
-        assert "websocket server list stale" in json.loads(body)["reasons"]
+        assert "WebSocket server list stale" in json.loads(body)["reasons"]

@@ -302,7 +302,7 @@ def test_view_follows_add_update_remove(zk_server: ZooKeeperServer, zk_namespace
     gs = zk_registrar.register("gs", "10.0.0.1", 3001)
     yield wait_for(lambda: name_of(gs) in view(watcher, "gs"), 1, "a new gateway (parent created)")
     ws = zk_registrar.register("ws", "10.0.0.1", 8080)  # no attrs, as the Java server writes it
-    yield wait_for(lambda: name_of(ws) in view(watcher, "ws"), 1, "a websocket server")
+    yield wait_for(lambda: name_of(ws) in view(watcher, "ws"), 1, "a WebSocket server")
     assert view(watcher, "ws") == {name_of(ws): ("10.0.0.1", 8080)}
     assert ("ws", "added", name_of(ws)) in events
     registered = time.time()

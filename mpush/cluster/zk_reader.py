@@ -249,7 +249,7 @@ class PathReader:
     def apply(self, name: str, data: bytes | None) -> None:
         self.raw[name] = data
         try:
-            # Connection and websocket servers are what GET / and GET /ws serve.
+            # Connection and WebSocket servers are what GET / and GET /ws serve.
             node = ServerNode.parse(name, data, served=self.kind in SERVED_KINDS)
         except NodeDataError as e:
             self._ignore(name, data, str(e))

@@ -1,7 +1,7 @@
 """The daemon's live view of the mpush cluster in ZooKeeper.
 
 One kazoo session watches ``/cluster/cs`` (connection servers),
-``/cluster/gs`` (gateway servers) and ``/cluster/ws`` (websocket servers)
+``/cluster/gs`` (gateway servers) and ``/cluster/ws`` (WebSocket servers)
 under the namespace, the way the Java alloc's TreeCache does (which reads
 cs and gs only), and keeps an in-memory view of the three.
 
@@ -322,7 +322,7 @@ class ZkWatcher(Service):
             self.initialized = True
             self.log.info(
                 "ZooKeeper: view loaded, {cs_count} connection, {gs_count} gateway and"
-                " {ws_count} websocket servers", cs_count=len(self._readers["cs"].view),
+                " {ws_count} WebSocket servers", cs_count=len(self._readers["cs"].view),
                 gs_count=len(self._readers["gs"].view), ws_count=len(self._readers["ws"].view))
         self.emit(kind, "resync", None)
 

@@ -164,7 +164,7 @@ class StateCollector:
                      " longer shows", 1 if refresh.stale else 0)
         yield _gauge("websocket_servers_held", "WebSocket servers kept in the GET /ws list"
                      " after a mass drop", refresh.held)
-        yield _counter("websocket_mass_drop_holds", "Mass drops of websocket servers that"
+        yield _counter("websocket_mass_drop_holds", "Mass drops of WebSocket servers that"
                        " started a hold", refresh.holds_started)
 
     def _push(self, push: Admission) -> Iterator[Metric]:

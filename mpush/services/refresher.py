@@ -1,7 +1,7 @@
 """The Refresher: feeds the balance policy from ZooKeeper and Redis.
 
 It reads one kind of served node from the ZooKeeper view (the connection
-servers of ``GET /``, or the websocket servers of ``GET /ws``: ``kind``) and
+servers of ``GET /``, or the WebSocket servers of ``GET /ws``: ``kind``) and
 their online counts from Redis, every ``refresh_interval`` and shortly after
 any change under that kind's path, and hands the result to a policy of
 :mod:`mpush.balance`. It keeps the last list when the view has no servable

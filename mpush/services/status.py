@@ -9,10 +9,10 @@ disagree on what "connected" or "stale" means, and the gateways are
 aggregated in one place.
 
 ``/cluster`` (:mod:`mpush.web.cluster`) renders the same snapshot in full:
-a row per allocated connection server and websocket server (:class:`ServerRow`,
+a row per allocated connection server and WebSocket server (:class:`ServerRow`,
 from the policy's figures and the ZooKeeper view) and per gateway server.
 
-The websocket servers (``GET /ws``) have a policy and a refresher of their
+The WebSocket servers (``GET /ws``) have a policy and a refresher of their
 own, read like those of ``GET /`` into the same two dataclasses.
 
 Reading is in-memory only (no ZooKeeper, Redis or gateway call): a load

@@ -3,7 +3,7 @@
 Rendered from the same :class:`mpush.services.status.Status` snapshot as
 ``/health`` and ``/metrics``, in full: each connection server as allocated
 (its place in the current ``GET /`` answer, the policy's figures, its
-ZooKeeper node and since when it is known), each websocket server the same
+ZooKeeper node and since when it is known), each WebSocket server the same
 way (its place in ``GET /ws``), each gateway server, the
 ZooKeeper and Redis state and the last refresh. Answering reads in-memory
 state only.

@@ -79,7 +79,7 @@ def health_document(snap: StatusSnapshot) -> dict[str, Any]:
     sharing = snap.sharing
     if sharing is not None and sharing.last_error is not None:
         degraded.append("handout counts not shared")
-    degraded += _list_reasons(ws_refresh, "websocket server")
+    degraded += _list_reasons(ws_refresh, "WebSocket server")
 
     if unavailable:
         status = UNAVAILABLE

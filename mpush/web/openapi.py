@@ -134,7 +134,7 @@ def _retry_after() -> Json:
 
 
 def _allocation_get(what: str, description: str) -> Json:
-    """``GET /`` (connection servers) or ``GET /ws`` (websocket servers)."""
+    """``GET /`` (connection servers) or ``GET /ws`` (WebSocket servers)."""
     return _common({
         "summary": f"the {what}s, least loaded first",
         "description": description + " Every GET counts one allocation to"
@@ -155,7 +155,7 @@ def _root_get() -> Json:
 
 def _ws_get() -> Json:
     return _allocation_get(
-        "websocket server", "For browsers and mini-programs: the nodes under `/cluster/ws`,"
+        "WebSocket server", "For browsers and mini-programs: the nodes under `/cluster/ws`,"
         " ordered by the online count of their IP (`mp:oul:<ip>`, shared with the"
         " connection server of that IP), with handouts counted apart from `GET /`'s.")
 

@@ -30,7 +30,7 @@ def schemas() -> Json:
         "Allocation": {
             "type": "string",
             "description": "`ip:port` of every servable connection server (`GET /`) or"
-                           " websocket server (`GET /ws`), comma-separated, least loaded"
+                           " WebSocket server (`GET /ws`), comma-separated, least loaded"
                            " first, no trailing newline.",
             "pattern": r"^[^,:\s]+:[0-9]+(,[^,:\s]+:[0-9]+)*$",
         },
@@ -88,7 +88,7 @@ def _health() -> Json:
         "draining": {"type": "boolean"},
         "allocation": _health_allocation(),
         "websocket": {**_health_allocation(serving=True),
-                      "description": "`GET /ws`: the websocket servers' list and refresh"},
+                      "description": "`GET /ws`: the WebSocket servers' list and refresh"},
         "zookeeper": _health_zookeeper(),
         "redis": _health_redis(),
         "gateways": _health_gateways(),
@@ -154,7 +154,7 @@ def _cluster() -> Json:
             "serving": {"type": "boolean", "description": "`GET /ws` has a list to answer"
                                                           " with"},
             "lastRefresh": _last_refresh(),
-        }, description="`GET /ws`: the websocket servers (`/cluster/ws`), allocated by a"
+        }, description="`GET /ws`: the WebSocket servers (`/cluster/ws`), allocated by a"
                        " policy and a refresh of their own"),
         "gatewayServers": {"type": "array", "items": ref("schemas", "ClusterGateway"),
                            "description": "by `host:port`"},

@@ -71,13 +71,13 @@ class RootResource(AllocationResource):
 
 
 class WebsocketResource(AllocationResource):
-    """``/ws``: the websocket servers (``/cluster/ws``), least loaded first."""
+    """``/ws``: the WebSocket servers (``/cluster/ws``), least loaded first."""
 
     isLeaf = True
 
     def __init__(self, allocator: Policy,
                  retry_after: int = default("mp.alloc.retry-after")) -> None:
-        super().__init__(allocator, retry_after, what="websocket server")
+        super().__init__(allocator, retry_after, what="WebSocket server")
 
     def render(self, request: Request) -> bytes | int:
         if request.postpath:

@@ -8,7 +8,7 @@ For tests, benchmarks and the local demo. What it reproduces, read from
   node ``{"host":..,"port":<gateway port>}`` (no attrs), through
   :class:`~tests.harness.registry.NodeRegistrar` (digest ACL, ephemeral,
   re-registered after every reconnect). Nothing listens on the cs port.
-  With ``ws_port`` (Java's ``ws-server-port`` > 0) a websocket server node
+  With ``ws_port`` (Java's ``ws-server-port`` > 0) a WebSocket server node
   ``{"host":..,"port":<ws port>}`` follows (``ServerNodes.ws()``); nothing
   listens there either.
 * **Redis** (``RemoteRouterManager``, ``UserManager``, ``ClientLocation``):
@@ -340,7 +340,7 @@ class FakeNode:
         self._requested_port = port
         self.port: int | None = None  # the gateway port, once listening
         self.cs_port = next(_cs_ports) if cs_port is None else cs_port
-        self.ws_port = ws_port  # None: no websocket server (Java's ws-server-port=0)
+        self.ws_port = ws_port  # None: no WebSocket server (Java's ws-server-port=0)
         self.zk = zk
         self.namespace = namespace
         self.digest = digest
@@ -783,7 +783,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="gateway port (0: a free one)")
     p.add_argument("--cs-port", type=int, help="port in the cs node (nothing listens there)")
     p.add_argument("--ws-port", type=int,
-                   help="register a websocket server node with this port (nothing listens)")
+                   help="register a WebSocket server node with this port (nothing listens)")
     p.add_argument("--users", type=int, default=0, help="online users to add")
     p.add_argument("--user-prefix", default="u")
     p.add_argument("--behaviour", default="deliver", help="for the users added")
