@@ -134,6 +134,32 @@ def rss_kib(pid: int) -> int:
 # --------------------------------------------------------------------------
 
 
+async def drive_pushes(client: Any, ids: Iterator[str], in_flight: int, seconds: float,
+                      latencies: list[float] | None) -> tuple[int, float, Counter[str]]:
+    """``in_flight`` workers pushing ids from ``ids`` one user at a time until it
+    ends or time is up: (pushes, seconds, results by outcome)."""
+    from twisted.internet.defer import ensureDeferred
+
+    counts: Counter[str] = Counter()
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        for uid in ids:
+            t0 = time.perf_counter()
+            results = await client.push([uid], CONTENT)
+            t1 = time.perf_counter()
+            if latencies is not None:
+                latencies.append(t1 - t0)
+            counts.update(r.result for r in results)
+            if t1 > deadline:
+                return
+
+    start = time.perf_counter()
+    for w in [ensureDeferred(worker()) for _ in range(in_flight)]:
+        await w
+    return sum(counts.values()), time.perf_counter() - start, counts
+
+
 def library_phase(config: Path, gateway: str, users: int, args: argparse.Namespace
                   ) -> dict[str, Any]:
     """Run the library measurements on the reactor; returns the figures.
@@ -153,31 +179,6 @@ def library_phase(config: Path, gateway: str, users: int, args: argparse.Namespa
 
     out: dict[str, Any] = {}
     user_ids = [f"{PREFIX}{i}" for i in range(users)]
-
-    async def drive(client: PushClient, ids: Iterator[str], in_flight: int, seconds: float,
-                    latencies: list[float] | None) -> tuple[int, float, Counter[str]]:
-        """``in_flight`` workers pushing ids from ``ids`` until it ends or time is up."""
-        counts: Counter[str] = Counter()
-        deadline = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            for uid in ids:
-                t0 = time.perf_counter()
-                results = await client.push([uid], CONTENT)
-                t1 = time.perf_counter()
-                if latencies is not None:
-                    latencies.append(t1 - t0)
-                for r in results:
-                    counts[r.result] += 1
-                if t1 > deadline:
-                    return
-
-        start = time.perf_counter()
-        workers = [ensureDeferred(worker()) for _ in range(in_flight)]
-        for w in workers:
-            await w
-        elapsed = time.perf_counter() - start
-        return sum(counts.values()), elapsed, counts
 
     def cycle(n: int) -> Iterator[str]:
         return itertools.islice(itertools.cycle(user_ids), n)
@@ -202,17 +203,18 @@ def library_phase(config: Path, gateway: str, users: int, args: argparse.Namespa
                                 max_packet_size=settings.max_packet_size)
 
             # Warm-up: every route in the cache, the connections and code hot.
-            n, secs, counts = await drive(client, iter(user_ids), 100, 60.0, None)
+            n, secs, counts = await drive_pushes(client, iter(user_ids), 100, 60.0, None)
             out["warm"] = (n, secs, counts, client.routes.reads)
-            n, secs, counts = await drive(client, cycle(5_000), 100, 5.0, None)
+            n, secs, counts = await drive_pushes(client, cycle(5_000), 100, 5.0, None)
 
             reads_before = client.routes.reads
-            n, secs, counts = await drive(client, cycle(args.lib_max), 100, args.lib_seconds,
+            n, secs, counts = await drive_pushes(client, cycle(args.lib_max), 100, args.lib_seconds,
                                           None)
             out["tput"] = (n, secs, counts, client.routes.reads - reads_before)
 
             lat: list[float] = []
-            n, secs, counts = await drive(client, cycle(args.lib_max), 10, args.lib_seconds, lat)
+            n, secs, counts = await drive_pushes(client, cycle(args.lib_max), 10,
+                                                 args.lib_seconds, lat)
             out["lat"] = (n, secs, counts, lat)
 
             # The route cache after one push per distinct id (offline ones
@@ -220,7 +222,7 @@ def library_phase(config: Path, gateway: str, users: int, args: argparse.Namespa
             ids = [f"{PREFIX}{i}" for i in range(args.memory_ids)]
             random.Random(1).shuffle(ids)
             rss0 = rss_kib(os.getpid())
-            n, secs, counts = await drive(client, iter(ids), 100, 60.0, None)
+            n, secs, counts = await drive_pushes(client, iter(ids), 100, 60.0, None)
             out["cache"] = (n, secs, counts, len(client.routes), rss0, rss_kib(os.getpid()))
         finally:
             for service in reversed(started):

@@ -34,17 +34,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.push import pct
+from benchmarks.push import drive_pushes, pct
 from tests.harness.fakenode import FakeNodeProcess
 from tests.harness.redis import RedisServer
 from tests.harness.zookeeper import ZooKeeperServer
-
-CONTENT = b"hi"
 
 
 def measure(zk: str, redis_port: int, nodes: dict[str, FakeNodeProcess], users: int,
@@ -64,27 +60,6 @@ def measure(zk: str, redis_port: int, nodes: dict[str, FakeNodeProcess], users: 
     out: dict[str, Any] = {"tcp": [], "udp": []}
     profiles = ({kind: cProfile.Profile(time.process_time) for kind in ("tcp", "udp")}
                 if args.profile else {})
-
-    async def drive(client: PushClient, ids: Iterator[str], in_flight: int, seconds: float,
-                    latencies: list[float] | None) -> tuple[int, float, Counter[str]]:
-        counts: Counter[str] = Counter()
-        deadline = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            for uid in ids:
-                t0 = time.perf_counter()
-                results = await client.push([uid], CONTENT)
-                t1 = time.perf_counter()
-                if latencies is not None:
-                    latencies.append(t1 - t0)
-                counts.update(r.result for r in results)
-                if t1 > deadline:
-                    return
-
-        start = time.perf_counter()
-        for w in [ensureDeferred(worker()) for _ in range(in_flight)]:
-            await w
-        return sum(counts.values()), time.perf_counter() - start, counts
 
     async def run() -> None:
         redis = RedisService(RedisSettings(nodes=(("127.0.0.1", redis_port),)))
@@ -107,7 +82,7 @@ def measure(zk: str, redis_port: int, nodes: dict[str, FakeNodeProcess], users: 
                     await deferLater(reactor, 0.05, lambda: None)
                 client = PushClient(requester, redis, max_inflight=10_000)
                 ids = [f"{kind[0]}{i}" for i in range(users)]
-                n, secs, counts = await drive(client, iter(ids), 100, 120.0, None)  # warm
+                n, secs, counts = await drive_pushes(client, iter(ids), 100, 120.0, None)  # warm
                 if counts["success"] != n:
                     raise RuntimeError(f"{kind} warm-up: {dict(counts)}")
                 clients[kind] = (client, ids)
@@ -116,7 +91,7 @@ def measure(zk: str, redis_port: int, nodes: dict[str, FakeNodeProcess], users: 
                     cpu, node_cpu = time.process_time(), _process_cpu(nodes[kind])
                     if profiles:
                         profiles[kind].enable()
-                    n, secs, counts = await drive(
+                    n, secs, counts = await drive_pushes(
                         client, itertools.islice(itertools.cycle(ids), args.max), 100,
                         args.seconds, None)
                     if profiles:
@@ -124,7 +99,7 @@ def measure(zk: str, redis_port: int, nodes: dict[str, FakeNodeProcess], users: 
                     cpu_us = (time.process_time() - cpu) / max(n, 1) * 1e6
                     node_us = (_process_cpu(nodes[kind]) - node_cpu) / max(n, 1) * 1e6
                     lat: list[float] = []
-                    n10, _, counts10 = await drive(
+                    n10, _, counts10 = await drive_pushes(
                         client, itertools.islice(itertools.cycle(ids), args.max), 10,
                         args.seconds, lat)
                     bad = (n - counts["success"]) + (n10 - counts10["success"])
