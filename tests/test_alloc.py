@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mpush.balance import BalancePolicy, Candidate, JavaPolicy
 from mpush.services.refresher import (
@@ -19,6 +18,7 @@ from mpush.services.refresher import (
     RefreshSchedule,
 )
 from tests.fakes import Cache, Node, View
+from tests.log_capture import log_lines
 
 # ---------------------------------------------------------------- helpers
 
@@ -45,15 +45,8 @@ def addresses(policy: Any) -> list[str]:
 @pytest.fixture
 def logged() -> Iterator[list[str]]:
     """Formatted twisted.logger events of mpush.services.refresher."""
-    events: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        if event.get("log_namespace", "").startswith("mpush.services.refresher"):
-            events.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield events
-    globalLogPublisher.removeObserver(observe)
+    with log_lines("mpush.services.refresher") as lines:
+        yield lines
 
 
 def started(view: View, cache: Cache, policy: Any = None, **kw: Any) -> tuple[Refresher, Clock]:

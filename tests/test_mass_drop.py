@@ -13,7 +13,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, ensureDeferred
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mpush.balance import BalancePolicy
 from mpush.cluster.zookeeper import ZkWatcher
@@ -25,21 +24,15 @@ from tests.fakes import Cache, FakeGateways, FakeStatusCache, FakeZk, Node, View
 from tests.harness.registry import NodeRegistrar
 from tests.harness.zkfaults import CuttableProxy, expire_session
 from tests.harness.zookeeper import ZooKeeperServer
+from tests.log_capture import log_lines
 from tests.metrics_samples import scrape
 
 
 @pytest.fixture
 def logged() -> Iterator[list[str]]:
     """Formatted log lines of the refresher and its hold."""
-    events: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        if event.get("log_namespace", "").startswith("mpush.services."):
-            events.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield events
-    globalLogPublisher.removeObserver(observe)
+    with log_lines("mpush.services.") as lines:
+        yield lines
 
 
 def nodes(*octets: int) -> list[Node]:

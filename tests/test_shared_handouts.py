@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mpush.balance import BalancePolicy, Candidate
 from mpush.services.handout_sharing import HandoutSharer
 from mpush.shared_handouts import HandoutLedger, RemoteBaseline, SharedRead
 from tests.fake_sharing import MemorySums
+from tests.log_capture import log_lines
 
 A, B, C = "10.0.0.1:3000", "10.0.0.2:3000", "10.0.0.3:3000"
 
@@ -131,15 +131,8 @@ def test_two_instances_sharing_fill_an_empty_server_once() -> None:
 
 @pytest.fixture
 def logged() -> Iterator[list[str]]:
-    events: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        if event.get("log_namespace", "").startswith("mpush.services.handout_sharing"):
-            events.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield events
-    globalLogPublisher.removeObserver(observe)
+    with log_lines("mpush.services.handout_sharing") as lines:
+        yield lines
 
 
 def test_failures_degrade_to_counting_alone_logged_once_then_recover(logged: list[str]) -> None:

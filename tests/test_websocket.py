@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from mpush.balance import BalancePolicy
 from mpush.daemon.metrics import Metrics, StateCollector
@@ -30,6 +29,7 @@ from tests.harness.web import request, sleep
 from tests.harness.zookeeper import ZooKeeperServer
 from tests.http_exchange import request as exchange
 from tests.http_exchange import split
+from tests.log_capture import log_lines
 from tests.metrics_samples import scrape
 
 # -- the resource -------------------------------------------------------------------
@@ -134,17 +134,10 @@ def test_a_ws_refresher_follows_ws_changes_only() -> None:
 
 
 def test_a_ws_refresher_holds_a_mass_drop_of_websocket_servers() -> None:
-    lines: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        if "mass" in (event.get("log_format") or ""):
-            lines.append(formatEvent(event))
-
     view = View()
     view.set_ws(*(Node(f"ws{n}", f"10.0.0.{n}", 8080) for n in (1, 2, 3)))
     cache = Cache({"10.0.0.1": 1, "10.0.0.2": 2, "10.0.0.3": 3})
-    globalLogPublisher.addObserver(observe)
-    try:
+    with log_lines("mpush.services.mass_drop") as lines:
         refresher, policy, clock = ws_refresher(view, cache, hold=30.0)
         clock.advance(1.0)
         everyone = b"10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080"
@@ -155,29 +148,18 @@ def test_a_ws_refresher_holds_a_mass_drop_of_websocket_servers() -> None:
         assert policy.body == everyone and len(refresher.held) == 2
         clock.advance(30.0)
         assert policy.body == b"10.0.0.1:8080" and not refresher.held
-    finally:
-        globalLogPublisher.removeObserver(observe)
     assert len(lines) == 2 and "2 of 3 WebSocket servers" in lines[0], lines
 
 
 def test_a_ws_refreshers_redis_lines_say_which_list() -> None:
-    lines: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        if event.get("log_namespace", "").startswith("mpush.services.refresher"):
-            lines.append(formatEvent(event))
-
     view = View()
     view.ws_nodes = {"ws1": Node("ws1", "10.0.0.1", 8080)}
     cache = Cache()
     cache.error = RuntimeError("connection refused")
-    globalLogPublisher.addObserver(observe)
-    try:
+    with log_lines("mpush.services.refresher") as lines:
         refresher, _, _ = ws_refresher(view, cache)
         cache.error = None
         refresher.refresh()
-    finally:
-        globalLogPublisher.removeObserver(observe)
     assert lines == ["cannot read online counts from Redis for GET /ws (connection refused);"
                      " keeping the last known order and counting handouts",
                      "online counts from Redis are back for GET /ws"]
